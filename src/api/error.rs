@@ -1,0 +1,65 @@
+//! The one place where errors become HTTP responses: status, Matrix `errcode`
+//! and a message that names what was wrong.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::notification::ParseError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error("request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("timed out reading the request body")]
+    BodyTimeout,
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    #[error("unrecognized request: {0}")]
+    Unrecognized(String),
+    #[error("method not allowed here; allowed: {allow}")]
+    MethodNotAllowed { allow: &'static str },
+    /// Some devices failed temporarily and nothing can queue them: the homeserver must retry.
+    #[error("{temporary} device(s) failed temporarily; retry later")]
+    Upstream {
+        temporary: usize,
+        rejected: Vec<String>,
+    },
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Parse(ParseError::NotJson(_)) => (StatusCode::BAD_REQUEST, "M_NOT_JSON"),
+            ApiError::Parse(ParseError::BadJson { .. }) => (StatusCode::BAD_REQUEST, "M_BAD_JSON"),
+            ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN"),
+            ApiError::BodyRead(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
+            ApiError::Unrecognized(_) => (StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
+            ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED"),
+            ApiError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),
+            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, errcode) = self.status_and_code();
+        let mut body = json!({ "errcode": errcode, "error": self.to_string() });
+        if let ApiError::Upstream { rejected, .. } = &self {
+            // Not part of the spec's error shape, but it costs nothing and helps a homeserver that reads it.
+            body["rejected"] = json!(rejected);
+        }
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let ApiError::MethodNotAllowed { allow } = self {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        resp
+    }
+}

@@ -1,0 +1,75 @@
+//! The HTTP API: the Push Gateway API v1 router, health, and the fallbacks
+//! that keep every answer a Matrix JSON error (404/405 `M_UNRECOGNIZED`,
+//! panics as 500 `M_UNKNOWN`).
+
+pub mod error;
+mod notify;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::config::Limits;
+use crate::dispatch::Dispatcher;
+use error::ApiError;
+
+/// Everything a request handler needs, shared by all requests.
+pub struct AppState {
+    pub dispatcher: Dispatcher,
+    pub limits: Limits,
+}
+
+/// A short id that ties the log lines of one request together; also sent back as `X-Request-Id`.
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let notify_route =
+        post(notify::notify).fallback(|| async { ApiError::MethodNotAllowed { allow: "POST" } });
+    let health_route =
+        get(health).fallback(|| async { ApiError::MethodNotAllowed { allow: "GET, HEAD" } });
+    Router::new()
+        .route("/_matrix/push/v1/notify", notify_route.clone())
+        .route("/_matrix/push/v1/notify/", notify_route)
+        .route("/health", health_route)
+        .fallback(|req: Request| async move { ApiError::Unrecognized(req.uri().path().to_owned()) })
+        .with_state(state)
+        .layer(middleware::from_fn(request_id))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+}
+
+async fn health() -> impl IntoResponse {
+    (StatusCode::OK, Json(json!({ "status": "ok" })))
+}
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| format!("{:06x}", rand::random::<u32>() & 0xff_ffff));
+    let id = format!("{prefix}-{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = err
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| err.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = what, "request handler panicked (a bug)");
+    ApiError::Internal.into_response()
+}

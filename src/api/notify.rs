@@ -1,0 +1,95 @@
+//! `POST /_matrix/push/v1/notify`: read the bounded body, parse it, dispatch
+//! every device and answer `{"rejected": [...]}` (or a Matrix error).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::{AppState, RequestId};
+use crate::notification;
+
+/// How long a client may take to send its body (slow-loris bound).
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn notify(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let result = handle(&state, &request_id, &headers, body).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::info!(request_id, error = %e, elapsed_ms, "notify refused");
+            e.into_response()
+        }
+    }
+}
+
+async fn handle(
+    state: &AppState,
+    request_id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limit = state.limits.max_body_size;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    let bytes =
+        match tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await {
+            Err(_) => return Err(ApiError::BodyTimeout),
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                return Err(ApiError::TooLarge { limit })
+            }
+            Ok(Err(e)) => return Err(ApiError::BodyRead(e.to_string())),
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
+    let n = notification::parse(&bytes, state.limits.max_devices)?;
+    let started = Instant::now();
+    let summary = state.dispatcher.dispatch(&n, request_id).await;
+    let rejected: Vec<String> = summary
+        .rejected(&n.devices)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let temporary = summary.count("temporary");
+    let mut app_ids: Vec<&str> = n.devices.iter().map(|d| d.app_id.as_str()).collect();
+    app_ids.sort_unstable();
+    app_ids.dedup();
+    tracing::info!(
+        request_id,
+        event_id = n.event_id.as_deref().unwrap_or(""),
+        app_ids = %app_ids.join(","),
+        devices = n.devices.len(),
+        delivered = summary.count("delivered"),
+        rejected = rejected.len(),
+        failed = summary.count("failed"),
+        temporary,
+        status = if temporary > 0 { 502 } else { 200 },
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "notify"
+    );
+    if temporary > 0 {
+        return Err(ApiError::Upstream {
+            temporary,
+            rejected,
+        });
+    }
+    Ok(Json(json!({ "rejected": rejected })).into_response())
+}

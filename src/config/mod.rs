@@ -1,0 +1,434 @@
+//! Sygnal-compatible YAML configuration, read into typed and validated structs.
+//!
+//! The file is found by Sygnal's lookup order extended with ours
+//! (`--config`, `$PUSHGATE_CONF`, `$SYGNAL_CONF`, `./pushgate.yaml`,
+//! `./sygnal.yaml`), parsed as YAML, then walked key by key so that every
+//! problem is reported with its key path. Secrets named by the config (VAPID
+//! keys, APNs keys, service-account files) are read and checked here, at
+//! start-up, not at the first push.
+
+mod apps;
+mod problems;
+mod walk;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use apps::{
+    ApnsAuth, ApnsConfig, ApnsPlatform, AppConfig, AppKind, FcmConfig, VapidKey, WebPushConfig,
+};
+pub use problems::{ConfigError, Problem, Problems, Severity};
+use walk::Section;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    /// Outbound proxy URL (`proxy`, else `$HTTPS_PROXY`); CONNECT is used for https.
+    pub proxy: Option<String>,
+    pub metrics: MetricsConfig,
+    pub limits: Limits,
+    pub dispatch: DispatchConfig,
+    pub store: StoreConfig,
+    /// Apps in file order; keys are exact app ids or globs.
+    pub apps: Vec<AppConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A `tracing` filter directive such as `info` or `pushgate=debug`.
+    pub level: String,
+    pub format: LogFormat,
+    /// Take the client address of the request log line from `X-Forwarded-For`.
+    pub x_forwarded_for: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub bind_addresses: Vec<IpAddr>,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// `metrics.prometheus` when enabled: where the exporter would listen.
+    pub prometheus: Option<(IpAddr, u16)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest accepted `/notify` body, in bytes.
+    pub max_body_size: usize,
+    /// Most devices accepted in one notification.
+    pub max_devices: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// TCP + TLS connect timeout for every outbound request.
+    pub connect_timeout: Duration,
+    /// Total time allowed for one upstream request, connect included.
+    pub upstream_timeout: Duration,
+}
+
+/// `store`: parsed now so that configs written for later versions load; the
+/// store itself is not implemented yet (pushgate is stateless for now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    None,
+    Sqlite { path: PathBuf },
+    Postgres { url: String },
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_size: 512 * 1024,
+            max_devices: 100,
+        }
+    }
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            connect_timeout: Duration::from_secs(5),
+            upstream_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where the configuration came from, for messages.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub file: PathBuf,
+    pub config: Config,
+    /// Warnings found while loading (errors make loading fail).
+    pub warnings: Vec<Problem>,
+}
+
+/// Finds the config file by the documented lookup order.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    for var in ["PUSHGATE_CONF", "SYGNAL_CONF"] {
+        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(v));
+        }
+    }
+    for name in ["pushgate.yaml", "sygnal.yaml"] {
+        let p = PathBuf::from(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(ConfigError::NotFound {
+        tried: "--config, $PUSHGATE_CONF, $SYGNAL_CONF, ./pushgate.yaml, ./sygnal.yaml".into(),
+    })
+}
+
+/// Locates, reads and validates the configuration.
+pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let file = locate(explicit)?;
+    let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Unreadable {
+        file: file.display().to_string(),
+        source,
+    })?;
+    let (config, warnings) = Config::from_yaml(&text, &file.display().to_string())?;
+    Ok(Loaded {
+        file,
+        config,
+        warnings,
+    })
+}
+
+impl Config {
+    /// Parses and validates YAML text; `label` names the source in messages.
+    /// Relative paths inside the config are taken from the working directory, as Sygnal does.
+    pub fn from_yaml(text: &str, label: &str) -> Result<(Config, Vec<Problem>), ConfigError> {
+        let value: Value = if text.trim().is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+                file: label.to_owned(),
+                message: e.to_string(),
+            })?
+        };
+        let mut p = Problems::default();
+        let config = match &value {
+            Value::Object(map) => Some(read_root(Section::new("", map), &mut p)),
+            Value::Null => Some(read_root(Section::new("", &Default::default()), &mut p)),
+            _ => {
+                p.error("", "the top level must be a mapping of keys");
+                None
+            }
+        };
+        match config {
+            Some(c) if !p.has_errors() => Ok((c, p.list)),
+            _ => Err(ConfigError::Invalid {
+                file: label.to_owned(),
+                problems: p.list,
+            }),
+        }
+    }
+}
+
+fn read_root<'a>(mut root: Section<'a>, p: &mut Problems) -> Config {
+    let log = read_log(root.section("log", p), p);
+    let http = read_http(root.section("http", p), p);
+    let proxy = root.string("proxy", p).or_else(|| {
+        ["HTTPS_PROXY", "https_proxy"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+    });
+    if let Some(url) = &proxy {
+        if url::Url::parse(url).is_err() {
+            p.error("proxy", "expected a URL such as http://proxy.example:3128");
+        }
+    }
+    let metrics = read_metrics(root.section("metrics", p), p);
+    let limits = read_limits(root.section("limits", p), p);
+    let dispatch = read_dispatch(root.section("dispatch", p), p);
+    let store = read_store(&mut root, p);
+    if root.raw("tls").is_some() {
+        p.error(
+            "tls",
+            "inbound TLS is not supported by this version yet; terminate TLS in a reverse proxy and remove this key",
+        );
+    }
+    if root.raw("database").is_some() {
+        p.warn(
+            "database",
+            "Sygnal's `database` key is not used; see `store`",
+        );
+    }
+    // Sygnal's per-process keys that apply to every app; read where they are used.
+    let apps = apps::read_apps(&mut root, p);
+    root.finish(p);
+    Config {
+        log,
+        http,
+        proxy,
+        metrics,
+        limits,
+        dispatch,
+        store,
+        apps,
+    }
+}
+
+fn read_log(s: Option<Section<'_>>, p: &mut Problems) -> LogConfig {
+    let mut cfg = LogConfig {
+        level: "info".into(),
+        format: LogFormat::Text,
+        x_forwarded_for: false,
+    };
+    let Some(mut s) = s else { return cfg };
+    if let Some(mut setup) = s.section("setup", p) {
+        // Sygnal passes this to Python's logging.dictConfig; only the root level carries over.
+        let level = setup
+            .section("root", p)
+            .and_then(|mut root| root.string("level", p));
+        match level {
+            Some(l) => cfg.level = l.to_ascii_lowercase(),
+            None => p.warn(
+                setup.path.clone(),
+                "Python logging setup is not interpreted (only root.level is used); use log.level and log.format",
+            ),
+        }
+        setup.ignore(&[
+            "version",
+            "formatters",
+            "handlers",
+            "loggers",
+            "disable_existing_loggers",
+            "filters",
+            "incremental",
+        ]);
+        setup.finish(p);
+    }
+    if let Some(level) = s.string("level", p) {
+        cfg.level = level;
+    }
+    if let Some(f) = s.string("format", p) {
+        match f.as_str() {
+            "text" => cfg.format = LogFormat::Text,
+            "json" => cfg.format = LogFormat::Json,
+            _ => p.error(s.key_path("format"), "expected `text` or `json`"),
+        }
+    }
+    if let Some(mut access) = s.section("access", p) {
+        cfg.x_forwarded_for = access.bool("x_forwarded_for", false, p);
+        access.finish(p);
+    }
+    if tracing_subscriber::EnvFilter::try_new(&cfg.level).is_err() {
+        p.error(
+            s.key_path("level"),
+            format!(
+                "`{}` is not a log level or filter (try info, debug, warn)",
+                cfg.level
+            ),
+        );
+    }
+    s.finish(p);
+    cfg
+}
+
+fn read_http(s: Option<Section<'_>>, p: &mut Problems) -> HttpConfig {
+    let mut cfg = HttpConfig {
+        bind_addresses: vec![IpAddr::from([127, 0, 0, 1])],
+        port: 5000,
+    };
+    let Some(mut s) = s else { return cfg };
+    if let Some(list) = s.string_list("bind_addresses", p) {
+        let mut addrs = Vec::new();
+        for (i, a) in list.iter().enumerate() {
+            match a.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
+                Ok(ip) => addrs.push(ip),
+                Err(_) => p.error(
+                    format!("http.bind_addresses[{i}]"),
+                    format!("`{a}` is not an IP address"),
+                ),
+            }
+        }
+        if list.is_empty() {
+            p.error("http.bind_addresses", "must list at least one address");
+        }
+        cfg.bind_addresses = addrs;
+    }
+    cfg.port = s.uint("port", 5000, 0, 65535, p) as u16;
+    s.finish(p);
+    cfg
+}
+
+fn read_metrics(s: Option<Section<'_>>, p: &mut Problems) -> MetricsConfig {
+    let mut cfg = MetricsConfig { prometheus: None };
+    let Some(mut s) = s else { return cfg };
+    if let Some(mut prom) = s.section("prometheus", p) {
+        if prom.bool("enabled", false, p) {
+            let addr = prom
+                .string("address", p)
+                .unwrap_or_else(|| "127.0.0.1".into());
+            let port = prom.uint("port", 8000, 0, 65535, p) as u16;
+            match addr
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse::<IpAddr>()
+            {
+                Ok(ip) => cfg.prometheus = Some((ip, port)),
+                Err(_) => p.error(
+                    prom.key_path("address"),
+                    format!("`{addr}` is not an IP address"),
+                ),
+            }
+            p.warn(
+                prom.path.clone(),
+                "the Prometheus exporter is not implemented in this version yet; no metrics listener is started",
+            );
+        }
+        prom.ignore(&["address", "port"]);
+        prom.finish(p);
+    }
+    for unsupported in ["sentry", "opentracing"] {
+        if let Some(mut sec) = s.section(unsupported, p) {
+            if sec.bool("enabled", false, p) {
+                p.warn(
+                    sec.path.clone(),
+                    format!("{unsupported} is not supported by pushgate (OpenTelemetry tracing replaces it); ignored"),
+                );
+            }
+            let keys: Vec<&str> = ["dsn", "implementation", "jaeger", "service_name"].to_vec();
+            sec.ignore(&keys);
+            sec.finish(p);
+        }
+    }
+    s.finish(p);
+    cfg
+}
+
+fn read_limits(s: Option<Section<'_>>, p: &mut Problems) -> Limits {
+    let d = Limits::default();
+    let Some(mut s) = s else { return d };
+    let cfg = Limits {
+        max_body_size: s.bytes("max_body_size", d.max_body_size as u64, p) as usize,
+        max_devices: s.uint("max_devices", d.max_devices as u64, 1, 100_000, p) as usize,
+    };
+    s.finish(p);
+    cfg
+}
+
+fn read_dispatch(s: Option<Section<'_>>, p: &mut Problems) -> DispatchConfig {
+    let d = DispatchConfig::default();
+    let Some(mut s) = s else { return d };
+    let cfg = DispatchConfig {
+        connect_timeout: s.duration("connect_timeout", d.connect_timeout, p),
+        upstream_timeout: s.duration("upstream_timeout", d.upstream_timeout, p),
+    };
+    for (key, v) in [
+        ("connect_timeout", cfg.connect_timeout),
+        ("upstream_timeout", cfg.upstream_timeout),
+    ] {
+        if v.is_zero() {
+            p.error(s.key_path(key), "must be more than zero");
+        }
+    }
+    s.finish(p);
+    cfg
+}
+
+fn read_store(root: &mut Section<'_>, p: &mut Problems) -> StoreConfig {
+    let Some(v) = root.raw("store") else {
+        return StoreConfig::None;
+    };
+    let store = match v {
+        Value::String(s) if s == "none" => StoreConfig::None,
+        Value::Object(_) => {
+            let Some(mut s) = Section::of("store".into(), v, p) else {
+                return StoreConfig::None;
+            };
+            let cfg = if let Some(mut sq) = s.section("sqlite", p) {
+                let path = sq
+                    .path("path", p)
+                    .unwrap_or_else(|| PathBuf::from("./pushgate.db"));
+                sq.finish(p);
+                StoreConfig::Sqlite { path }
+            } else if let Some(mut pg) = s.section("postgres", p) {
+                let url = pg.required_string("url", p).unwrap_or_default();
+                pg.finish(p);
+                StoreConfig::Postgres { url }
+            } else {
+                p.error(
+                    "store",
+                    "expected `none`, `{sqlite: {path}}` or `{postgres: {url}}`",
+                );
+                StoreConfig::None
+            };
+            s.finish(p);
+            cfg
+        }
+        _ => {
+            p.error(
+                "store",
+                "expected `none`, `{sqlite: {path}}` or `{postgres: {url}}`",
+            );
+            return StoreConfig::None;
+        }
+    };
+    if store != StoreConfig::None {
+        p.warn(
+            "store",
+            "the store is not implemented in this version yet; pushgate runs without one (temporary failures answer 502)",
+        );
+    }
+    store
+}

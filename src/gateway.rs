@@ -1,0 +1,125 @@
+//! Start-up: turns a validated [`Config`] into pushkins, routes and bound
+//! listeners, then serves until the shutdown future completes.
+//!
+//! `build` and `run_until` are separate so tests bind port 0, read the
+//! addresses, and pass their own shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::api::{self, AppState};
+use crate::config::{AppKind, Config};
+use crate::dispatch::Dispatcher;
+use crate::net::NetError;
+use crate::pushkin::{unavailable::Unavailable, webpush, Pushkin};
+use crate::routing::{Route, Routes};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("apps.{app}: {source}")]
+    Client { app: String, source: NetError },
+}
+
+pub struct Gateway {
+    listeners: Vec<TcpListener>,
+    router: axum::Router,
+}
+
+/// Builds one pushkin per configured app.
+pub fn build_routes(config: &Config) -> Result<Routes, StartError> {
+    let mut routes = Routes::default();
+    let settings = webpush::Settings {
+        connect_timeout: config.dispatch.connect_timeout,
+        timeout: config.dispatch.upstream_timeout,
+        proxy: config.proxy.as_deref(),
+    };
+    for app in &config.apps {
+        let pushkin: Arc<dyn Pushkin> = match &app.kind {
+            AppKind::WebPush(w) => {
+                webpush::build(w, &settings).map_err(|source| StartError::Client {
+                    app: app.id.clone(),
+                    source,
+                })?
+            }
+            other => Arc::new(Unavailable {
+                type_name: other.type_name(),
+            }),
+        };
+        routes.add(Route {
+            key: app.id.clone(),
+            pushkin,
+            inflight: Arc::new(Semaphore::new(app.inflight_request_limit)),
+        });
+    }
+    Ok(routes)
+}
+
+impl Gateway {
+    /// Builds pushkins and binds every `http.bind_addresses` on `http.port`.
+    pub async fn build(config: &Config) -> Result<Gateway, StartError> {
+        let routes = build_routes(config)?;
+        let state = Arc::new(AppState {
+            dispatcher: Dispatcher::new(routes),
+            limits: config.limits.clone(),
+        });
+        let mut listeners = Vec::new();
+        for ip in &config.http.bind_addresses {
+            let addr = SocketAddr::new(*ip, config.http.port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?;
+            listeners.push(listener);
+        }
+        Ok(Gateway {
+            listeners,
+            router: api::router(state),
+        })
+    }
+
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        let mut servers = Vec::new();
+        for listener in self.listeners {
+            let mut rx = rx.clone();
+            let router = self.router.clone();
+            servers.push(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            }));
+        }
+        for s in servers {
+            match s.await {
+                Ok(r) => r?,
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
+        }
+        Ok(())
+    }
+}

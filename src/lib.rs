@@ -1,0 +1,26 @@
+//! pushgate: a Matrix push gateway (Push Gateway API v1), Sygnal-compatible.
+//!
+//! # Layout
+//! A request flows one way: `api` → `notification` → `routing` → `dispatch` → `pushkin` → `net`.
+//!
+//! - [`config`]: Sygnal-compatible YAML → typed, validated [`config::Config`].
+//! - [`api`]: axum router, `/notify` handler, Matrix JSON errors, `/health`.
+//! - [`notification`]: the spec's request model and its validation.
+//! - [`routing`]: `app_id` → pushkin (exact first, then globs; ambiguous = rejected).
+//! - [`dispatch`]: concurrent fan-out to all devices, the per-request summary.
+//! - [`pushkin`]: the `Pushkin` trait and one module per push service (`webpush`; APNs and FCM to come).
+//! - [`net`]: the outbound HTTP client (rustls, HTTP/2, proxy, timeouts, trusted CA, address guard).
+//! - [`telemetry`]: logging and pushkey redaction.
+//! - [`gateway`]: start-up and serving.
+
+pub mod api;
+pub mod config;
+pub mod dispatch;
+pub mod gateway;
+pub mod net;
+pub mod notification;
+pub mod pushkin;
+pub mod routing;
+pub mod telemetry;
+
+pub use gateway::Gateway;

@@ -1,0 +1,216 @@
+//! The `pushgate` command: `serve` (default), `check-config`, `gen-vapid`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use p256::pkcs8::{EncodePrivateKey, LineEnding};
+
+use pushgate::config::{self, ConfigError, Severity};
+use pushgate::pushkin::webpush::vapid::public_key_b64;
+use pushgate::{telemetry, Gateway};
+
+#[derive(Parser)]
+#[command(
+    name = "pushgate",
+    version,
+    about = "A Matrix push gateway (Push Gateway API v1)"
+)]
+struct Cli {
+    /// Config file (else $PUSHGATE_CONF, $SYGNAL_CONF, ./pushgate.yaml, ./sygnal.yaml).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Validate the config and list every problem with its key path; exit 1 on errors.
+    CheckConfig,
+    /// Write a new P-256 VAPID private key (PEM) and print its public key (base64url).
+    GenVapid {
+        /// Where to write the private key.
+        #[arg(long, short, default_value = "vapid_private_key.pem")]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config.as_deref()),
+        Command::CheckConfig => check_config(cli.config.as_deref()),
+        Command::GenVapid { out, force } => gen_vapid(&out, force),
+    }
+}
+
+fn print_config_error(e: &ConfigError) {
+    eprintln!("{e}");
+}
+
+fn check_config(path: Option<&Path>) -> ExitCode {
+    match config::load(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("{}: {w}", loaded.file.display());
+            }
+            let mut by_type = std::collections::BTreeMap::<&str, usize>::new();
+            for app in &loaded.config.apps {
+                *by_type.entry(app.kind.type_name()).or_default() += 1;
+            }
+            let types: Vec<String> = by_type.iter().map(|(t, n)| format!("{n} {t}")).collect();
+            println!(
+                "{}: OK ({} app(s){}{})",
+                loaded.file.display(),
+                loaded.config.apps.len(),
+                if types.is_empty() { "" } else { ": " },
+                types.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid { file, problems }) => {
+            for p in &problems {
+                eprintln!("{file}: {p}");
+            }
+            let errors = problems
+                .iter()
+                .filter(|p| p.severity == Severity::Error)
+                .count();
+            eprintln!("{file}: {errors} error(s); the gateway would not start");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            print_config_error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(path: Option<&Path>) -> ExitCode {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            print_config_error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(&loaded.config.log);
+    for w in &loaded.warnings {
+        tracing::warn!("{}: {w}", loaded.file.display());
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let gateway = match Gateway::build(&loaded.config).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addrs: Vec<String> = gateway
+            .local_addrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        tracing::info!(
+            config = %loaded.file.display(),
+            listen = %addrs.join(", "),
+            apps = loaded.config.apps.len(),
+            "pushgate {} ready",
+            env!("CARGO_PKG_VERSION")
+        );
+        match gateway.run_until(shutdown_signal()).await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("server error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+fn gen_vapid(out: &Path, force: bool) -> ExitCode {
+    let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let pem = match key.to_pkcs8_pem(LineEnding::LF) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot encode the key: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let written = opts.open(out).and_then(|mut f| f.write_all(pem.as_bytes()));
+    if let Err(e) = written {
+        eprintln!(
+            "cannot write {}: {e}{}",
+            out.display(),
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                " (use --force to replace it)"
+            } else {
+                ""
+            }
+        );
+        return ExitCode::FAILURE;
+    }
+    let signing = p256::ecdsa::SigningKey::from(key);
+    eprintln!(
+        "wrote the VAPID private key to {} (mode 0600)",
+        out.display()
+    );
+    eprintln!("public key (applicationServerKey for your app's push subscription):");
+    println!("{}", public_key_b64(&signing));
+    ExitCode::SUCCESS
+}

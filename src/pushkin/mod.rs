@@ -1,0 +1,90 @@
+//! Pushkins: one per push service, each turning a notification for one device
+//! into that service's request and its answer into an [`Outcome`].
+//!
+//! A pushkin is built once per configured app (clients, keys and token caches
+//! live inside it) and shared by every request.
+
+pub mod unavailable;
+pub mod webpush;
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::notification::{Device, Notification};
+
+/// What happened to one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The push service accepted the push (or there was nothing to send).
+    Delivered,
+    /// The pushkey must not be used again: the homeserver should delete the pusher.
+    Rejected { reason: String },
+    /// This push cannot be delivered, but the pushkey is fine (e.g. payload too large):
+    /// logged, not retried, not rejected.
+    Failed { reason: String },
+    /// Try again later: upstream unavailable, rate-limited, timed out.
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl Outcome {
+    pub fn rejected(reason: impl Into<String>) -> Self {
+        Outcome::Rejected {
+            reason: reason.into(),
+        }
+    }
+
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Outcome::Failed {
+            reason: reason.into(),
+        }
+    }
+
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Outcome::Transient {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Short name for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Transient { .. } => "temporary",
+        }
+    }
+}
+
+/// A push service.
+pub trait Pushkin: Send + Sync {
+    /// The pushkin type (`webpush`, `apns`, `gcm`), for logs.
+    fn type_name(&self) -> &'static str;
+
+    /// Sends `notification` to one `device` and says what happened. Never panics
+    /// on input, never takes longer than the configured upstream timeout.
+    fn dispatch<'a>(
+        &'a self,
+        notification: &'a Notification,
+        device: &'a Device,
+    ) -> BoxFuture<'a, Outcome>;
+}
+
+/// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    // A date in the past means "now".
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}

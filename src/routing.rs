@@ -1,0 +1,118 @@
+//! Maps a device's `app_id` to the pushkin of the configured app.
+//!
+//! Exact app ids win; otherwise the glob keys are tried (`*` any run of
+//! characters, `?` exactly one; anchored, case-sensitive, dots literal). An
+//! unknown app id, or one matched by more than one glob, is answered as
+//! rejected: the homeserver should stop using a pusher nobody can serve.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::pushkin::Pushkin;
+
+/// A configured app as the dispatcher sees it.
+pub struct Route {
+    /// The config key (exact id or glob), for logs.
+    pub key: String,
+    pub pushkin: Arc<dyn Pushkin>,
+    /// Limits dispatches in flight for this app (`inflight_request_limit`).
+    pub inflight: Arc<tokio::sync::Semaphore>,
+}
+
+#[derive(Default)]
+pub struct Routes {
+    exact: HashMap<String, Arc<Route>>,
+    globs: Vec<Arc<Route>>,
+}
+
+/// Why no route was found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no app is configured for this app_id")]
+    Unknown,
+    #[error("app_id matches several configured globs: {0}")]
+    Ambiguous(String),
+}
+
+/// Whether a config key is a glob rather than an exact app id.
+pub fn is_glob(key: &str) -> bool {
+    key.contains(['*', '?'])
+}
+
+impl Routes {
+    pub fn add(&mut self, route: Route) {
+        let route = Arc::new(route);
+        if is_glob(&route.key) {
+            self.globs.push(route);
+        } else {
+            self.exact.insert(route.key.clone(), route);
+        }
+    }
+
+    pub fn find(&self, app_id: &str) -> Result<&Arc<Route>, RouteError> {
+        if let Some(r) = self.exact.get(app_id) {
+            return Ok(r);
+        }
+        let mut matches = self.globs.iter().filter(|r| glob_match(&r.key, app_id));
+        match (matches.next(), matches.next()) {
+            (None, _) => Err(RouteError::Unknown),
+            (Some(r), None) => Ok(r),
+            (Some(a), Some(b)) => {
+                let mut keys = vec![a.key.as_str(), b.key.as_str()];
+                keys.extend(matches.map(|r| r.key.as_str()));
+                Err(RouteError::Ambiguous(keys.join(", ")))
+            }
+        }
+    }
+}
+
+/// Anchored glob match over characters: `*` matches any run (even empty), `?` one character.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    // Where the last `*` was and how much text it had swallowed, for backtracking.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("com.example.*", "com.example.ios"));
+        assert!(glob_match("com.example.*", "com.example."));
+        assert!(!glob_match("com.example.*", "com.exampleXios"));
+        assert!(glob_match("com.?xample.ios", "com.example.ios"));
+        assert!(!glob_match("com.?xample.ios", "com.xample.ios"));
+        assert!(!glob_match("com.example.ios", "com.example.ios.dev"));
+        assert!(!glob_match("Com.example.*", "com.example.ios"));
+        assert!(glob_match("*.ios*", "com.example.ios.dev"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
+        assert!(glob_match("??", "é1"));
+    }
+}

@@ -200,7 +200,7 @@ mod tests {
     fn content_dropped_when_body_cannot_fit() {
         let mut d = device();
         let mut dp = Map::new();
-        dp.insert("pad".into(), Value::String("x".repeat(3950)));
+        dp.insert("pad".into(), Value::String("x".repeat(3930)));
         d.data.insert("default_payload".into(), Value::Object(dp));
         let bytes = encode(build(&notif("hello"), &d).expect("payload")).expect("fits");
         let v: Value = serde_json::from_slice(&bytes).expect("json");

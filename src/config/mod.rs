@@ -18,7 +18,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use apps::{
-    ApnsAuth, ApnsConfig, ApnsPlatform, AppConfig, AppKind, FcmConfig, VapidKey, WebPushConfig,
+    parse_vapid_key, ApnsAuth, ApnsConfig, ApnsPlatform, AppConfig, AppKind, FcmConfig, VapidKey,
+    WebPushConfig,
 };
 pub use problems::{ConfigError, Problem, Problems, Severity};
 use walk::Section;

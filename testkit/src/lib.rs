@@ -1,0 +1,12 @@
+//! Fake push-service upstreams for pushgate's tests and benchmark. Each fake
+//! is a real server on 127.0.0.1 that speaks the service's wire protocol and
+//! checks what it receives independently of the gateway's own code.
+//!
+//! # Layout
+//! - [`webpush`]: a Web Push service (RFC 8030) that decrypts RFC 8291
+//!   `aes128gcm` messages with the subscription's private key ([`webpush::ece`])
+//!   and verifies VAPID (RFC 8292) tokens ([`webpush::vapid`]).
+//! - [`proxy`]: a forward HTTP proxy (CONNECT and absolute-form) that records its targets.
+
+pub mod proxy;
+pub mod webpush;

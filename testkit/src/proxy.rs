@@ -1,0 +1,133 @@
+//! A forward HTTP proxy on 127.0.0.1: `CONNECT host:port` tunnels (what
+//! clients use for https) and absolute-form requests (`POST http://host/…`,
+//! what clients use for plain http), recording every target it was asked for.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// One request the proxy saw: `CONNECT` or the method of an absolute-form request, and `host:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxiedRequest {
+    pub method: String,
+    pub target: String,
+}
+
+pub struct FakeProxy {
+    port: u16,
+    forward: bool,
+    seen: Arc<Mutex<Vec<ProxiedRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeProxy {
+    /// A proxy that forwards to the requested targets.
+    pub async fn start() -> FakeProxy {
+        Self::spawn(true).await
+    }
+
+    /// A proxy that records requests but never connects anywhere (answers 502): tests that
+    /// name private addresses use it so that a regression can reach nothing but loopback.
+    pub async fn start_blackhole() -> FakeProxy {
+        Self::spawn(false).await
+    }
+
+    async fn spawn(forward: bool) -> FakeProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, log.clone(), forward));
+            }
+        });
+        FakeProxy {
+            port,
+            forward,
+            seen,
+            task,
+        }
+    }
+
+    pub fn forwards(&self) -> bool {
+        self.forward
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<ProxiedRequest> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+async fn serve(mut client: TcpStream, seen: Arc<Mutex<Vec<ProxiedRequest>>>, forward: bool) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read up to the end of the request head; a proxy request head is small.
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > 64 * 1024 {
+            return;
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let mut parts = text.lines().next().unwrap_or_default().split_whitespace();
+    let (method, uri) = (
+        parts.next().unwrap_or_default().to_owned(),
+        parts.next().unwrap_or_default().to_owned(),
+    );
+    let target = if method == "CONNECT" {
+        uri.clone()
+    } else {
+        // absolute-form: http://host:port/path
+        let rest = uri.strip_prefix("http://").unwrap_or(&uri);
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.contains(':') {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        }
+    };
+    if let Ok(mut s) = seen.lock() {
+        s.push(ProxiedRequest {
+            method: method.clone(),
+            target: target.clone(),
+        });
+    }
+    let upstream = if forward {
+        TcpStream::connect(&target).await.ok()
+    } else {
+        None
+    };
+    let Some(mut upstream) = upstream else {
+        let _ = client
+            .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+            .await;
+        return;
+    };
+    if method == "CONNECT" {
+        if client
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
+        }
+    } else if upstream.write_all(&head).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}

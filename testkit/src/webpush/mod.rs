@@ -1,0 +1,282 @@
+//! A fake Web Push service: `POST /push/{name}` for subscriptions registered
+//! with [`FakeWebPush::subscribe`]. Every request is checked (encoding, TTL,
+//! VAPID, decryption), recorded, and answered with the subscription's
+//! [`Behaviour`] — or 400/401/413 when a check fails, as a real service would.
+
+pub mod ece;
+pub mod vapid;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::serve::ListenerExt;
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use tokio::sync::Notify;
+
+pub use vapid::VapidClaims;
+
+/// A browser-side subscription: what a browser's PushManager holds.
+#[derive(Clone)]
+pub struct Subscription {
+    secret: p256::SecretKey,
+    auth: [u8; 16],
+}
+
+impl Subscription {
+    pub fn generate() -> Self {
+        let mut auth = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut auth);
+        Subscription {
+            secret: p256::SecretKey::random(&mut rand::rngs::OsRng),
+            auth,
+        }
+    }
+
+    /// The `p256dh` key (base64url, uncompressed point): the Matrix pushkey.
+    pub fn p256dh(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.secret.public_key().to_encoded_point(false).as_bytes())
+    }
+
+    /// The 16-byte auth secret, base64url.
+    pub fn auth(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.auth)
+    }
+
+    pub fn decrypt(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+        ece::decrypt(body, &self.secret, &self.auth)
+    }
+}
+
+/// How the fake answers a subscription's pushes.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// Answer this status at once (default: 201 Created).
+    Status(u16),
+    /// Wait, then answer the status.
+    Delay(Duration, u16),
+    /// Never answer.
+    Stall,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReceivedPush {
+    pub name: String,
+    /// Lower-case header names, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body_len: usize,
+    /// Decrypted and parsed as JSON, or why not.
+    pub payload: Result<serde_json::Value, String>,
+    pub vapid: Result<VapidClaims, String>,
+    pub answered: u16,
+}
+
+impl ReceivedPush {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    origin: String,
+    subs: Mutex<HashMap<String, (Subscription, Behaviour)>>,
+    vapid_key: Mutex<Option<String>>,
+    received: Mutex<Vec<ReceivedPush>>,
+    arrived: Notify,
+    connections: AtomicUsize,
+}
+
+pub struct FakeWebPush {
+    inner: Arc<Inner>,
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeWebPush {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeWebPush {
+    pub async fn start() -> FakeWebPush {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake web push");
+        let port = listener.local_addr().expect("addr").port();
+        let inner = Arc::new(Inner {
+            origin: format!("http://127.0.0.1:{port}"),
+            ..Default::default()
+        });
+        let counter = inner.clone();
+        let listener = listener.tap_io(move |_| {
+            counter.connections.fetch_add(1, Ordering::SeqCst);
+        });
+        let app = Router::new()
+            .route("/push/{name}", post(push))
+            .with_state(inner.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeWebPush { inner, port, task }
+    }
+
+    pub fn origin(&self) -> String {
+        self.inner.origin.clone()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Registers a new subscription; returns its endpoint URL and keys.
+    pub fn subscribe(&self, name: &str) -> (String, Subscription) {
+        let sub = Subscription::generate();
+        if let Ok(mut subs) = self.inner.subs.lock() {
+            subs.insert(name.to_owned(), (sub.clone(), Behaviour::Status(201)));
+        }
+        (format!("{}/push/{name}", self.inner.origin), sub)
+    }
+
+    pub fn set_behaviour(&self, name: &str, b: Behaviour) {
+        if let Ok(mut subs) = self.inner.subs.lock() {
+            if let Some(entry) = subs.get_mut(name) {
+                entry.1 = b;
+            }
+        }
+    }
+
+    /// Pins the VAPID application server key (`k=`) that requests must carry.
+    pub fn expect_vapid_key(&self, k: &str) {
+        if let Ok(mut key) = self.inner.vapid_key.lock() {
+            *key = Some(k.to_owned());
+        }
+    }
+
+    pub fn received(&self) -> Vec<ReceivedPush> {
+        self.inner
+            .received
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn received_for(&self, name: &str) -> Vec<ReceivedPush> {
+        self.received()
+            .into_iter()
+            .filter(|p| p.name == name)
+            .collect()
+    }
+
+    /// Waits until at least `n` pushes arrived or `timeout` passed; returns what arrived.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<ReceivedPush> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let arrived = self.inner.arrived.notified();
+            let got = self.received();
+            if got.len() >= n || tokio::time::Instant::now() >= deadline {
+                return got;
+            }
+            let _ = tokio::time::timeout_at(deadline, arrived).await;
+        }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.inner.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn push(
+    State(inner): State<Arc<Inner>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let header_list: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let sub = inner.subs.lock().ok().and_then(|s| s.get(&name).cloned());
+    let expected_k = inner.vapid_key.lock().ok().and_then(|k| k.clone());
+    let vapid = match get("authorization") {
+        Some(h) => vapid::verify(h, &inner.origin, expected_k.as_deref()),
+        None => Err("no Authorization header".into()),
+    };
+    let (payload, status, behaviour) = match sub {
+        None => (Err("unknown subscription".to_owned()), 404, None),
+        Some((sub, behaviour)) => {
+            let payload = check_headers(&headers)
+                .and_then(|()| sub.decrypt(&body))
+                .and_then(|plain| {
+                    serde_json::from_slice(&plain)
+                        .map_err(|e| format!("decrypted payload is not JSON: {e}"))
+                });
+            let status = if body.len() > 4096 {
+                413
+            } else if vapid.is_err() {
+                401
+            } else if payload.is_err() {
+                400
+            } else {
+                match behaviour {
+                    Behaviour::Status(s) | Behaviour::Delay(_, s) => s,
+                    Behaviour::Stall => 0,
+                }
+            };
+            (payload, status, Some(behaviour))
+        }
+    };
+    if let Ok(mut r) = inner.received.lock() {
+        r.push(ReceivedPush {
+            name,
+            headers: header_list,
+            body_len: body.len(),
+            payload,
+            vapid,
+            answered: status,
+        });
+    }
+    inner.arrived.notify_waiters();
+    match behaviour {
+        Some(Behaviour::Stall) if status == 0 => std::future::pending::<()>().await,
+        Some(Behaviour::Delay(d, _)) => tokio::time::sleep(d).await,
+        _ => {}
+    }
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn check_headers(h: &HeaderMap) -> Result<(), String> {
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    if get("content-encoding") != Some("aes128gcm") {
+        return Err(format!(
+            "Content-Encoding is {:?}, expected aes128gcm",
+            get("content-encoding")
+        ));
+    }
+    match get("ttl").map(str::parse::<u64>) {
+        Some(Ok(_)) => Ok(()),
+        _ => Err(format!(
+            "TTL header missing or not a number: {:?}",
+            get("ttl")
+        )),
+    }
+}

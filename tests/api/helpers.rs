@@ -1,0 +1,105 @@
+//! Starting a gateway on port 0 from a YAML config, and talking to it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+/// A VAPID key file in `dir`; returns its path.
+pub fn write_vapid_key(dir: &std::path::Path) -> PathBuf {
+    use p256::pkcs8::{EncodePrivateKey, LineEnding};
+    let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let path = dir.join("vapid.pem");
+    let pem = key.to_pkcs8_pem(LineEnding::LF).expect("pem");
+    std::fs::write(&path, pem.as_bytes()).expect("write key");
+    path
+}
+
+/// Starts a gateway. `yaml` is the config with `{vapid}` standing for a fresh VAPID key path;
+/// `http` is added (127.0.0.1, port 0) unless the YAML has its own.
+pub async fn spawn(yaml: &str) -> TestGateway {
+    pushgate::net::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = write_vapid_key(dir.path());
+    let mut text = yaml.replace("{vapid}", &key.display().to_string());
+    if !text.lines().any(|l| l.starts_with("http:")) {
+        text.push_str("\nhttp:\n  bind_addresses: ['127.0.0.1']\n  port: 0\n");
+    }
+    let (config, _warnings) =
+        pushgate::config::Config::from_yaml(&text, "test.yaml").expect("valid config");
+    let gateway = pushgate::Gateway::build(&config)
+        .await
+        .expect("gateway starts");
+    let addr = gateway.local_addrs()[0];
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gateway.run_until(async move {
+        let _ = stopped.await;
+    }));
+    TestGateway {
+        addr,
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client"),
+        dir,
+        _stop: stop,
+    }
+}
+
+impl TestGateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let resp = self
+            .client
+            .request(method, self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("gateway answers");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn notify(&self, body: &Value) -> Answer {
+        self.request("POST", "/_matrix/push/v1/notify", body.to_string())
+            .await
+    }
+}
+
+/// A config with one app id that no test device uses, so every device is answered without upstream.
+pub const NO_APPS: &str = "apps:\n  org.example.unused:\n    type: webpush\n    vapid_private_key: {vapid}\n    vapid_contact_email: ops@example.org\n";

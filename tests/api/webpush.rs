@@ -299,3 +299,41 @@ async fn long_body_is_cut_and_record_fits_4096() {
         text.chars().count()
     );
 }
+
+#[tokio::test]
+async fn max_connections_bounds_concurrent_upstream_requests() {
+    let gw = spawn(&format!("{WEB_APP}    max_connections: 2\n")).await;
+    let fake = FakeWebPush::start().await;
+    let mut devices = Vec::new();
+    for i in 0..6 {
+        let name = format!("s{i}");
+        let (endpoint, sub) = fake.subscribe(&name);
+        fake.set_behaviour(&name, Behaviour::Delay(Duration::from_millis(400), 201));
+        devices.push(device(&endpoint, &sub, json!({})));
+    }
+    let started = Instant::now();
+    let a = gw.notify(&message(devices)).await;
+    let took = started.elapsed();
+    assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
+    // Six 400 ms requests, two at a time: three waves, never fewer.
+    assert!(took >= Duration::from_millis(1200), "took {took:?}");
+}
+
+#[tokio::test]
+async fn inflight_request_limit_turns_excess_into_temporary_failures() {
+    let gw = spawn(&format!("{WEB_APP}    inflight_request_limit: 1\n")).await;
+    let fake = FakeWebPush::start().await;
+    let mut devices = Vec::new();
+    for name in ["a", "b"] {
+        let (endpoint, sub) = fake.subscribe(name);
+        fake.set_behaviour(name, Behaviour::Delay(Duration::from_millis(300), 201));
+        devices.push(device(&endpoint, &sub, json!({})));
+    }
+    let a = gw.notify(&message(devices)).await;
+    assert_eq!(a.status, 502);
+    assert_eq!(
+        a.body["error"],
+        "1 device(s) failed temporarily; retry later"
+    );
+    assert_eq!(fake.received().len(), 1);
+}

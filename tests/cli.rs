@@ -1,0 +1,133 @@
+//! The `pushgate` binary itself: `gen-vapid`, and `serve` with its request logs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pushgate");
+
+#[test]
+fn gen_vapid_writes_a_private_key_and_prints_its_public_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("vapid.pem");
+    let run = Command::new(BIN)
+        .args(["gen-vapid", "--out"])
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert!(run.status.success());
+    let public = String::from_utf8(run.stdout).expect("utf8");
+    let public = public.trim();
+    let pem = std::fs::read_to_string(&out).expect("key file");
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    let key = pushgate::config::parse_vapid_key(&pem).expect("P-256 key");
+    let expected = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(key.verifying_key().to_encoded_point(false).as_bytes())
+    };
+    assert_eq!(public, expected);
+    assert_eq!(public.len(), 87, "65 bytes in base64url");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    // Never overwrites silently.
+    let again = Command::new(BIN)
+        .args(["gen-vapid", "--out"])
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("use --force to replace it"));
+    assert_eq!(std::fs::read_to_string(&out).expect("key"), pem);
+}
+
+#[test]
+fn serve_logs_one_line_per_request_with_redacted_pushkeys() {
+    let dir = tempfile::tempdir().expect("dir");
+    let key = dir.path().join("vapid.pem");
+    assert!(Command::new(BIN)
+        .args(["gen-vapid", "--out"])
+        .arg(&key)
+        .output()
+        .expect("runs")
+        .status
+        .success());
+    let config = dir.path().join("pushgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "http:\n  bind_addresses: ['127.0.0.1']\n  port: 0\nlog:\n  level: debug\n  format: json\napps:\n  org.example.web:\n    type: webpush\n    vapid_private_key: {}\n    vapid_contact_email: ops@example.org\n",
+            key.display()
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let ready: serde_json::Value = loop {
+        let line = lines.next().expect("a ready line").expect("read");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if v["message"].as_str().is_some_and(|m| m.contains("ready")) {
+            break v;
+        }
+    };
+    let addr = ready["listen"].as_str().expect("listen").to_owned();
+
+    let pushkey = "SECRETPUSHKEY-0123456789-abcdefghijklmnop";
+    let body = serde_json::json!({"notification": {"event_id": "$e", "devices": [
+        {"app_id": "org.example.web", "pushkey": pushkey, "data": {"endpoint": "https://push.example.net/x"}}
+    ]}});
+    pushgate::net::install_crypto_provider();
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let answer: serde_json::Value = rt.block_on(async {
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .post(format!("http://{addr}/_matrix/push/v1/notify"))
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("answer");
+        resp.json().await.expect("json")
+    });
+    assert_eq!(answer, serde_json::json!({"rejected": [pushkey]}));
+
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let done = line.contains("\"message\":\"notify\"");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let all = seen.join("\n");
+    assert!(!all.contains(pushkey), "full pushkey logged:\n{all}");
+    let device: serde_json::Value = serde_json::from_str(
+        seen.iter()
+            .find(|l| l.contains("\"message\":\"device\""))
+            .expect("device line"),
+    )
+    .expect("json");
+    assert_eq!(device["pushkey"], "SECR…mnop");
+    assert_eq!(device["outcome"], "rejected");
+    let notify: serde_json::Value =
+        serde_json::from_str(seen.last().expect("notify line")).expect("json");
+    assert_eq!(notify["app_ids"], "org.example.web");
+    assert_eq!(notify["rejected"], 1);
+    assert_eq!(notify["devices"], 1);
+    assert_eq!(notify["request_id"], device["request_id"]);
+}

@@ -1,0 +1,218 @@
+//! `pushgate check-config` on a real Sygnal config using every key, on the
+//! shipped example, on broken configs (every problem listed with its key
+//! path), and the config file lookup order.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pushgate");
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn check(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).arg("check-config").args(args);
+    for var in ["PUSHGATE_CONF", "SYGNAL_CONF", "HTTPS_PROXY", "https_proxy"] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Writes real key files into `dir`: a .p8, a cert+key PEM, a service account, a VAPID key.
+fn write_keys(dir: &Path) {
+    use p256::pkcs8::{EncodePrivateKey, LineEnding};
+    let p8 = p256::SecretKey::random(&mut rand::rngs::OsRng)
+        .to_pkcs8_pem(LineEnding::LF)
+        .expect("pem");
+    std::fs::write(dir.join("AuthKey_ABC1234567.p8"), p8.as_bytes()).expect("p8");
+    std::fs::write(dir.join("vapid.pem"), p8.as_bytes()).expect("vapid");
+    std::fs::write(
+        dir.join("apns-cert.pem"),
+        format!(
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n{}",
+            p8.as_str()
+        ),
+    )
+    .expect("cert");
+    let sa = serde_json::json!({
+        "type": "service_account", "project_id": "example-project",
+        "client_email": "push@example-project.iam.gserviceaccount.com",
+        "private_key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+        "token_uri": "https://oauth2.googleapis.com/token"
+    });
+    std::fs::write(dir.join("service-account.json"), sa.to_string()).expect("sa");
+}
+
+fn write_config(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml.replace("{dir}", &dir.display().to_string())).expect("write");
+    path
+}
+
+#[test]
+fn a_full_sygnal_config_is_accepted_with_clear_warnings() {
+    let dir = tempfile::tempdir().expect("dir");
+    write_keys(dir.path());
+    let template = include_str!("data/config/sygnal-full.yaml");
+    let file = write_config(dir.path(), "sygnal.yaml", template);
+    let f = file.display();
+    let r = check(dir.path(), &["-c", &file.display().to_string()], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!("{f}: OK (5 app(s): 2 apns, 1 gcm, 2 webpush)\n")
+    );
+    assert_eq!(
+        r.stderr,
+        format!(
+            "{f}: warning: metrics.prometheus: the Prometheus exporter is not implemented in this version yet; no metrics listener is started\n\
+             {f}: warning: metrics.sentry: sentry is not supported by pushgate (OpenTelemetry tracing replaces it); ignored\n\
+             {f}: warning: metrics.opentracing: opentracing is not supported by pushgate (OpenTelemetry tracing replaces it); ignored\n"
+        )
+    );
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let r = check(Path::new(root), &["-c", "examples/pushgate.yaml"], &[]);
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (0, "examples/pushgate.yaml: OK (1 app(s): 1 webpush)\n", "")
+    );
+}
+
+/// Runs check-config on `yaml` and returns the problem lines without the file prefix.
+fn problems(yaml: &str) -> (i32, Vec<String>) {
+    let dir = tempfile::tempdir().expect("dir");
+    write_keys(dir.path());
+    std::fs::write(dir.path().join("not-a-key.pem"), "hello").expect("junk");
+    let file = write_config(dir.path(), "c.yaml", yaml);
+    let r = check(dir.path(), &["-c", &file.display().to_string()], &[]);
+    let prefix = format!("{}: ", file.display());
+    let lines = r
+        .stderr
+        .lines()
+        .map(|l| {
+            l.strip_prefix(&prefix)
+                .unwrap_or(l)
+                .replace(&dir.path().display().to_string(), "{dir}")
+        })
+        .collect();
+    (r.code, lines)
+}
+
+#[test]
+fn broken_configs_list_every_problem_with_its_key_path() {
+    let vapid = "    vapid_private_key: {dir}/vapid.pem\n    vapid_contact_email: a@b\n";
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        ("top level a list", "- a\n- b\n".into(), vec!["error: the top level must be a mapping of keys", "1 error(s); the gateway would not start"]),
+        ("unknown type", "apps:\n  a:\n    type: pigeon\n".into(), vec!["error: apps.a.type: unknown type `pigeon`; expected apns, gcm (or fcm) or webpush", "1 error(s); the gateway would not start"]),
+        ("python class", "apps:\n  a:\n    type: mypkg.pushkins.MyPushkin\n".into(), vec!["error: apps.a.type: `mypkg.pushkins.MyPushkin` looks like a Python pushkin class; plugins are not supported, use apns, gcm or webpush", "1 error(s); the gateway would not start"]),
+        ("apns cert and key", "apps:\n  a:\n    type: apns\n    certfile: {dir}/apns-cert.pem\n    keyfile: {dir}/AuthKey_ABC1234567.p8\n".into(), vec!["error: apps.a: set either `certfile` (certificate auth) or `keyfile` (token auth), not both", "1 error(s); the gateway would not start"]),
+        ("apns token auth incomplete", "apps:\n  a:\n    type: apns\n    keyfile: {dir}/AuthKey_ABC1234567.p8\n".into(), vec![
+            "error: apps.a.key_id: required with token auth (`keyfile`)",
+            "error: apps.a.team_id: required with token auth (`keyfile`)",
+            "error: apps.a.topic: required with token auth (`keyfile`)",
+            "3 error(s); the gateway would not start",
+        ]),
+        ("apns keyfile not EC", "apps:\n  a:\n    type: apns\n    keyfile: {dir}/not-a-key.pem\n    key_id: K\n    team_id: T\n    topic: t\n".into(), vec!["error: apps.a.keyfile: `{dir}/not-a-key.pem` is not an EC P-256 private key in PKCS#8 PEM (an Apple .p8 key)", "1 error(s); the gateway would not start"]),
+        ("apns keyfile missing", "apps:\n  a:\n    type: apns\n    keyfile: {dir}/nope.p8\n    key_id: K\n    team_id: T\n    topic: t\n".into(), vec!["error: apps.a.keyfile: cannot read `{dir}/nope.p8`: No such file or directory (os error 2)", "1 error(s); the gateway would not start"]),
+        ("gcm legacy by api_key", "apps:\n  a:\n    type: gcm\n    api_key: AIza\n".into(), vec!["error: apps.a.api_version: no api_version means `legacy`; Google shut down the legacy FCM API (api_key) in 2024; use the HTTP v1 API: `api_version: v1`, `project_id: <Firebase project id>` and `service_account_file: <path to the service-account JSON key>`", "1 error(s); the gateway would not start"]),
+        ("gcm legacy explicit", "apps:\n  a:\n    type: fcm\n    api_version: legacy\n".into(), vec!["error: apps.a.api_version: Google shut down the legacy FCM API (api_key) in 2024; use the HTTP v1 API: `api_version: v1`, `project_id: <Firebase project id>` and `service_account_file: <path to the service-account JSON key>`", "1 error(s); the gateway would not start"]),
+        ("gcm service account incomplete", "apps:\n  a:\n    type: gcm\n    api_version: v1\n    project_id: p\n    service_account_file: {dir}/vapid.pem\n".into(), vec!["error: apps.a.service_account_file: `{dir}/vapid.pem` is not a JSON service-account key", "1 error(s); the gateway would not start"]),
+        ("webpush without key", "apps:\n  a:\n    type: webpush\n    vapid_contact_email: a@b\n".into(), vec!["error: apps.a.vapid_private_key: required: the path of a P-256 private key PEM (create one with `pushgate gen-vapid`)", "1 error(s); the gateway would not start"]),
+        ("webpush bad key", "apps:\n  a:\n    type: webpush\n    vapid_private_key: {dir}/not-a-key.pem\n    vapid_contact_email: a@b\n".into(), vec!["error: apps.a.vapid_private_key: `{dir}/not-a-key.pem` is not a P-256 private key in PEM (PKCS#8 or SEC1)", "1 error(s); the gateway would not start"]),
+        ("wrong types", format!("http:\n  port: abc\napps:\n  a:\n    type: webpush\n    ttl: -1\n    allowed_endpoints: 5\n    inflight_request_limit: 0\n{vapid}"), vec![
+            "error: http.port: expected a whole number from 0 to 65535, found a string",
+            "error: apps.a.inflight_request_limit: expected a whole number from 1 to 1000000, found 0",
+            "error: apps.a.allowed_endpoints: expected a list of strings, found a number",
+            "error: apps.a.ttl: expected a whole number from 0 to 2419200, found -1",
+            "4 error(s); the gateway would not start",
+        ]),
+        ("tls", "tls:\n  certificate: a.pem\n  private_key: b.pem\n".into(), vec!["error: tls: inbound TLS is not supported by this version yet; terminate TLS in a reverse proxy and remove this key", "warning: apps: no apps configured: every device will be rejected", "1 error(s); the gateway would not start"]),
+        ("durations and sizes", "dispatch:\n  upstream_timeout: fast\nlimits:\n  max_body_size: 1GiB\n".into(), vec![
+            "error: limits.max_body_size: expected a size in bytes: a number, or a string like \"512KiB\" or \"1MiB\"",
+            "error: dispatch.upstream_timeout: expected a duration: seconds as a number, or a string like \"500ms\", \"2s\", \"10m\"",
+            "warning: apps: no apps configured: every device will be rejected",
+            "2 error(s); the gateway would not start",
+        ]),
+    ];
+    let mut wrong = Vec::new();
+    for (name, yaml, expected) in &cases {
+        let (code, lines) = problems(yaml);
+        if code != 1 || lines != *expected {
+            wrong.push(format!(
+                "{name}: exit {code}\n  got:      {lines:?}\n  expected: {expected:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn not_yaml_and_unknown_keys() {
+    let (code, lines) = problems("apps: [unclosed\n");
+    assert_eq!(code, 1);
+    assert_eq!(
+        lines[0],
+        "invalid YAML: error: line 1 column 7: unclosed bracket '['"
+    );
+    assert_eq!(lines[lines.len() - 1], "  |       ^ unclosed bracket '['");
+    let (code, lines) = problems("colour: blue\napps:\n  a:\n    type: webpush\n    vapid_private_key: {dir}/vapid.pem\n    vapid_contact_email: a@b\n    vapid_colour: red\n");
+    assert_eq!(code, 0);
+    assert_eq!(
+        lines,
+        vec![
+            "warning: apps.a.vapid_colour: unknown key, ignored",
+            "warning: colour: unknown key, ignored"
+        ]
+    );
+}
+
+#[test]
+fn lookup_order() {
+    let dir = tempfile::tempdir().expect("dir");
+    write_keys(dir.path());
+    let app = |id: &str| {
+        format!("apps:\n  {id}:\n    type: webpush\n    vapid_private_key: {{dir}}/vapid.pem\n    vapid_contact_email: a@b\n")
+    };
+    let a = write_config(dir.path(), "a.yaml", &app("a"));
+    let b = write_config(dir.path(), "b.yaml", &app("b"));
+    write_config(dir.path(), "sygnal.yaml", &app("s"));
+    let (a, b) = (a.display().to_string(), b.display().to_string());
+
+    let r = check(
+        dir.path(),
+        &[],
+        &[("PUSHGATE_CONF", &a), ("SYGNAL_CONF", &b)],
+    );
+    assert_eq!(r.stdout, format!("{a}: OK (1 app(s): 1 webpush)\n"));
+    let r = check(dir.path(), &[], &[("SYGNAL_CONF", &b)]);
+    assert_eq!(r.stdout, format!("{b}: OK (1 app(s): 1 webpush)\n"));
+    let r = check(dir.path(), &[], &[]);
+    assert_eq!(r.stdout, "sygnal.yaml: OK (1 app(s): 1 webpush)\n");
+    write_config(dir.path(), "pushgate.yaml", &app("p"));
+    let r = check(dir.path(), &[], &[]);
+    assert_eq!(r.stdout, "pushgate.yaml: OK (1 app(s): 1 webpush)\n");
+    // --config wins over everything.
+    let r = check(dir.path(), &["-c", &b], &[("PUSHGATE_CONF", &a)]);
+    assert_eq!(r.stdout, format!("{b}: OK (1 app(s): 1 webpush)\n"));
+
+    let empty = tempfile::tempdir().expect("dir");
+    let r = check(empty.path(), &[], &[]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.stderr, "no configuration file found (tried --config, $PUSHGATE_CONF, $SYGNAL_CONF, ./pushgate.yaml, ./sygnal.yaml)\n");
+}

@@ -4,6 +4,7 @@
 //! A pushkin is built once per configured app (clients, keys and token caches
 //! live inside it) and shared by every request.
 
+pub mod apns;
 pub mod unavailable;
 pub mod webpush;
 

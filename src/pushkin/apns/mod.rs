@@ -1,0 +1,3 @@
+//! Apple Push Notification service (`type: apns`).
+
+pub mod payload;

@@ -14,8 +14,7 @@ use tokio::sync::Semaphore;
 use crate::api::{self, AppState};
 use crate::config::{AppKind, Config};
 use crate::dispatch::Dispatcher;
-use crate::net::NetError;
-use crate::pushkin::{unavailable::Unavailable, webpush, Pushkin};
+use crate::pushkin::{apns, unavailable::Unavailable, webpush, Pushkin, Settings};
 use crate::routing::{Route, Routes};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +25,10 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("apps.{app}: {source}")]
-    Client { app: String, source: NetError },
+    Client {
+        app: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 pub struct Gateway {
@@ -37,7 +39,7 @@ pub struct Gateway {
 /// Builds one pushkin per configured app.
 pub fn build_routes(config: &Config) -> Result<Routes, StartError> {
     let mut routes = Routes::default();
-    let settings = webpush::Settings {
+    let settings = Settings {
         connect_timeout: config.dispatch.connect_timeout,
         timeout: config.dispatch.upstream_timeout,
         proxy: config.proxy.as_deref(),
@@ -47,9 +49,13 @@ pub fn build_routes(config: &Config) -> Result<Routes, StartError> {
             AppKind::WebPush(w) => {
                 webpush::build(w, &settings).map_err(|source| StartError::Client {
                     app: app.id.clone(),
-                    source,
+                    source: source.into(),
                 })?
             }
+            AppKind::Apns(a) => apns::build(a, &settings).map_err(|source| StartError::Client {
+                app: app.id.clone(),
+                source: source.into(),
+            })?,
             other => Arc::new(Unavailable {
                 type_name: other.type_name(),
             }),

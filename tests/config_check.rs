@@ -38,14 +38,19 @@ fn write_keys(dir: &Path) {
         .expect("pem");
     std::fs::write(dir.join("AuthKey_ABC1234567.p8"), p8.as_bytes()).expect("p8");
     std::fs::write(dir.join("vapid.pem"), p8.as_bytes()).expect("vapid");
+    let ca = testkit::tls::TestCa::new();
     std::fs::write(
         dir.join("apns-cert.pem"),
-        format!(
-            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n{}",
-            p8.as_str()
-        ),
+        ca.client_cert("com.example.myapp").combined_pem(),
     )
     .expect("cert");
+    // A certificate with somebody else's key.
+    let (a, b) = (ca.client_cert("a"), ca.client_cert("b"));
+    std::fs::write(
+        dir.join("mismatched.pem"),
+        format!("{}{}", a.cert_pem, b.key_pem),
+    )
+    .expect("mismatched");
     let sa = serde_json::json!({
         "type": "service_account", "project_id": "example-project",
         "client_email": "push@example-project.iam.gserviceaccount.com",
@@ -122,6 +127,8 @@ fn broken_configs_list_every_problem_with_its_key_path() {
         ("unknown type", "apps:\n  a:\n    type: pigeon\n".into(), vec!["error: apps.a.type: unknown type `pigeon`; expected apns, gcm (or fcm) or webpush", "1 error(s); the gateway would not start"]),
         ("python class", "apps:\n  a:\n    type: mypkg.pushkins.MyPushkin\n".into(), vec!["error: apps.a.type: `mypkg.pushkins.MyPushkin` looks like a Python pushkin class; plugins are not supported, use apns, gcm or webpush", "1 error(s); the gateway would not start"]),
         ("apns cert and key", "apps:\n  a:\n    type: apns\n    certfile: {dir}/apns-cert.pem\n    keyfile: {dir}/AuthKey_ABC1234567.p8\n".into(), vec!["error: apps.a: set either `certfile` (certificate auth) or `keyfile` (token auth), not both", "1 error(s); the gateway would not start"]),
+        ("apns cert without key", "apps:\n  a:\n    type: apns\n    certfile: {dir}/not-a-key.pem\n".into(), vec!["error: apps.a.certfile: `{dir}/not-a-key.pem`: holds no certificate (expected a PEM file with the certificate and its private key)", "1 error(s); the gateway would not start"]),
+        ("apns cert with another key", "apps:\n  a:\n    type: apns\n    certfile: {dir}/mismatched.pem\n".into(), vec!["error: apps.a.certfile: `{dir}/mismatched.pem`: the private key does not belong to the certificate", "1 error(s); the gateway would not start"]),
         ("apns token auth incomplete", "apps:\n  a:\n    type: apns\n    keyfile: {dir}/AuthKey_ABC1234567.p8\n".into(), vec![
             "error: apps.a.key_id: required with token auth (`keyfile`)",
             "error: apps.a.team_id: required with token auth (`keyfile`)",

@@ -68,6 +68,10 @@ pub struct ApnsConfig {
     pub push_type: Option<String>,
     pub convert_device_token_to_hex: bool,
     pub send_badge_counts: bool,
+    /// `apns-expiration`: how long Apple keeps trying to deliver; none = try once.
+    pub expiration: Option<Duration>,
+    /// (ours) Send `apns-collapse-id` = room id, so a device shows one notification per room.
+    pub collapse_id_from_room: bool,
     /// Base URL override for tests and mirrors.
     pub endpoint: Option<String>,
     /// Extra CA certificate (PEM) trusted for this app's upstream.
@@ -222,14 +226,19 @@ fn read_apns(s: &mut Section<'_>, p: &mut Problems) -> Option<ApnsConfig> {
         }
         (Some(certfile), None) => {
             if let Some(bytes) = readable(&certfile, s.key_path("certfile"), p) {
-                let text = String::from_utf8_lossy(&bytes);
-                if !text.contains("-----BEGIN CERTIFICATE-----")
-                    || !text.contains("PRIVATE KEY-----")
-                {
-                    p.error(
+                match check_certificate(&bytes) {
+                    Err(why) => p.error(
                         s.key_path("certfile"),
-                        format!("`{}` must be a PEM file holding the certificate and its unencrypted private key", certfile.display()),
-                    );
+                        format!("`{}`: {why}", certfile.display()),
+                    ),
+                    Ok(days_left) if days_left < 30 => p.warn(
+                        s.key_path("certfile"),
+                        format!(
+                            "`{}`: the certificate expires in {days_left} day(s); renew it",
+                            certfile.display()
+                        ),
+                    ),
+                    Ok(_) => {}
                 }
             }
             ApnsAuth::Certificate { certfile }
@@ -304,6 +313,10 @@ fn read_apns(s: &mut Section<'_>, p: &mut Problems) -> Option<ApnsConfig> {
         push_type,
         convert_device_token_to_hex: s.bool("convert_device_token_to_hex", true, p),
         send_badge_counts: s.bool("send_badge_counts", true, p),
+        expiration: s
+            .has("expiration")
+            .then(|| s.duration("expiration", Duration::ZERO, p)),
+        collapse_id_from_room: s.bool("collapse_id_from_room", false, p),
         endpoint: url_key(s, "endpoint", p),
         ca_file: ca_file(s, p),
     })
@@ -432,4 +445,42 @@ fn vapid_subject(contact: &str) -> String {
     } else {
         format!("mailto:{contact}")
     }
+}
+
+/// Checks an APNs certificate file: a certificate and its unencrypted private
+/// key in PEM, matching each other, not expired. Returns the days left.
+pub fn check_certificate(pem: &[u8]) -> Result<i64, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("unreadable PEM: {e}"))?;
+    let Some(first) = certs.first().cloned() else {
+        return Err(
+            "holds no certificate (expected a PEM file with the certificate and its private key)"
+                .into(),
+        );
+    };
+    let key = PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|_| "holds no unencrypted private key (expected a PEM file with the certificate and its private key)".to_owned())?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("the private key cannot be used: {e}"))?;
+    rustls::sign::CertifiedKey::new(certs, signing)
+        .keys_match()
+        .map_err(|_| "the private key does not belong to the certificate".to_owned())?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&first).map_err(|e| format!("bad certificate: {e}"))?;
+    let not_after = cert.validity().not_after.timestamp();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if not_after <= now {
+        return Err(format!(
+            "the certificate expired on {}",
+            cert.validity().not_after
+        ));
+    }
+    Ok((not_after - now) / 86_400)
 }

@@ -72,7 +72,7 @@ fn log_outcome(request_id: &str, d: &Device, o: &Outcome) {
         Outcome::Delivered => {
             tracing::debug!(request_id, app_id = %d.app_id, pushkey, outcome = "delivered", "device")
         }
-        Outcome::Rejected { reason } => {
+        Outcome::Rejected { reason, .. } => {
             tracing::info!(request_id, app_id = %d.app_id, pushkey, outcome = "rejected", reason, "device")
         }
         Outcome::Failed { reason } => {

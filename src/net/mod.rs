@@ -15,7 +15,6 @@ use std::time::Duration;
 pub use guard::{AddressGuard, Refused};
 
 /// How to build a client for one app.
-#[derive(Debug, Clone)]
 pub struct ClientOptions<'a> {
     pub connect_timeout: Duration,
     /// Total time for one request, connect and body included.
@@ -28,6 +27,10 @@ pub struct ClientOptions<'a> {
     pub max_idle_per_host: usize,
     /// Refuse connections to private addresses, checked on the resolved address.
     pub guard: Option<AddressGuard>,
+    /// Speak HTTP/2 only (ALPN `h2`), as APNs requires.
+    pub http2_only: bool,
+    /// A client certificate and key to present (APNs certificate auth).
+    pub identity: Option<reqwest::Identity>,
 }
 
 /// A client could not be built from the configuration.
@@ -90,6 +93,12 @@ pub fn build_client(o: &ClientOptions<'_>) -> Result<reqwest::Client, NetError> 
             b = b.proxy(proxy);
         }
         None => b = b.no_proxy(),
+    }
+    if o.http2_only {
+        b = b.http2_prior_knowledge();
+    }
+    if let Some(identity) = o.identity.clone() {
+        b = b.identity(identity);
     }
     if let Some(guard) = &o.guard {
         b = b.dns_resolver(Arc::new(guard.clone()));

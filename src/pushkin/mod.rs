@@ -12,6 +12,15 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+/// What every pushkin takes from the gateway-wide config.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    pub connect_timeout: Duration,
+    /// Budget for one push, retries included.
+    pub timeout: Duration,
+    pub proxy: Option<&'a str>,
+}
+
 use crate::notification::{Device, Notification};
 
 /// What happened to one device.
@@ -20,7 +29,11 @@ pub enum Outcome {
     /// The push service accepted the push (or there was nothing to send).
     Delivered,
     /// The pushkey must not be used again: the homeserver should delete the pusher.
-    Rejected { reason: String },
+    /// `since_ms`: when the push service says the token stopped being valid (APNs 410).
+    Rejected {
+        reason: String,
+        since_ms: Option<u64>,
+    },
     /// This push cannot be delivered, but the pushkey is fine (e.g. payload too large):
     /// logged, not retried, not rejected.
     Failed { reason: String },
@@ -35,6 +48,7 @@ impl Outcome {
     pub fn rejected(reason: impl Into<String>) -> Self {
         Outcome::Rejected {
             reason: reason.into(),
+            since_ms: None,
         }
     }
 

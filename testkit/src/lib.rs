@@ -6,7 +6,11 @@
 //! - [`webpush`]: a Web Push service (RFC 8030) that decrypts RFC 8291
 //!   `aes128gcm` messages with the subscription's private key ([`webpush::ece`])
 //!   and verifies VAPID (RFC 8292) tokens ([`webpush::vapid`]).
+//! - [`apns`]: APNs over HTTP/2 + TLS: checks the provider JWT or client certificate, headers and path.
+//! - [`tls`]: a per-run test CA issuing server and client certificates.
 //! - [`proxy`]: a forward HTTP proxy (CONNECT and absolute-form) that records its targets.
 
+pub mod apns;
 pub mod proxy;
+pub mod tls;
 pub mod webpush;

@@ -1,6 +1,7 @@
 //! Black-box tests through the real HTTP API: the gateway runs in-process on
 //! 127.0.0.1:0 with a real config, and talks to fake push services from `testkit`.
 
+mod apns;
 mod fixtures;
 mod guard;
 mod helpers;

@@ -20,6 +20,7 @@ const ROUTED: &str = "apps:
     key_id: KEYID12345
     team_id: TEAMID1234
     topic: com.example.app
+    endpoint: https://127.0.0.1:9
   org.?ther.web:
     type: webpush
     vapid_private_key: {vapid}
@@ -48,8 +49,10 @@ async fn exact_then_glob_unknown_and_ambiguous() {
     let a = gw.notify(&send("com.example.web")).await;
     assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
     assert_eq!(fake.received().len(), 1);
-    // Glob match → the APNs app, whose pushkin is not there yet: a temporary failure.
-    assert_eq!(gw.notify(&send("com.example.ios")).await.status, 502);
+    // Glob match → the APNs app, whose upstream (a closed port) is unreachable: a temporary failure.
+    let mut to_apns = send("com.example.ios");
+    to_apns["notification"]["devices"][0]["pushkey"] = json!("3q2+7w==");
+    assert_eq!(gw.notify(&to_apns).await.status, 502);
     // Dots are literal, matching is anchored and case-sensitive.
     assert_eq!(gw.notify(&send("comXexample.ios")).await.body, rejected);
     assert_eq!(gw.notify(&send("COM.example.ios")).await.body, rejected);

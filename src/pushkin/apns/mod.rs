@@ -1,3 +1,327 @@
-//! Apple Push Notification service (`type: apns`).
+//! Apple Push Notification service (`type: apns`): HTTP/2 over TLS to
+//! `api.push.apple.com` (or the sandbox, or a configured `endpoint`), token
+//! (ES256 provider JWT) or certificate auth.
+//!
+//! One reqwest client per app, HTTP/2 only: every push of the app is a stream
+//! on the same warm connection; hyper opens a new one after GOAWAY or a broken
+//! connection. 429/5xx/connection errors are retried with backoff while the
+//! request's budget (`dispatch.upstream_timeout`) lasts.
 
 pub mod payload;
+pub mod reason;
+pub mod token;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use futures::future::BoxFuture;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use super::{parse_retry_after, Outcome, Pushkin, Settings};
+use crate::config::{ApnsAuth, ApnsConfig, ApnsPlatform};
+use crate::net::{self, ClientOptions, NetError};
+use crate::notification::{Device, Notification, Prio};
+use reason::{judge, ErrorBody, Verdict};
+use token::ProviderToken;
+
+const PRODUCTION: &str = "https://api.push.apple.com";
+const SANDBOX: &str = "https://api.sandbox.push.apple.com";
+/// Attempts for one push when APNs answers 429/5xx or the connection fails.
+const MAX_ATTEMPTS: u32 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Errors building an APNs pushkin from a validated config.
+#[derive(Debug, thiserror::Error)]
+pub enum ApnsError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("`{0}` is not an EC P-256 private key in PKCS#8 PEM")]
+    Key(String),
+    #[error("`{path}`: {source}")]
+    Identity {
+        path: String,
+        source: reqwest::Error,
+    },
+}
+
+pub struct Apns {
+    client: reqwest::Client,
+    base: String,
+    token: Option<ProviderToken>,
+    topic: Option<String>,
+    push_type: Option<String>,
+    convert_to_hex: bool,
+    send_badge_counts: bool,
+    expiration: Option<Duration>,
+    collapse_id_from_room: bool,
+    budget: Duration,
+}
+
+impl Apns {
+    pub fn new(cfg: &ApnsConfig, s: &Settings<'_>) -> Result<Self, ApnsError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|source| ApnsError::Read {
+                path: p.display().to_string(),
+                source,
+            })
+        };
+        let (token, identity) = match &cfg.auth {
+            ApnsAuth::Token {
+                keyfile,
+                key_id,
+                team_id,
+            } => {
+                let pem = String::from_utf8_lossy(&read(keyfile)?).into_owned();
+                let key = crate::config::parse_vapid_key(&pem)
+                    .ok_or_else(|| ApnsError::Key(keyfile.display().to_string()))?;
+                (
+                    Some(ProviderToken::new(key, key_id.clone(), team_id.clone())),
+                    None,
+                )
+            }
+            ApnsAuth::Certificate { certfile } => {
+                let identity = reqwest::Identity::from_pem(&read(certfile)?).map_err(|source| {
+                    ApnsError::Identity {
+                        path: certfile.display().to_string(),
+                        source,
+                    }
+                })?;
+                (None, Some(identity))
+            }
+        };
+        let client = net::build_client(&ClientOptions {
+            connect_timeout: s.connect_timeout,
+            timeout: s.timeout,
+            proxy: s.proxy,
+            extra_ca: cfg.ca_file.as_deref(),
+            max_idle_per_host: 1,
+            guard: None,
+            http2_only: true,
+            identity,
+        })?;
+        let base = cfg.endpoint.clone().unwrap_or_else(|| {
+            match cfg.platform {
+                ApnsPlatform::Production => PRODUCTION,
+                ApnsPlatform::Sandbox => SANDBOX,
+            }
+            .to_owned()
+        });
+        Ok(Apns {
+            client,
+            base,
+            token,
+            topic: cfg.topic.clone(),
+            push_type: cfg.push_type.clone(),
+            convert_to_hex: cfg.convert_device_token_to_hex,
+            send_badge_counts: cfg.send_badge_counts,
+            expiration: cfg.expiration,
+            collapse_id_from_room: cfg.collapse_id_from_room,
+            budget: s.timeout,
+        })
+    }
+
+    async fn send(&self, n: &Notification, d: &Device) -> Outcome {
+        let token = match device_token(&d.pushkey, self.convert_to_hex) {
+            Ok(t) => t,
+            Err(why) => return Outcome::rejected(why),
+        };
+        let payload = match payload::build(n, d, self.send_badge_counts) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Outcome::Delivered,
+            Err(e @ payload::PayloadError::BadDefaultPayload) => {
+                return Outcome::rejected(e.to_string())
+            }
+            Err(e) => return Outcome::failed(e.to_string()),
+        };
+        let voip = self.push_type.as_deref() == Some("voip");
+        let limit = if voip {
+            payload::MAX_VOIP_PAYLOAD
+        } else {
+            payload::MAX_PAYLOAD
+        };
+        let body = match payload::encode(payload, limit) {
+            Ok(b) => bytes::Bytes::from(b),
+            // Nothing could be shortened: this push can never be delivered (ours: the reference answers 500).
+            Err(e) => return Outcome::rejected(e.to_string()),
+        };
+        let url = format!("{}/3/device/{token}", self.base);
+        let deadline = Instant::now() + self.budget;
+        let mut renewed = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let jwt = self.token.as_ref().map(ProviderToken::get);
+            let apns_id = uuid::Uuid::new_v4().to_string();
+            let request = self.request(&url, n, jwt.as_deref(), &apns_id, body.clone());
+            let verdict = match tokio::time::timeout_at(deadline, request.send()).await {
+                Err(_) => return Outcome::transient("APNs did not answer in time"),
+                Ok(Err(e)) => Verdict::Retry {
+                    reason: net::describe(&e),
+                    after: None,
+                },
+                Ok(Ok(resp)) => {
+                    let status = resp.status().as_u16();
+                    let retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after);
+                    let body = match tokio::time::timeout_at(deadline, resp.bytes()).await {
+                        Ok(Ok(b)) => serde_json::from_slice::<ErrorBody>(&b).unwrap_or_default(),
+                        _ => ErrorBody::default(),
+                    };
+                    let verdict = judge(status, &body, retry_after);
+                    tracing::debug!(
+                        apns_id,
+                        status,
+                        reason = body.reason.as_deref().unwrap_or(""),
+                        "APNs answered"
+                    );
+                    verdict
+                }
+            };
+            match verdict {
+                Verdict::Delivered => return Outcome::Delivered,
+                Verdict::Rejected { reason, since_ms } => {
+                    return Outcome::Rejected { reason, since_ms }
+                }
+                Verdict::Failed { reason } => return Outcome::failed(reason),
+                Verdict::Credentials { reason } => return Outcome::transient(reason),
+                Verdict::RenewToken { reason } => match (&self.token, &jwt) {
+                    (Some(t), Some(used)) if !renewed => {
+                        t.refused(used);
+                        renewed = true;
+                    }
+                    _ => return Outcome::transient(reason),
+                },
+                Verdict::Retry { reason, after } => {
+                    let backoff = after.unwrap_or(FIRST_BACKOFF * 2u32.pow(attempt - 1));
+                    if attempt >= MAX_ATTEMPTS || Instant::now() + backoff >= deadline {
+                        return Outcome::Transient {
+                            reason,
+                            retry_after: after,
+                        };
+                    }
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+    }
+
+    fn request(
+        &self,
+        url: &str,
+        n: &Notification,
+        jwt: Option<&str>,
+        apns_id: &str,
+        body: bytes::Bytes,
+    ) -> reqwest::RequestBuilder {
+        let background = self.push_type.as_deref() == Some("background");
+        let priority = if n.prio == Prio::Low || background {
+            "5"
+        } else {
+            "10"
+        };
+        let mut req = self
+            .client
+            .post(url)
+            .header("apns-priority", priority)
+            .header("apns-id", apns_id)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(jwt) = jwt {
+            req = req.header("authorization", format!("bearer {jwt}"));
+        }
+        if let Some(topic) = &self.topic {
+            req = req.header("apns-topic", topic);
+        }
+        if let Some(t) = &self.push_type {
+            req = req.header("apns-push-type", t);
+        }
+        if let Some(exp) = self.expiration {
+            let at = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                + exp;
+            req = req.header("apns-expiration", at.as_secs());
+        }
+        if let (true, Some(room)) = (self.collapse_id_from_room, &n.room_id) {
+            req = req.header("apns-collapse-id", collapse_id(room));
+        }
+        req
+    }
+}
+
+/// Apple limits `apns-collapse-id` to 64 bytes; longer room ids are hashed.
+fn collapse_id(room_id: &str) -> String {
+    if room_id.len() <= 64 {
+        room_id.to_owned()
+    } else {
+        let digest = Sha256::digest(room_id.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The device token for the URL path: the base64 pushkey as hex (Sygnal's
+/// `convert_device_token_to_hex`), or the pushkey as given, which must be hex.
+pub fn device_token(pushkey: &str, convert_to_hex: bool) -> Result<String, String> {
+    if convert_to_hex {
+        let engine = base64::engine::general_purpose::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let bytes = engine.decode(pushkey.trim()).map_err(|_| {
+            "pushkey is not valid base64 (convert_device_token_to_hex is on)".to_owned()
+        })?;
+        if bytes.is_empty() {
+            return Err("pushkey decodes to nothing".into());
+        }
+        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    } else if !pushkey.is_empty() && pushkey.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(pushkey.to_ascii_lowercase())
+    } else {
+        Err("pushkey is not a hex device token (convert_device_token_to_hex is off)".into())
+    }
+}
+
+impl Pushkin for Apns {
+    fn type_name(&self) -> &'static str {
+        "apns"
+    }
+
+    fn dispatch<'a>(&'a self, n: &'a Notification, d: &'a Device) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.send(n, d))
+    }
+}
+
+pub fn build(cfg: &ApnsConfig, s: &Settings<'_>) -> Result<Arc<dyn Pushkin>, ApnsError> {
+    Ok(Arc::new(Apns::new(cfg, s)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_tokens() {
+        assert_eq!(device_token("3q2+7w==", true), Ok("deadbeef".into()));
+        assert_eq!(device_token("3q2+7w", true), Ok("deadbeef".into()));
+        assert!(device_token("not base64!", true).is_err());
+        assert_eq!(device_token("DEADbeef", false), Ok("deadbeef".into()));
+        assert!(device_token("../../x", false).is_err());
+    }
+
+    #[test]
+    fn collapse_ids_fit_64_bytes() {
+        assert_eq!(collapse_id("!r:x"), "!r:x");
+        assert_eq!(collapse_id(&"r".repeat(100)).len(), 64);
+    }
+}

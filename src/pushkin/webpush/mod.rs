@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use url::Url;
 
-use super::{parse_retry_after, Outcome, Pushkin};
+use super::{parse_retry_after, Outcome, Pushkin, Settings};
 use crate::config::WebPushConfig;
 use crate::net::{self, AddressGuard, ClientOptions, NetError};
 use crate::notification::{Device, Notification, Prio};
@@ -40,13 +40,6 @@ pub struct WebPush {
     timeout: Duration,
 }
 
-/// What the gateway needs to build a Web Push pushkin.
-pub struct Settings<'a> {
-    pub connect_timeout: Duration,
-    pub timeout: Duration,
-    pub proxy: Option<&'a str>,
-}
-
 impl WebPush {
     pub fn new(cfg: &WebPushConfig, s: &Settings<'_>) -> Result<Self, NetError> {
         let guard = AddressGuard {
@@ -59,6 +52,8 @@ impl WebPush {
             extra_ca: cfg.ca_file.as_deref(),
             max_idle_per_host: cfg.max_connections,
             guard: Some(guard.clone()),
+            http2_only: false,
+            identity: None,
         })?;
         Ok(WebPush {
             client,

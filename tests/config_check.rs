@@ -51,6 +51,16 @@ fn write_keys(dir: &Path) {
         format!("{}{}", a.cert_pem, b.key_pem),
     )
     .expect("mismatched");
+    std::fs::write(
+        dir.join("expiring.pem"),
+        ca.client_cert_expiring("soon", 10 * 24 + 12).combined_pem(),
+    )
+    .expect("expiring");
+    std::fs::write(
+        dir.join("expired.pem"),
+        ca.client_cert_expiring("old", -48).combined_pem(),
+    )
+    .expect("expired");
     let sa = serde_json::json!({
         "type": "service_account", "project_id": "example-project",
         "client_email": "push@example-project.iam.gserviceaccount.com",
@@ -129,6 +139,7 @@ fn broken_configs_list_every_problem_with_its_key_path() {
         ("apns cert and key", "apps:\n  a:\n    type: apns\n    certfile: {dir}/apns-cert.pem\n    keyfile: {dir}/AuthKey_ABC1234567.p8\n".into(), vec!["error: apps.a: set either `certfile` (certificate auth) or `keyfile` (token auth), not both", "1 error(s); the gateway would not start"]),
         ("apns cert without key", "apps:\n  a:\n    type: apns\n    certfile: {dir}/not-a-key.pem\n".into(), vec!["error: apps.a.certfile: `{dir}/not-a-key.pem`: holds no certificate (expected a PEM file with the certificate and its private key)", "1 error(s); the gateway would not start"]),
         ("apns cert with another key", "apps:\n  a:\n    type: apns\n    certfile: {dir}/mismatched.pem\n".into(), vec!["error: apps.a.certfile: `{dir}/mismatched.pem`: the private key does not belong to the certificate", "1 error(s); the gateway would not start"]),
+        ("apns cert expired", "apps:\n  a:\n    type: apns\n    certfile: {dir}/expired.pem\n".into(), vec!["<expired>", "1 error(s); the gateway would not start"]),
         ("apns token auth incomplete", "apps:\n  a:\n    type: apns\n    keyfile: {dir}/AuthKey_ABC1234567.p8\n".into(), vec![
             "error: apps.a.key_id: required with token auth (`keyfile`)",
             "error: apps.a.team_id: required with token auth (`keyfile`)",
@@ -159,7 +170,17 @@ fn broken_configs_list_every_problem_with_its_key_path() {
     ];
     let mut wrong = Vec::new();
     for (name, yaml, expected) in &cases {
-        let (code, lines) = problems(yaml);
+        let (code, mut lines) = problems(yaml);
+        // The expiry date is the test's own clock: check its shape, not the date.
+        if expected.first() == Some(&"<expired>") {
+            let prefix = "error: apps.a.certfile: `{dir}/expired.pem`: the certificate expired on ";
+            if lines
+                .first()
+                .is_some_and(|l| l.starts_with(prefix) && l.ends_with("+00:00"))
+            {
+                lines[0] = "<expired>".into();
+            }
+        }
         if code != 1 || lines != *expected {
             wrong.push(format!(
                 "{name}: exit {code}\n  got:      {lines:?}\n  expected: {expected:?}"
@@ -222,4 +243,11 @@ fn lookup_order() {
     let r = check(empty.path(), &[], &[]);
     assert_eq!(r.code, 1);
     assert_eq!(r.stderr, "no configuration file found (tried --config, $PUSHGATE_CONF, $SYGNAL_CONF, ./pushgate.yaml, ./sygnal.yaml)\n");
+}
+
+#[test]
+fn a_certificate_close_to_expiry_is_a_warning() {
+    let (code, lines) = problems("apps:\n  a:\n    type: apns\n    certfile: {dir}/expiring.pem\n");
+    assert_eq!(code, 0);
+    assert_eq!(lines, vec!["warning: apps.a.certfile: `{dir}/expiring.pem`: the certificate expires in 10 day(s); renew it"]);
 }

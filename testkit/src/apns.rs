@@ -89,6 +89,7 @@ struct Inner {
     requests: Mutex<Vec<ApnsRequest>>,
     arrived: Notify,
     connections: AtomicUsize,
+    closed: AtomicUsize,
 }
 
 pub struct FakeApns {
@@ -118,6 +119,7 @@ impl FakeApns {
             requests: Mutex::new(Vec::new()),
             arrived: Notify::new(),
             connections: AtomicUsize::new(0),
+            closed: AtomicUsize::new(0),
         });
         let state = inner.clone();
         let task = tokio::spawn(async move {
@@ -143,6 +145,7 @@ impl FakeApns {
                             let _ = conn.await;
                         }
                     }
+                    state.closed.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
@@ -192,6 +195,18 @@ impl FakeApns {
     /// TLS connections completed so far.
     pub fn connections(&self) -> usize {
         self.inner.connections.load(Ordering::SeqCst)
+    }
+
+    /// Waits (bounded) until `n` connections have been closed; returns how many were.
+    pub async fn wait_closed(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let closed = self.inner.closed.load(Ordering::SeqCst);
+            if closed >= n || tokio::time::Instant::now() >= deadline {
+                return closed;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 

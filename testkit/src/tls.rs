@@ -61,7 +61,20 @@ impl TestCa {
     }
 
     fn issue(&self, names: Vec<String>, cn: &str, usage: ExtendedKeyUsagePurpose) -> Issued {
+        self.issue_until(names, cn, usage, None)
+    }
+
+    fn issue_until(
+        &self,
+        names: Vec<String>,
+        cn: &str,
+        usage: ExtendedKeyUsagePurpose,
+        hours: Option<i64>,
+    ) -> Issued {
         let mut params = CertificateParams::new(names).expect("params");
+        if let Some(hours) = hours {
+            params.not_after = time::OffsetDateTime::now_utc() + time::Duration::hours(hours);
+        }
         params.distinguished_name.push(DnType::CommonName, cn);
         params.extended_key_usages = vec![usage];
         let key = KeyPair::generate().expect("key");
@@ -82,6 +95,16 @@ impl TestCa {
 
     pub fn client_cert(&self, cn: &str) -> Issued {
         self.issue(Vec::new(), cn, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// A client certificate that expires `hours` from now (negative: already expired).
+    pub fn client_cert_expiring(&self, cn: &str, hours: i64) -> Issued {
+        self.issue_until(
+            Vec::new(),
+            cn,
+            ExtendedKeyUsagePurpose::ClientAuth,
+            Some(hours),
+        )
     }
 
     /// A rustls server config for `localhost` with the given ALPN protocols; when

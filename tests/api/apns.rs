@@ -277,20 +277,21 @@ async fn concurrent_pushes_share_one_connection_and_goaway_reconnects() {
             .status,
         200
     );
+    assert_eq!(
+        s.fake.wait_closed(1, Duration::from_secs(5)).await,
+        1,
+        "the fake closed the connection after GOAWAY"
+    );
     // The next push finds the connection gone and opens another.
     let (next, _) = pushkey(201);
-    let mut status = 0;
-    for _ in 0..3 {
-        status =
-            s.gw.notify(&message(vec![device(&next, json!({}))]))
-                .await
-                .status;
-        if status == 200 {
-            break;
-        }
-    }
-    assert_eq!(status, 200);
+    assert_eq!(
+        s.gw.notify(&message(vec![device(&next, json!({}))]))
+            .await
+            .body,
+        json!({"rejected": []})
+    );
     assert_eq!(s.fake.connections(), 2);
+    assert_eq!(s.fake.requests().last().map(|r| r.connection), Some(1));
 }
 
 #[tokio::test]
@@ -356,4 +357,19 @@ async fn apns_goes_through_the_proxy_with_connect() {
         }]
     );
     assert_eq!(s.fake.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stalled_apns_is_a_temporary_failure_within_the_budget() {
+    let s = token_auth("dispatch:\n  upstream_timeout: 600ms\n").await;
+    let (key, hex) = pushkey(1);
+    s.fake.set(&hex, ApnsBehaviour::Stall);
+    let started = std::time::Instant::now();
+    let a = s.gw.notify(&message(vec![device(&key, json!({}))])).await;
+    assert_eq!((a.status, &a.body["rejected"]), (502, &json!([])));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }

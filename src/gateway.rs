@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use crate::api::{self, AppState};
 use crate::config::{AppKind, Config};
 use crate::dispatch::Dispatcher;
-use crate::pushkin::{apns, unavailable::Unavailable, webpush, Pushkin, Settings};
+use crate::pushkin::{apns, fcm, webpush, Pushkin, Settings};
 use crate::routing::{Route, Routes};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,9 +56,10 @@ pub fn build_routes(config: &Config) -> Result<Routes, StartError> {
                 app: app.id.clone(),
                 source: source.into(),
             })?,
-            other => Arc::new(Unavailable {
-                type_name: other.type_name(),
-            }),
+            AppKind::Fcm(f) => fcm::build(f, &settings).map_err(|source| StartError::Client {
+                app: app.id.clone(),
+                source: source.into(),
+            })?,
         };
         routes.add(Route {
             key: app.id.clone(),

@@ -64,10 +64,13 @@ fn write_keys(dir: &Path) {
     let sa = serde_json::json!({
         "type": "service_account", "project_id": "example-project",
         "client_email": "push@example-project.iam.gserviceaccount.com",
-        "private_key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+        "private_key": include_str!("../testkit/keys/test-service-account-key.pem"),
         "token_uri": "https://oauth2.googleapis.com/token"
     });
     std::fs::write(dir.join("service-account.json"), sa.to_string()).expect("sa");
+    let mut ec = sa.clone();
+    ec["private_key"] = serde_json::json!(p8.as_str());
+    std::fs::write(dir.join("sa-ec.json"), ec.to_string()).expect("sa");
 }
 
 fn write_config(dir: &Path, name: &str, yaml: &str) -> PathBuf {
@@ -150,6 +153,7 @@ fn broken_configs_list_every_problem_with_its_key_path() {
         ("apns keyfile missing", "apps:\n  a:\n    type: apns\n    keyfile: {dir}/nope.p8\n    key_id: K\n    team_id: T\n    topic: t\n".into(), vec!["error: apps.a.keyfile: cannot read `{dir}/nope.p8`: No such file or directory (os error 2)", "1 error(s); the gateway would not start"]),
         ("gcm legacy by api_key", "apps:\n  a:\n    type: gcm\n    api_key: AIza\n".into(), vec!["error: apps.a.api_version: no api_version means `legacy`; Google shut down the legacy FCM API (api_key) in 2024; use the HTTP v1 API: `api_version: v1`, `project_id: <Firebase project id>` and `service_account_file: <path to the service-account JSON key>`", "1 error(s); the gateway would not start"]),
         ("gcm legacy explicit", "apps:\n  a:\n    type: fcm\n    api_version: legacy\n".into(), vec!["error: apps.a.api_version: Google shut down the legacy FCM API (api_key) in 2024; use the HTTP v1 API: `api_version: v1`, `project_id: <Firebase project id>` and `service_account_file: <path to the service-account JSON key>`", "1 error(s); the gateway would not start"]),
+        ("gcm service account with an EC key", "apps:\n  a:\n    type: gcm\n    api_version: v1\n    project_id: p\n    service_account_file: {dir}/sa-ec.json\n".into(), vec!["error: apps.a.service_account_file: `{dir}/sa-ec.json`: private_key is not a usable RSA key in PKCS#8 PEM (WrongAlgorithm)", "1 error(s); the gateway would not start"]),
         ("gcm service account incomplete", "apps:\n  a:\n    type: gcm\n    api_version: v1\n    project_id: p\n    service_account_file: {dir}/vapid.pem\n".into(), vec!["error: apps.a.service_account_file: `{dir}/vapid.pem` is not a JSON service-account key", "1 error(s); the gateway would not start"]),
         ("webpush without key", "apps:\n  a:\n    type: webpush\n    vapid_contact_email: a@b\n".into(), vec!["error: apps.a.vapid_private_key: required: the path of a P-256 private key PEM (create one with `pushgate gen-vapid`)", "1 error(s); the gateway would not start"]),
         ("webpush bad key", "apps:\n  a:\n    type: webpush\n    vapid_private_key: {dir}/not-a-key.pem\n    vapid_contact_email: a@b\n".into(), vec!["error: apps.a.vapid_private_key: `{dir}/not-a-key.pem` is not a P-256 private key in PEM (PKCS#8 or SEC1)", "1 error(s); the gateway would not start"]),

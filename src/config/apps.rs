@@ -389,6 +389,17 @@ fn check_service_account(bytes: &[u8], path: &Path, key_path: String, p: &mut Pr
             );
         }
     }
+    if let Some(Value::String(pem)) = sa.get("private_key") {
+        if let Err(e) = crate::pushkin::fcm::oauth::parse_rsa_key(pem) {
+            p.error(
+                key_path,
+                format!(
+                    "`{}`: private_key is not a usable RSA key in PKCS#8 PEM ({e})",
+                    path.display()
+                ),
+            );
+        }
+    }
 }
 
 fn read_webpush(s: &mut Section<'_>, p: &mut Problems) -> Option<WebPushConfig> {

@@ -5,7 +5,7 @@
 //! live inside it) and shared by every request.
 
 pub mod apns;
-pub mod unavailable;
+pub mod fcm;
 pub mod webpush;
 
 use std::time::Duration;

@@ -7,10 +7,12 @@
 //!   `aes128gcm` messages with the subscription's private key ([`webpush::ece`])
 //!   and verifies VAPID (RFC 8292) tokens ([`webpush::vapid`]).
 //! - [`apns`]: APNs over HTTP/2 + TLS: checks the provider JWT or client certificate, headers and path.
+//! - [`fcm`]: Google OAuth (RS256 assertion checked) and FCM v1, with programmable errors.
 //! - [`tls`]: a per-run test CA issuing server and client certificates.
 //! - [`proxy`]: a forward HTTP proxy (CONNECT and absolute-form) that records its targets.
 
 pub mod apns;
+pub mod fcm;
 pub mod proxy;
 pub mod tls;
 pub mod webpush;

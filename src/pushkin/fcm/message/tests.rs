@@ -1,0 +1,194 @@
+//! Golden FCM messages.
+
+use serde_json::{json, Map, Value};
+
+use super::*;
+use crate::notification::{Counts, Device, Notification, Prio};
+
+fn device(data: Value) -> Device {
+    Device {
+        app_id: "com.example.android".into(),
+        pushkey: "fcm-token-1".into(),
+        pushkey_ts: None,
+        data: data.as_object().cloned().unwrap_or_default(),
+        tweaks: Map::new(),
+    }
+}
+
+fn full() -> Notification {
+    Notification {
+        event_id: Some("$e".into()),
+        room_id: Some("!r:x".into()),
+        kind: Some("m.room.message".into()),
+        sender: Some("@alice:x".into()),
+        sender_display_name: Some("Alice".into()),
+        room_name: Some("Tea".into()),
+        content: json!({"msgtype": "m.text", "body": "hello", "format": "org.matrix.custom.html", "mentions": {}}).as_object().cloned(),
+        counts: Counts { unread: Some(2), missed_calls: Some(0) },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn full_message() {
+    let m = build(&full(), &device(json!({})), &Map::new(), true).expect("builds");
+    assert_eq!(
+        m,
+        json!({"message": {
+            "token": "fcm-token-1",
+            "android": {"priority": "high"},
+            "data": {
+                "event_id": "$e", "type": "m.room.message", "sender": "@alice:x", "room_name": "Tea",
+                "sender_display_name": "Alice", "room_id": "!r:x", "prio": "high",
+                "content_msgtype": "m.text", "content_body": "hello", "content_format": "org.matrix.custom.html",
+                "unread": "2"
+            }
+        }})
+    );
+}
+
+#[test]
+fn event_id_only_with_default_payload_and_fcm_options() {
+    let n = Notification {
+        event_id: Some("$e".into()),
+        room_id: Some("!r:x".into()),
+        prio: Prio::Low,
+        counts: Counts {
+            unread: Some(1),
+            missed_calls: None,
+        },
+        ..Default::default()
+    };
+    let d = device(
+        json!({"format": "event_id_only", "default_payload": {"cs": "abc", "aps": {"content-available": 1}, "n": 3, "gone": null}}),
+    );
+    let options = json!({"android": {"notification": {"click_action": "OPEN"}, "ttl": "60s"}, "apns": {"payload": {"aps": {"content-available": 1}}}});
+    let m = build(&n, &d, options.as_object().expect("obj"), true).expect("builds");
+    assert_eq!(
+        m,
+        json!({"message": {
+            "android": {"notification": {"click_action": "OPEN"}, "ttl": "60s", "priority": "normal"},
+            "apns": {"payload": {"aps": {"content-available": 1}}},
+            "token": "fcm-token-1",
+            "data": {"cs": "abc", "aps": "{\"content-available\":1}", "n": "3", "event_id": "$e", "room_id": "!r:x", "prio": "low", "unread": "1"}
+        }})
+    );
+}
+
+#[test]
+fn badge_only_is_still_a_message() {
+    let n = Notification {
+        counts: Counts {
+            unread: Some(0),
+            missed_calls: None,
+        },
+        ..Default::default()
+    };
+    let m = build(&n, &device(json!({})), &Map::new(), true).expect("builds");
+    assert_eq!(
+        m,
+        json!({"message": {"token": "fcm-token-1", "android": {"priority": "high"}, "data": {"prio": "high"}}})
+    );
+    let n = Notification {
+        counts: Counts {
+            unread: Some(5),
+            missed_calls: Some(1),
+        },
+        ..Default::default()
+    };
+    let m = build(&n, &device(json!({})), &Map::new(), false).expect("builds");
+    assert_eq!(
+        m["message"]["data"],
+        json!({"prio": "high"}),
+        "send_badge_counts: false"
+    );
+}
+
+#[test]
+fn calls_are_high_priority_even_when_low() {
+    let mut n = full();
+    n.kind = Some("m.call.invite".into());
+    n.prio = Prio::Low;
+    let m = build(&n, &device(json!({})), &Map::new(), true).expect("builds");
+    assert_eq!(m["message"]["android"]["priority"], "high");
+    assert_eq!(m["message"]["data"]["prio"], "low");
+}
+
+#[test]
+fn long_values_are_cut_at_1024_bytes_with_an_ellipsis() {
+    let mut n = full();
+    n.sender_display_name = Some("😀".repeat(400));
+    n.content = json!({"body": "漢".repeat(500)}).as_object().cloned();
+    let m = build(&n, &device(json!({})), &Map::new(), true).expect("builds");
+    let name = m["message"]["data"]["sender_display_name"]
+        .as_str()
+        .expect("s");
+    assert!(name.len() <= 1024 && name.ends_with('…'), "{}", name.len());
+    assert_eq!(
+        name.len(),
+        255 * 4 + 3,
+        "whole emoji only, then the ellipsis"
+    );
+    let body = m["message"]["data"]["content_body"].as_str().expect("s");
+    assert_eq!(body.len(), 340 * 3 + 3);
+}
+
+#[test]
+fn whole_data_fits_4096_bytes_by_shortening_content() {
+    let mut n = full();
+    // Each value alone is cut to 1024 bytes; together they still exceed 4096.
+    n.content = json!({
+        "body": "b".repeat(3000), "formatted_body": "f".repeat(3000),
+        "x1": "x".repeat(900), "x2": "y".repeat(1100), "msgtype": "m.text"
+    })
+    .as_object()
+    .cloned();
+    let m = build(&n, &device(json!({})), &Map::new(), true).expect("builds");
+    let data = m["message"]["data"].as_object().expect("data");
+    let size: usize = data
+        .iter()
+        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+        .sum();
+    assert!(
+        size <= MAX_DATA_BYTES && size > MAX_DATA_BYTES - 8,
+        "{size}"
+    );
+    assert_eq!(
+        data["content_msgtype"], "m.text",
+        "short content values are kept"
+    );
+    let long: Vec<usize> = [
+        "content_body",
+        "content_formatted_body",
+        "content_x1",
+        "content_x2",
+    ]
+    .iter()
+    .map(|k| data[*k].as_str().expect("s").len())
+    .collect();
+    // The longest values are cut to one common length; a value already below it is kept whole.
+    assert_eq!(long[0], long[1]);
+    assert_eq!(long[0], long[3]);
+    assert_eq!(data["content_x1"], json!("x".repeat(900)));
+    assert!(data["content_body"].as_str().expect("b").ends_with('…'));
+}
+
+#[test]
+fn what_cannot_fit_is_an_error() {
+    let d = device(
+        json!({"default_payload": {"a": "x".repeat(1000), "b": "x".repeat(1000), "c": "x".repeat(1000), "d": "x".repeat(1000), "e": "x".repeat(1000)}}),
+    );
+    assert!(matches!(
+        build(&full(), &d, &Map::new(), true),
+        Err(MessageError::TooLarge(_))
+    ));
+    assert_eq!(
+        build(
+            &full(),
+            &device(json!({"default_payload": "x"})),
+            &Map::new(),
+            true
+        ),
+        Err(MessageError::BadDefaultPayload)
+    );
+}

@@ -1,0 +1,170 @@
+//! Firebase Cloud Messaging, HTTP v1 API (`type: gcm`, alias `fcm`).
+//!
+//! `POST {base}/v1/projects/{project_id}/messages:send`, one request per
+//! device, authorised by a service-account access token ([`oauth`]). At most
+//! `max_connections` requests are in flight per app. 429/5xx are retried with
+//! backoff (honouring `Retry-After`) inside the request's budget; a 401
+//! refreshes the token and retries once.
+
+pub mod error;
+pub mod message;
+pub mod oauth;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::{parse_retry_after, Outcome, Pushkin, Settings};
+use crate::config::FcmConfig;
+use crate::net::{self, ClientOptions, NetError};
+use crate::notification::{Device, Notification};
+use error::{judge, ErrorBody, Verdict};
+use oauth::{AuthError, TokenSource};
+
+const DEFAULT_BASE: &str = "https://fcm.googleapis.com";
+const MAX_ATTEMPTS: u32 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FcmError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+pub struct Fcm {
+    client: reqwest::Client,
+    auth: TokenSource,
+    url: String,
+    fcm_options: Map<String, Value>,
+    send_badge_counts: bool,
+    connections: Semaphore,
+    budget: Duration,
+}
+
+impl Fcm {
+    pub fn new(cfg: &FcmConfig, s: &Settings<'_>) -> Result<Self, FcmError> {
+        let client = net::build_client(&ClientOptions {
+            connect_timeout: s.connect_timeout,
+            timeout: s.timeout,
+            proxy: s.proxy,
+            extra_ca: cfg.ca_file.as_deref(),
+            max_idle_per_host: cfg.max_connections,
+            guard: None,
+            http2_only: false,
+            identity: None,
+        })?;
+        let auth = TokenSource::from_file(
+            &cfg.service_account_file,
+            cfg.token_uri.as_deref(),
+            client.clone(),
+        )?;
+        let base = cfg.endpoint.as_deref().unwrap_or(DEFAULT_BASE);
+        Ok(Fcm {
+            client,
+            auth,
+            url: format!("{base}/v1/projects/{}/messages:send", cfg.project_id),
+            fcm_options: cfg.fcm_options.clone(),
+            send_badge_counts: cfg.send_badge_counts,
+            connections: Semaphore::new(cfg.max_connections),
+            budget: s.timeout,
+        })
+    }
+
+    async fn send(&self, n: &Notification, d: &Device) -> Outcome {
+        let body = match message::build(n, d, &self.fcm_options, self.send_badge_counts) {
+            Ok(m) => bytes::Bytes::from(m.to_string()),
+            Err(e @ message::MessageError::BadDefaultPayload) => {
+                return Outcome::rejected(e.to_string())
+            }
+            Err(e) => return Outcome::failed(e.to_string()),
+        };
+        let deadline = Instant::now() + self.budget;
+        match tokio::time::timeout_at(deadline, self.attempts(body, deadline)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::transient("FCM did not answer in time"),
+        }
+    }
+
+    async fn attempts(&self, body: bytes::Bytes, deadline: Instant) -> Outcome {
+        let mut reauthenticated = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let token = match self.auth.token().await {
+                Ok(t) => t,
+                // Credentials trouble is ours, not the device's: temporary, so nothing is lost.
+                Err(e) => return Outcome::transient(format!("FCM authentication failed: {e}")),
+            };
+            let verdict = {
+                let _permit = self.connections.acquire().await;
+                let sent = self
+                    .client
+                    .post(&self.url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Err(e) => Verdict::Retry {
+                        reason: net::describe(&e),
+                        after: None,
+                    },
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let retry_after = resp
+                            .headers()
+                            .get(reqwest::header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(parse_retry_after);
+                        let bytes = resp.bytes().await.unwrap_or_default();
+                        let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
+                        judge(status, &err, retry_after)
+                    }
+                }
+            };
+            match verdict {
+                Verdict::Delivered => return Outcome::Delivered,
+                Verdict::Rejected { reason } => return Outcome::rejected(reason),
+                Verdict::Failed { reason } => return Outcome::failed(reason),
+                Verdict::Reauthenticate { reason } => {
+                    if reauthenticated {
+                        return Outcome::transient(reason);
+                    }
+                    self.auth.refused(&token);
+                    reauthenticated = true;
+                }
+                Verdict::Retry { reason, after } => {
+                    let backoff = after.unwrap_or(FIRST_BACKOFF * 2u32.pow(attempt - 1));
+                    if attempt >= MAX_ATTEMPTS || Instant::now() + backoff >= deadline {
+                        return Outcome::Transient {
+                            reason,
+                            retry_after: after,
+                        };
+                    }
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+    }
+}
+
+impl Pushkin for Fcm {
+    fn type_name(&self) -> &'static str {
+        "gcm"
+    }
+
+    fn dispatch<'a>(&'a self, n: &'a Notification, d: &'a Device) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.send(n, d))
+    }
+}
+
+pub fn build(cfg: &FcmConfig, s: &Settings<'_>) -> Result<Arc<dyn Pushkin>, FcmError> {
+    Ok(Arc::new(Fcm::new(cfg, s)?))
+}

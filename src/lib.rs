@@ -8,7 +8,7 @@
 //! - [`notification`]: the spec's request model and its validation.
 //! - [`routing`]: `app_id` → pushkin (exact first, then globs; ambiguous = rejected).
 //! - [`dispatch`]: concurrent fan-out to all devices, the per-request summary.
-//! - [`pushkin`]: the `Pushkin` trait and one module per push service (`webpush`; APNs and FCM to come).
+//! - [`pushkin`]: the `Pushkin` trait and one module per push service (`webpush`, `apns`, `fcm`).
 //! - [`net`]: the outbound HTTP client (rustls, HTTP/2, proxy, timeouts, trusted CA, address guard).
 //! - [`telemetry`]: logging and pushkey redaction.
 //! - [`gateway`]: start-up and serving.

@@ -103,3 +103,27 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
             .unwrap_or_default(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_retry_after;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn retry_after_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
+        let in_a_minute = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(61));
+        let d = parse_retry_after(&in_a_minute).expect("date");
+        assert!(
+            (Duration::from_secs(59)..=Duration::from_secs(61)).contains(&d),
+            "{d:?}"
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO),
+            "past dates mean now"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -208,3 +208,22 @@ async fn refused_credentials_are_temporary_never_rejected() {
         vec!["assertion signature does not verify with the service account's key".to_owned()]
     );
 }
+
+#[tokio::test]
+async fn a_stalled_fcm_is_a_temporary_failure_within_the_budget() {
+    let s = setup(
+        3600,
+        SERVICE_ACCOUNT_KEY,
+        "dispatch:\n  upstream_timeout: 600ms\n",
+    )
+    .await;
+    s.google.set("stall", FcmBehaviour::Stall);
+    let started = std::time::Instant::now();
+    let a = s.gw.notify(&message(vec![device("stall")])).await;
+    assert_eq!((a.status, &a.body["rejected"]), (502, &json!([])));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}

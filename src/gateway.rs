@@ -13,9 +13,10 @@ use tokio::sync::Semaphore;
 
 use crate::api::{self, AppState};
 use crate::config::{AppKind, Config};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{outbox, Dispatcher};
 use crate::pushkin::{apns, fcm, webpush, Pushkin, Settings};
 use crate::routing::{Route, Routes};
+use crate::store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -24,6 +25,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("apps.{app}: {source}")]
     Client {
         app: String,
@@ -34,6 +37,7 @@ pub enum StartError {
 pub struct Gateway {
     listeners: Vec<TcpListener>,
     router: axum::Router,
+    dispatcher: Arc<Dispatcher>,
 }
 
 /// Builds one pushkin per configured app.
@@ -74,8 +78,13 @@ impl Gateway {
     /// Builds pushkins and binds every `http.bind_addresses` on `http.port`.
     pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         let routes = build_routes(config)?;
+        let store = store::open(&config.store).await?;
+        if let Some(s) = &store {
+            tracing::info!(backend = s.backend(), "store opened");
+        }
+        let dispatcher = Arc::new(Dispatcher::new(routes, store, config.dispatch.clone()));
         let state = Arc::new(AppState {
-            dispatcher: Dispatcher::new(routes),
+            dispatcher: dispatcher.clone(),
             limits: config.limits.clone(),
         });
         let mut listeners = Vec::new();
@@ -89,6 +98,7 @@ impl Gateway {
         Ok(Gateway {
             listeners,
             router: api::router(state),
+            dispatcher,
         })
     }
 
@@ -109,6 +119,19 @@ impl Gateway {
             shutdown.await;
             let _ = tx.send(true);
         });
+        let mut background = Vec::new();
+        if let Some(store) = self.dispatcher.store() {
+            background.push(tokio::spawn(outbox::run(
+                self.dispatcher.clone(),
+                store.clone(),
+                rx.clone(),
+            )));
+            background.push(tokio::spawn(outbox::housekeeping(
+                self.dispatcher.policy().clone(),
+                store.clone(),
+                rx.clone(),
+            )));
+        }
         let mut servers = Vec::new();
         for listener in self.listeners {
             let mut rx = rx.clone();
@@ -126,6 +149,9 @@ impl Gateway {
                 Ok(r) => r?,
                 Err(e) => return Err(std::io::Error::other(e)),
             }
+        }
+        for task in background {
+            let _ = task.await;
         }
         Ok(())
     }

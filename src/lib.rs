@@ -21,6 +21,7 @@ pub mod net;
 pub mod notification;
 pub mod pushkin;
 pub mod routing;
+pub mod store;
 pub mod telemetry;
 
 pub use gateway::Gateway;

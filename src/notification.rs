@@ -77,6 +77,56 @@ impl Notification {
     }
 }
 
+/// The `/notify` body for this notification and one of its devices: what the
+/// outbox stores to rebuild the push later. `parse` reads it back to an equal
+/// notification (with that one device).
+pub fn to_wire(n: &Notification, device: &Device) -> String {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            m.insert(k.to_owned(), v);
+        }
+    };
+    let s = |v: &Option<String>| v.clone().map(Value::String);
+    put("event_id", s(&n.event_id));
+    put("room_id", s(&n.room_id));
+    put("type", s(&n.kind));
+    put("sender", s(&n.sender));
+    put("sender_display_name", s(&n.sender_display_name));
+    put("room_name", s(&n.room_name));
+    put("room_alias", s(&n.room_alias));
+    put("membership", s(&n.membership));
+    put("user_is_target", n.user_is_target.map(Value::Bool));
+    put(
+        "prio",
+        Some(Value::from(match n.prio {
+            Prio::High => "high",
+            Prio::Low => "low",
+        })),
+    );
+    put("content", n.content.clone().map(Value::Object));
+    let mut counts = Map::new();
+    if let Some(u) = n.counts.unread {
+        counts.insert("unread".into(), u.into());
+    }
+    if let Some(c) = n.counts.missed_calls {
+        counts.insert("missed_calls".into(), c.into());
+    }
+    put("counts", Some(Value::Object(counts)));
+    let mut d = Map::new();
+    d.insert("app_id".into(), device.app_id.clone().into());
+    d.insert("pushkey".into(), device.pushkey.clone().into());
+    if let Some(ts) = device.pushkey_ts {
+        d.insert("pushkey_ts".into(), ts.into());
+    }
+    d.insert("data".into(), Value::Object(device.data.clone()));
+    d.insert("tweaks".into(), Value::Object(device.tweaks.clone()));
+    put("devices", Some(Value::Array(vec![Value::Object(d)])));
+    let mut root = Map::new();
+    root.insert("notification".into(), Value::Object(m));
+    Value::Object(root).to_string()
+}
+
 /// Parses a request body. `max_devices` bounds `devices`.
 pub fn parse(body: &[u8], max_devices: usize) -> Result<Notification, ParseError> {
     let value: Value =
@@ -268,6 +318,30 @@ mod tests {
         let n = parse(body, 100).expect("accepted");
         assert_eq!(n.event_id.as_deref(), Some("$e"));
         assert!(n.is_event_id_only());
+    }
+
+    #[test]
+    fn wire_form_of_one_device_parses_back_to_the_same_notification() {
+        let body = br##"{"notification":{"event_id":"$e","room_id":"!r","type":"m.room.message",
+            "sender":"@a:x","sender_display_name":"A","room_name":"R","room_alias":"#r:x",
+            "membership":"invite","user_is_target":true,"prio":"low",
+            "content":{"body":"hi","n":[1,2.5,null]},"counts":{"unread":3,"missed_calls":1},
+            "devices":[{"app_id":"a","pushkey":"k1","pushkey_ts":5,"data":{"format":"event_id_only"},"tweaks":{"sound":"x"}},
+                       {"app_id":"b","pushkey":"k2"}]}}"##;
+        let n = parse(body, 100).expect("accepted");
+        for d in &n.devices {
+            let back = parse(to_wire(&n, d).as_bytes(), 1).expect("wire form parses");
+            let mut one = n.clone();
+            one.devices = vec![d.clone()];
+            assert_eq!(back, one);
+        }
+        let badge = parse(
+            br#"{"notification":{"id":"","counts":{},"devices":[{"app_id":"a","pushkey":"k"}]}}"#,
+            1,
+        )
+        .expect("badge-only");
+        let back = parse(to_wire(&badge, &badge.devices[0]).as_bytes(), 1).expect("parses");
+        assert_eq!(back, badge);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub enum ApiError {
         temporary: usize,
         rejected: Vec<String>,
     },
+    #[error("not ready: {0}")]
+    NotReady(String),
     #[error("internal error")]
     Internal,
 }
@@ -42,6 +44,7 @@ impl ApiError {
             ApiError::Unrecognized(_) => (StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
             ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED"),
             ApiError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         }
     }

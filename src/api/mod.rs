@@ -8,7 +8,7 @@ mod notify;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,7 @@ use error::ApiError;
 
 /// Everything a request handler needs, shared by all requests.
 pub struct AppState {
-    pub dispatcher: Dispatcher,
+    pub dispatcher: Arc<Dispatcher>,
     pub limits: Limits,
 }
 
@@ -39,6 +39,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_matrix/push/v1/notify", notify_route.clone())
         .route("/_matrix/push/v1/notify/", notify_route)
         .route("/health", health_route)
+        .route(
+            "/ready",
+            get(ready).fallback(|| async { ApiError::MethodNotAllowed { allow: "GET, HEAD" } }),
+        )
         .fallback(|req: Request| async move { ApiError::Unrecognized(req.uri().path().to_owned()) })
         .with_state(state)
         .layer(middleware::from_fn(request_id))
@@ -49,6 +53,19 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn health() -> impl IntoResponse {
     (StatusCode::OK, Json(json!({ "status": "ok" })))
+}
+
+/// Ready to take traffic: the store (when there is one) answers within a second.
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let Some(store) = state.dispatcher.store() else {
+        return (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response();
+    };
+    let checked = tokio::time::timeout(std::time::Duration::from_secs(1), store.ping()).await;
+    match checked {
+        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response(),
+        Ok(Err(e)) => ApiError::NotReady(e.to_string()).into_response(),
+        Err(_) => ApiError::NotReady("the store did not answer within 1 s".into()).into_response(),
+    }
 }
 
 async fn request_id(mut req: Request, next: Next) -> Response {

@@ -62,34 +62,32 @@ async fn handle(
         };
     let n = notification::parse(&bytes, state.limits.max_devices)?;
     let started = Instant::now();
-    let summary = state.dispatcher.dispatch(&n, request_id).await;
-    let rejected: Vec<String> = summary
-        .rejected(&n.devices)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    let temporary = summary.count("temporary");
-    let mut app_ids: Vec<&str> = n.devices.iter().map(|d| d.app_id.as_str()).collect();
+    let devices = n.devices.len();
+    let event_id = n.event_id.clone().unwrap_or_default();
+    let mut app_ids: Vec<String> = n.devices.iter().map(|d| d.app_id.clone()).collect();
     app_ids.sort_unstable();
     app_ids.dedup();
+    let answer = state.dispatcher.dispatch(n, request_id.to_owned()).await;
     tracing::info!(
         request_id,
-        event_id = n.event_id.as_deref().unwrap_or(""),
+        event_id,
         app_ids = %app_ids.join(","),
-        devices = n.devices.len(),
-        delivered = summary.count("delivered"),
-        rejected = rejected.len(),
-        failed = summary.count("failed"),
-        temporary,
-        status = if temporary > 0 { 502 } else { 200 },
+        devices,
+        delivered = answer.delivered,
+        rejected = answer.rejected.len(),
+        failed = answer.failed,
+        duplicates = answer.duplicates,
+        queued = answer.queued,
+        unqueued = answer.unqueued,
+        status = if answer.unqueued > 0 { 502 } else { 200 },
         elapsed_ms = started.elapsed().as_millis() as u64,
         "notify"
     );
-    if temporary > 0 {
+    if answer.unqueued > 0 {
         return Err(ApiError::Upstream {
-            temporary,
-            rejected,
+            temporary: answer.unqueued,
+            rejected: answer.rejected,
         });
     }
-    Ok(Json(json!({ "rejected": rejected })).into_response())
+    Ok(Json(json!({ "rejected": answer.rejected })).into_response())
 }

@@ -80,15 +80,40 @@ pub struct DispatchConfig {
     pub connect_timeout: Duration,
     /// Total time allowed for one upstream request, connect included.
     pub upstream_timeout: Duration,
+    /// How long `/notify` waits for upstream results before queueing the rest in the outbox.
+    pub answer_within: Duration,
+    /// How long the outbox keeps retrying an entry before dropping it.
+    pub max_age: Duration,
+    /// A device already delivered for the same event id within this window is not sent again.
+    pub dedup_window: Duration,
+    /// How long a pushkey found dead is answered as rejected without asking upstream.
+    pub rejection_ttl: Duration,
+    /// First outbox retry delay; doubles per attempt (with jitter) up to `retry_max_delay`.
+    pub retry_initial_delay: Duration,
+    pub retry_max_delay: Duration,
 }
 
-/// `store`: parsed now so that configs written for later versions load; the
-/// store itself is not implemented yet (pushgate is stateless for now).
+/// `store`: where the outbox, the rejection memory and the de-duplication
+/// records live. SQLite (a local file) unless the config says otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
+    /// Stateless: temporary failures answer 502, nothing is remembered.
     None,
-    Sqlite { path: PathBuf },
-    Postgres { url: String },
+    Sqlite {
+        path: PathBuf,
+    },
+    Postgres {
+        url: String,
+        max_connections: u32,
+    },
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Sqlite {
+            path: PathBuf::from("./pushgate.db"),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -105,6 +130,12 @@ impl Default for DispatchConfig {
         DispatchConfig {
             connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(10),
+            answer_within: Duration::from_secs(2),
+            max_age: Duration::from_secs(3600),
+            dedup_window: Duration::from_secs(600),
+            rejection_ttl: Duration::from_secs(30 * 24 * 3600),
+            retry_initial_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(300),
         }
     }
 }
@@ -374,24 +405,42 @@ fn read_dispatch(s: Option<Section<'_>>, p: &mut Problems) -> DispatchConfig {
     let cfg = DispatchConfig {
         connect_timeout: s.duration("connect_timeout", d.connect_timeout, p),
         upstream_timeout: s.duration("upstream_timeout", d.upstream_timeout, p),
+        answer_within: s.duration("answer_within", d.answer_within, p),
+        max_age: s.duration("max_age", d.max_age, p),
+        dedup_window: s.duration("dedup_window", d.dedup_window, p),
+        rejection_ttl: s.duration("rejection_ttl", d.rejection_ttl, p),
+        retry_initial_delay: s.duration("retry_initial_delay", d.retry_initial_delay, p),
+        retry_max_delay: s.duration("retry_max_delay", d.retry_max_delay, p),
     };
     for (key, v) in [
         ("connect_timeout", cfg.connect_timeout),
         ("upstream_timeout", cfg.upstream_timeout),
+        ("answer_within", cfg.answer_within),
+        ("max_age", cfg.max_age),
+        ("retry_initial_delay", cfg.retry_initial_delay),
+        ("retry_max_delay", cfg.retry_max_delay),
     ] {
         if v.is_zero() {
             p.error(s.key_path(key), "must be more than zero");
         }
+    }
+    if cfg.retry_max_delay < cfg.retry_initial_delay {
+        p.error(
+            s.key_path("retry_max_delay"),
+            "must not be shorter than retry_initial_delay",
+        );
     }
     s.finish(p);
     cfg
 }
 
 fn read_store(root: &mut Section<'_>, p: &mut Problems) -> StoreConfig {
+    const EXPECTED: &str =
+        "expected `none`, `{sqlite: {path}}` or `{postgres: {url, max_connections}}`";
     let Some(v) = root.raw("store") else {
-        return StoreConfig::None;
+        return StoreConfig::default();
     };
-    let store = match v {
+    match v {
         Value::String(s) if s == "none" => StoreConfig::None,
         Value::Object(_) => {
             let Some(mut s) = Section::of("store".into(), v, p) else {
@@ -405,31 +454,31 @@ fn read_store(root: &mut Section<'_>, p: &mut Problems) -> StoreConfig {
                 StoreConfig::Sqlite { path }
             } else if let Some(mut pg) = s.section("postgres", p) {
                 let url = pg.required_string("url", p).unwrap_or_default();
+                if !(url.is_empty()
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://"))
+                {
+                    p.error(
+                        pg.key_path("url"),
+                        "expected a URL such as postgres://user:password@127.0.0.1/pushgate",
+                    );
+                }
+                let max_connections = pg.uint("max_connections", 10, 1, 1000, p) as u32;
                 pg.finish(p);
-                StoreConfig::Postgres { url }
+                StoreConfig::Postgres {
+                    url,
+                    max_connections,
+                }
             } else {
-                p.error(
-                    "store",
-                    "expected `none`, `{sqlite: {path}}` or `{postgres: {url}}`",
-                );
+                p.error("store", EXPECTED);
                 StoreConfig::None
             };
             s.finish(p);
             cfg
         }
         _ => {
-            p.error(
-                "store",
-                "expected `none`, `{sqlite: {path}}` or `{postgres: {url}}`",
-            );
-            return StoreConfig::None;
+            p.error("store", EXPECTED);
+            StoreConfig::None
         }
-    };
-    if store != StoreConfig::None {
-        p.warn(
-            "store",
-            "the store is not implemented in this version yet; pushgate runs without one (temporary failures answer 502)",
-        );
     }
-    store
 }

@@ -1,89 +1,226 @@
-//! Fan-out of one notification to all its devices, concurrently, and the
-//! summary the API answers with.
+//! Delivery: fan-out of one notification to all its devices, and the
+//! guarantees of design §4 around it.
 //!
-//! Every device gets exactly one [`Outcome`]; one device's failure never hides
-//! another's result. Without a store, any temporary failure makes the request
-//! a 502 so that the homeserver retries it (the `rejected` list still goes back).
+//! - [`request`]: one `/notify` request — rejection memory, de-duplication
+//!   claims, parallel sends, the answer budget, and the settlement written to
+//!   the store before the answer;
+//! - [`outbox`]: the background worker that retries queued pushes, and the
+//!   housekeeping of expired rows;
+//! - this module: the dispatcher itself, the per-device send and its log line.
+//!
+//! Without a store the dispatcher is stateless: it waits for every device and
+//! any temporary failure makes the request a 502 so that the homeserver retries.
 
-use futures::future::join_all;
+mod dedup;
+pub mod outbox;
+mod request;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::DispatchConfig;
 use crate::notification::{Device, Notification};
 use crate::pushkin::Outcome;
 use crate::routing::{RouteError, Routes};
+use crate::store::Store;
 use crate::telemetry::redact;
 
 pub struct Dispatcher {
     routes: Routes,
+    store: Option<Arc<dyn Store>>,
+    policy: DispatchConfig,
 }
 
-/// What happened to every device of one request, in device order.
-#[derive(Debug)]
-pub struct Summary {
-    pub outcomes: Vec<Outcome>,
+/// What the gateway did for one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// The pushkin's result (the push service's answer, or the pushkin's own decision).
+    Pushed(Outcome),
+    /// No configured app serves this app_id: rejected, but not remembered (a config matter).
+    Unroutable(RouteError),
+    /// Rejected from the rejection memory, without asking the push service.
+    Remembered { reason: String },
+    /// Already delivered (or queued) for this event: not sent again.
+    Duplicate,
+    /// Another request is still sending this same push and did not finish in time:
+    /// neither sent nor queued here, so the homeserver must retry.
+    Contended,
 }
 
-impl Summary {
-    /// Pushkeys to give back in `rejected`, once each, in device order.
-    pub fn rejected<'a>(&self, devices: &'a [Device]) -> Vec<&'a str> {
-        let mut out: Vec<&str> = Vec::new();
-        for (d, o) in devices.iter().zip(&self.outcomes) {
-            if matches!(o, Outcome::Rejected { .. }) && !out.contains(&d.pushkey.as_str()) {
-                out.push(&d.pushkey);
-            }
-        }
-        out
+impl Fate {
+    pub fn is_rejected(&self) -> bool {
+        matches!(
+            self,
+            Fate::Pushed(Outcome::Rejected { .. }) | Fate::Unroutable(_) | Fate::Remembered { .. }
+        )
     }
 
-    pub fn count(&self, kind: &str) -> usize {
-        self.outcomes.iter().filter(|o| o.kind() == kind).count()
+    /// Short name for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fate::Pushed(o) => o.kind(),
+            Fate::Unroutable(_) | Fate::Remembered { .. } => "rejected",
+            Fate::Duplicate => "duplicate",
+            Fate::Contended => "temporary",
+        }
+    }
+}
+
+/// What one request ends with.
+#[derive(Debug, Default)]
+pub struct Answer {
+    /// Pushkeys to give back in `rejected`, once each, in device order.
+    pub rejected: Vec<String>,
+    /// Devices that failed temporarily and could not be queued: the request must be retried (502).
+    pub unqueued: usize,
+    /// Devices queued in the outbox (delivery goes on after the answer).
+    pub queued: usize,
+    pub delivered: usize,
+    pub failed: usize,
+    pub duplicates: usize,
+}
+
+impl Answer {
+    /// Collects the rejected pushkeys and counts, in device order.
+    fn tally(&mut self, device: &Device, fate: &Fate) {
+        if fate.is_rejected() && !self.rejected.contains(&device.pushkey) {
+            self.rejected.push(device.pushkey.clone());
+        }
+        match fate {
+            Fate::Pushed(Outcome::Delivered) => self.delivered += 1,
+            Fate::Pushed(Outcome::Failed { .. }) => self.failed += 1,
+            Fate::Duplicate => self.duplicates += 1,
+            _ => {}
+        }
     }
 }
 
 impl Dispatcher {
-    pub fn new(routes: Routes) -> Self {
-        Dispatcher { routes }
+    pub fn new(routes: Routes, store: Option<Arc<dyn Store>>, policy: DispatchConfig) -> Self {
+        Dispatcher {
+            routes,
+            store,
+            policy,
+        }
     }
 
-    /// Sends to every device at once and waits for all outcomes (each pushkin bounds its own time).
-    pub async fn dispatch(&self, n: &Notification, request_id: &str) -> Summary {
-        let outcomes = join_all(n.devices.iter().map(|d| self.one(n, d, request_id))).await;
-        Summary { outcomes }
+    pub fn policy(&self) -> &DispatchConfig {
+        &self.policy
     }
 
-    async fn one(&self, n: &Notification, d: &Device, request_id: &str) -> Outcome {
-        let outcome = match self.routes.find(&d.app_id) {
-            Err(e @ (RouteError::Unknown | RouteError::Ambiguous(_))) => {
-                Outcome::rejected(e.to_string())
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
+    }
+
+    /// Delivers `n` to all its devices and says what to answer.
+    ///
+    /// Runs in its own task: a homeserver that hangs up mid-request does not
+    /// cut the work short (claims and outbox entries are always settled).
+    pub async fn dispatch(self: &Arc<Self>, n: Notification, request_id: String) -> Answer {
+        let this = self.clone();
+        match tokio::spawn(async move { request::run(this, Arc::new(n), request_id).await }).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::error!(error = %e, "dispatch task failed (a bug)");
+                Answer {
+                    unqueued: 1,
+                    ..Answer::default()
+                }
             }
+        }
+    }
+
+    /// Sends to one device through its app's pushkin and logs the result.
+    async fn send(&self, n: &Notification, d: &Device, request_id: &str) -> Fate {
+        let fate = match self.routes.find(&d.app_id) {
+            Err(e) => Fate::Unroutable(e),
             Ok(route) => match route.inflight.try_acquire() {
-                Err(_) => Outcome::transient("inflight_request_limit reached for this app"),
-                Ok(_permit) => route.pushkin.dispatch(n, d).await,
+                Err(_) => Fate::Pushed(Outcome::transient(
+                    "inflight_request_limit reached for this app",
+                )),
+                Ok(_permit) => Fate::Pushed(route.pushkin.dispatch(n, d).await),
             },
         };
-        log_outcome(request_id, d, &outcome);
-        outcome
+        log_fate(request_id, d, &fate);
+        fate
+    }
+
+    /// How long a claim or an outbox lease lasts: past it, the holder is presumed dead.
+    fn lease(&self) -> Duration {
+        self.policy.answer_within + self.policy.upstream_timeout + Duration::from_secs(5)
     }
 }
 
 /// Every outcome is logged once, with a redacted pushkey.
-fn log_outcome(request_id: &str, d: &Device, o: &Outcome) {
+fn log_fate(request_id: &str, d: &Device, fate: &Fate) {
     let pushkey = redact(&d.pushkey);
-    match o {
-        Outcome::Delivered => {
-            tracing::debug!(request_id, app_id = %d.app_id, pushkey, outcome = "delivered", "device")
+    let app_id = d.app_id.as_str();
+    match fate {
+        Fate::Pushed(Outcome::Delivered) => {
+            tracing::debug!(request_id, app_id, pushkey, outcome = "delivered", "device")
         }
-        Outcome::Rejected { reason, .. } => {
-            tracing::info!(request_id, app_id = %d.app_id, pushkey, outcome = "rejected", reason, "device")
+        Fate::Pushed(Outcome::Rejected { reason, .. }) => {
+            tracing::info!(
+                request_id,
+                app_id,
+                pushkey,
+                outcome = "rejected",
+                reason,
+                "device"
+            )
         }
-        Outcome::Failed { reason } => {
-            tracing::warn!(request_id, app_id = %d.app_id, pushkey, outcome = "failed", reason, "device")
+        Fate::Unroutable(e) => {
+            let reason = e.to_string();
+            tracing::info!(
+                request_id,
+                app_id,
+                pushkey,
+                outcome = "rejected",
+                reason,
+                "device"
+            )
         }
-        Outcome::Transient {
+        Fate::Remembered { reason } => tracing::info!(
+            request_id,
+            app_id,
+            pushkey,
+            outcome = "rejected",
+            reason,
+            remembered = true,
+            "device"
+        ),
+        Fate::Pushed(Outcome::Failed { reason }) => {
+            tracing::warn!(
+                request_id,
+                app_id,
+                pushkey,
+                outcome = "failed",
+                reason,
+                "device"
+            )
+        }
+        Fate::Pushed(Outcome::Transient {
             reason,
             retry_after,
-        } => tracing::warn!(
-            request_id, app_id = %d.app_id, pushkey, outcome = "temporary", reason,
-            retry_after_s = retry_after.map(|r| r.as_secs()), "device"
+        }) => tracing::warn!(
+            request_id,
+            app_id,
+            pushkey,
+            outcome = "temporary",
+            reason,
+            retry_after_s = retry_after.map(|r| r.as_secs()),
+            "device"
+        ),
+        Fate::Duplicate => {
+            tracing::debug!(request_id, app_id, pushkey, outcome = "duplicate", "device")
+        }
+        Fate::Contended => tracing::warn!(
+            request_id,
+            app_id,
+            pushkey,
+            outcome = "temporary",
+            reason = "the same push is still being sent by another request",
+            "device"
         ),
     }
 }

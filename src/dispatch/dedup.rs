@@ -1,0 +1,162 @@
+//! De-duplication by (device, event id) claims in the store.
+//!
+//! Before sending, a request claims each (app_id, pushkey, event_id) it is
+//! about to push. A claim that exists means "already sent or queued" (answer
+//! without a push) or "being sent right now by another request" (wait for it to
+//! settle). A claim whose lease ran out belongs to a sender that died before
+//! answering, so it is taken over. Badge-only notifications (no event id) are
+//! never de-duplicated.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Fate;
+use crate::notification::Notification;
+use crate::store::{now_ms, ClaimKey, ClaimState, Millis, Store};
+
+/// How often a waiting duplicate looks at the claim it waits for.
+const POLL: Duration = Duration::from_millis(50);
+
+/// What a device's claim turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Claim {
+    /// Nothing to claim (no event id, already decided, or store unavailable): just send.
+    None,
+    /// Ours: send, then settle it.
+    Granted(ClaimKey),
+    /// Someone else's: wait for it.
+    Waiting(ClaimKey),
+    /// The same device appears earlier in this request: answered as a duplicate.
+    Twin,
+}
+
+impl Claim {
+    pub(super) fn key(&self) -> Option<&ClaimKey> {
+        match self {
+            Claim::Granted(k) | Claim::Waiting(k) => Some(k),
+            Claim::None | Claim::Twin => None,
+        }
+    }
+}
+
+pub(super) struct Window {
+    pub now: Millis,
+    pub lease_until: Millis,
+    pub settled_before: Millis,
+}
+
+/// Claims every undecided device of `n` in one query.
+pub(super) async fn claim_all(
+    store: &dyn Store,
+    n: &Notification,
+    fates: &[Option<Fate>],
+    w: &Window,
+    request_id: &str,
+) -> Vec<Claim> {
+    let mut claims = vec![Claim::None; n.devices.len()];
+    let Some(event_id) = n.event_id.as_deref() else {
+        return claims;
+    };
+    let mut seen = HashSet::new();
+    let mut keys = Vec::new();
+    for (i, d) in n.devices.iter().enumerate() {
+        if fates[i].is_some() {
+            continue;
+        }
+        let key = ClaimKey {
+            app_id: d.app_id.clone(),
+            pushkey: d.pushkey.clone(),
+            event_id: event_id.to_owned(),
+        };
+        if seen.insert(key.clone()) {
+            keys.push(key.clone());
+            claims[i] = Claim::Waiting(key);
+        } else {
+            claims[i] = Claim::Twin;
+        }
+    }
+    if keys.is_empty() {
+        return claims;
+    }
+    match store
+        .claim(&keys, w.now, w.lease_until, w.settled_before)
+        .await
+    {
+        Ok(granted) => {
+            let granted: HashSet<ClaimKey> = granted.into_iter().collect();
+            for c in &mut claims {
+                if let Claim::Waiting(k) = c {
+                    if granted.contains(k) {
+                        *c = Claim::Granted(k.clone());
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            // Sending twice beats not sending: go on without de-duplication.
+            tracing::warn!(request_id, error = %e, "store unavailable: pushes sent without de-duplication");
+            for c in &mut claims {
+                if matches!(c, Claim::Waiting(_)) {
+                    *c = Claim::None;
+                }
+            }
+        }
+    }
+    claims
+}
+
+/// What waiting for another request's claim ended with.
+pub(super) enum Waited {
+    /// It was delivered or queued: nothing to send.
+    Settled,
+    /// Its sender died (lease over): the claim is ours now; send.
+    TookOver,
+    /// Still being sent when our answer is due.
+    Timeout,
+}
+
+/// Waits until the claim `key` settles, its lease ends (then takes it over), or `deadline`.
+pub(super) async fn wait_for(
+    store: &dyn Store,
+    key: &ClaimKey,
+    lease: Duration,
+    window: Duration,
+    deadline: Instant,
+) -> Waited {
+    let keys = std::slice::from_ref(key);
+    loop {
+        let state = store
+            .claim_states(keys)
+            .await
+            .ok()
+            .map(|s| s.first().map(|(_, st)| *st));
+        let now = now_ms();
+        let take_over = match state {
+            Some(Some(ClaimState::Settled { .. })) => return Waited::Settled,
+            Some(Some(ClaimState::Sending { until })) => until < now,
+            // Expired and cleaned up in the meantime.
+            Some(None) => true,
+            // Store unavailable: keep waiting, the deadline bounds it.
+            None => false,
+        };
+        if take_over {
+            let granted = store
+                .claim(
+                    keys,
+                    now,
+                    now + lease.as_millis() as Millis,
+                    now - window.as_millis() as Millis,
+                )
+                .await;
+            if matches!(granted, Ok(g) if !g.is_empty()) {
+                return Waited::TookOver;
+            }
+        }
+        if Instant::now() + POLL >= deadline {
+            return Waited::Timeout;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -1,0 +1,210 @@
+//! Durable state behind the delivery guarantees (design §4): the outbox of
+//! pushes still to deliver, the memory of dead pushkeys, and the
+//! de-duplication claims of (device, event) pairs.
+//!
+//! One trait, two backends sharing one schema and one set of queries
+//! ([`queries`]): SQLite for one gateway (a local file, nothing to set up) and
+//! PostgreSQL for several gateways behind one load balancer. Only `dispatch`
+//! talks to the store. Times are milliseconds since the Unix epoch, taken from
+//! the gateway's clock so that both backends behave the same.
+
+mod migrations;
+mod postgres;
+mod queries;
+mod sqlite;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::config::StoreConfig;
+
+pub type Millis = i64;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or_default()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {what}: {message}")]
+    Open { what: String, message: String },
+    #[error("store migration to version {version} failed: {source}")]
+    Migrate { version: i64, source: sqlx::Error },
+    #[error("store query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// A device as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceKey {
+    pub app_id: String,
+    pub pushkey: String,
+}
+
+/// One delivery of one event to one device: the unit of de-duplication.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClaimKey {
+    pub app_id: String,
+    pub pushkey: String,
+    pub event_id: String,
+}
+
+/// A pushkey that a push service declared dead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub app_id: String,
+    pub pushkey: String,
+    /// When the token stopped being valid (the push service's time when it gives one).
+    pub rejected_at: Millis,
+    pub reason: String,
+}
+
+/// Where a claim stands, as seen by a request that did not get it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimState {
+    /// Another request is sending it; its lease ends at the given time.
+    Sending { until: Millis },
+    /// Delivered, queued in the outbox, or finished otherwise.
+    Settled { at: Millis },
+}
+
+/// A push waiting in the outbox, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    pub app_id: String,
+    pub pushkey: String,
+    /// The notification with this one device, in the wire format of `/notify`.
+    pub body: String,
+    pub created_at: Millis,
+    pub due_at: Millis,
+    /// How many attempts were already made (1 when the request's own attempt failed).
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// A push taken from the outbox by a worker; leased to it until `due_at` moved on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: i64,
+    pub body: String,
+    pub created_at: Millis,
+    /// Attempts before this one.
+    pub attempts: i64,
+}
+
+/// Everything one request (or one outbox round) learnt, written in one transaction.
+#[derive(Debug, Default, Clone)]
+pub struct Settlement {
+    pub now: Millis,
+    /// Claims whose push is finished or safely queued.
+    pub settle_claims: Vec<ClaimKey>,
+    /// Dead pushkeys to remember.
+    pub remember: Vec<Rejection>,
+    /// Remembered rejections to drop (the app re-registered the token since).
+    pub forget: Vec<DeviceKey>,
+    /// New outbox entries; their ids come back in this order.
+    pub enqueue: Vec<NewEntry>,
+    /// Outbox entries that are finished (delivered, rejected, failed or dropped).
+    pub delete: Vec<i64>,
+    /// Outbox entries to try again: (id, due_at, attempts so far, error).
+    pub reschedule: Vec<(i64, Millis, i64, String)>,
+}
+
+impl Settlement {
+    pub fn is_empty(&self) -> bool {
+        self.settle_claims.is_empty()
+            && self.remember.is_empty()
+            && self.forget.is_empty()
+            && self.enqueue.is_empty()
+            && self.delete.is_empty()
+            && self.reschedule.is_empty()
+    }
+}
+
+/// Sizes, for metrics and `/ready`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub outbox: i64,
+    /// `created_at` of the oldest outbox entry.
+    pub oldest: Option<Millis>,
+    pub rejections: i64,
+    pub claims: i64,
+}
+
+/// What to delete in housekeeping: rows older than these times.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiry {
+    pub claims_before: Millis,
+    pub rejections_before: Millis,
+    pub batch: i64,
+}
+
+/// The store as `dispatch` uses it. Every method is one round trip (one
+/// statement or one transaction), whatever the number of devices.
+pub trait Store: Send + Sync {
+    /// `sqlite` or `postgres`, for logs.
+    fn backend(&self) -> &'static str;
+
+    /// Cheap query that proves the store answers.
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Remembered rejections among `devices`.
+    fn rejections<'a>(
+        &'a self,
+        devices: &'a [DeviceKey],
+    ) -> BoxFuture<'a, Result<Vec<Rejection>, StoreError>>;
+
+    /// Claims each (device, event) for sending until `lease_until`: granted when no
+    /// claim exists, when the existing one is an expired lease (its sender died),
+    /// or when it was settled before `settled_before` (outside the dedup window).
+    /// Returns the claims granted.
+    fn claim<'a>(
+        &'a self,
+        keys: &'a [ClaimKey],
+        now: Millis,
+        lease_until: Millis,
+        settled_before: Millis,
+    ) -> BoxFuture<'a, Result<Vec<ClaimKey>, StoreError>>;
+
+    /// The current state of these claims (missing ones are left out).
+    fn claim_states<'a>(
+        &'a self,
+        keys: &'a [ClaimKey],
+    ) -> BoxFuture<'a, Result<Vec<(ClaimKey, ClaimState)>, StoreError>>;
+
+    /// Writes a settlement atomically; returns the ids of `enqueue`, in order.
+    fn settle(&self, s: Settlement) -> BoxFuture<'_, Result<Vec<i64>, StoreError>>;
+
+    /// Takes up to `limit` due outbox entries and leases them until `lease_until`
+    /// (an entry leased by another worker is skipped; an expired lease is due again).
+    fn take_due(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>>;
+
+    /// Deletes one batch of expired claims and rejections; returns how many rows went.
+    fn expire(&self, e: Expiry) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>>;
+}
+
+/// Opens the configured store and brings its schema up to date; `None` for `store: none`.
+pub async fn open(config: &StoreConfig) -> Result<Option<Arc<dyn Store>>, StoreError> {
+    Ok(match config {
+        StoreConfig::None => None,
+        StoreConfig::Sqlite { path } => Some(Arc::new(sqlite::SqliteStore::open(path).await?)),
+        StoreConfig::Postgres {
+            url,
+            max_connections,
+        } => Some(Arc::new(
+            postgres::PgStore::open(url, *max_connections).await?,
+        )),
+    })
+}

@@ -1,0 +1,345 @@
+//! The store's queries, written once and compiled for both backends.
+//!
+//! The SQL is the common subset of SQLite (3.35+) and PostgreSQL: row values,
+//! `INSERT … ON CONFLICT … DO UPDATE … WHERE`, `RETURNING`. `QueryBuilder`
+//! writes each backend's placeholders. Lists are sent in chunks so that a
+//! request with many devices stays under both backends' parameter limits.
+
+/// Keys per statement (3 parameters each, far below SQLite's 32766 and PostgreSQL's 65535).
+pub const CHUNK: usize = 500;
+
+/// Expands to the query functions for one sqlx database type. `$skip_locked` is
+/// appended to the outbox claim (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so that
+/// concurrent gateways never take the same entry; SQLite serialises writers).
+macro_rules! queries {
+    ($db:ty, $skip_locked:literal) => {
+        use sqlx::{Pool, QueryBuilder, Row};
+
+        use $crate::store::queries::CHUNK;
+        use $crate::store::{
+            ClaimKey, ClaimState, DeviceKey, Entry, Expiry, Millis, Rejection, Settlement, Stats,
+        };
+
+        pub async fn ping(pool: &Pool<$db>) -> Result<(), sqlx::Error> {
+            sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+        }
+
+        pub async fn rejections(
+            pool: &Pool<$db>,
+            devices: &[DeviceKey],
+        ) -> Result<Vec<Rejection>, sqlx::Error> {
+            let mut out = Vec::new();
+            for chunk in devices.chunks(CHUNK) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "SELECT app_id, pushkey, rejected_at, reason FROM rejections \
+                     WHERE (app_id, pushkey) IN (",
+                );
+                q.push_values(chunk, |mut b, d| {
+                    b.push_bind(d.app_id.as_str()).push_bind(d.pushkey.as_str());
+                });
+                q.push(")");
+                for row in q.build().fetch_all(pool).await? {
+                    out.push(Rejection {
+                        app_id: row.try_get(0)?,
+                        pushkey: row.try_get(1)?,
+                        rejected_at: row.try_get(2)?,
+                        reason: row.try_get(3)?,
+                    });
+                }
+            }
+            Ok(out)
+        }
+
+        pub async fn claim(
+            pool: &Pool<$db>,
+            keys: &[ClaimKey],
+            now: Millis,
+            lease_until: Millis,
+            settled_before: Millis,
+        ) -> Result<Vec<ClaimKey>, sqlx::Error> {
+            let mut granted = Vec::new();
+            for chunk in keys.chunks(CHUNK) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "INSERT INTO claims (app_id, pushkey, event_id, settled, until_ms) ",
+                );
+                q.push_values(chunk, |mut b, k| {
+                    b.push_bind(k.app_id.as_str())
+                        .push_bind(k.pushkey.as_str())
+                        .push_bind(k.event_id.as_str())
+                        .push("0")
+                        .push_bind(lease_until);
+                });
+                q.push(
+                    " ON CONFLICT (app_id, pushkey, event_id) DO UPDATE \
+                     SET settled = 0, until_ms = excluded.until_ms \
+                     WHERE (claims.settled = 0 AND claims.until_ms < ",
+                );
+                q.push_bind(now);
+                q.push(") OR (claims.settled = 1 AND claims.until_ms < ");
+                q.push_bind(settled_before);
+                q.push(") RETURNING app_id, pushkey, event_id");
+                for row in q.build().fetch_all(pool).await? {
+                    granted.push(ClaimKey {
+                        app_id: row.try_get(0)?,
+                        pushkey: row.try_get(1)?,
+                        event_id: row.try_get(2)?,
+                    });
+                }
+            }
+            Ok(granted)
+        }
+
+        pub async fn claim_states(
+            pool: &Pool<$db>,
+            keys: &[ClaimKey],
+        ) -> Result<Vec<(ClaimKey, ClaimState)>, sqlx::Error> {
+            let mut out = Vec::new();
+            for chunk in keys.chunks(CHUNK) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "SELECT app_id, pushkey, event_id, settled, until_ms FROM claims \
+                     WHERE (app_id, pushkey, event_id) IN (",
+                );
+                q.push_values(chunk, |mut b, k| {
+                    b.push_bind(k.app_id.as_str())
+                        .push_bind(k.pushkey.as_str())
+                        .push_bind(k.event_id.as_str());
+                });
+                q.push(")");
+                for row in q.build().fetch_all(pool).await? {
+                    let settled: i32 = row.try_get(3)?;
+                    let at: i64 = row.try_get(4)?;
+                    let key = ClaimKey {
+                        app_id: row.try_get(0)?,
+                        pushkey: row.try_get(1)?,
+                        event_id: row.try_get(2)?,
+                    };
+                    let state = if settled == 0 {
+                        ClaimState::Sending { until: at }
+                    } else {
+                        ClaimState::Settled { at }
+                    };
+                    out.push((key, state));
+                }
+            }
+            Ok(out)
+        }
+
+        pub async fn settle(pool: &Pool<$db>, s: Settlement) -> Result<Vec<i64>, sqlx::Error> {
+            let mut tx = pool.begin().await?;
+            for chunk in s.settle_claims.chunks(CHUNK) {
+                let mut q = QueryBuilder::<$db>::new("UPDATE claims SET settled = 1, until_ms = ");
+                q.push_bind(s.now);
+                q.push(" WHERE (app_id, pushkey, event_id) IN (");
+                q.push_values(chunk, |mut b, k| {
+                    b.push_bind(k.app_id.as_str())
+                        .push_bind(k.pushkey.as_str())
+                        .push_bind(k.event_id.as_str());
+                });
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+            }
+            for chunk in s.forget.chunks(CHUNK) {
+                let mut q =
+                    QueryBuilder::<$db>::new("DELETE FROM rejections WHERE (app_id, pushkey) IN (");
+                q.push_values(chunk, |mut b, d| {
+                    b.push_bind(d.app_id.as_str()).push_bind(d.pushkey.as_str());
+                });
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+            }
+            // One row per key: PostgreSQL refuses an upsert that touches a row twice.
+            let mut remember = s.remember.clone();
+            remember.sort_by(|a, b| (&a.app_id, &a.pushkey).cmp(&(&b.app_id, &b.pushkey)));
+            remember.dedup_by(|a, b| a.app_id == b.app_id && a.pushkey == b.pushkey);
+            for chunk in remember.chunks(CHUNK) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "INSERT INTO rejections (app_id, pushkey, rejected_at, reason) ",
+                );
+                q.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.app_id.as_str())
+                        .push_bind(r.pushkey.as_str())
+                        .push_bind(r.rejected_at)
+                        .push_bind(r.reason.as_str());
+                });
+                q.push(
+                    " ON CONFLICT (app_id, pushkey) DO UPDATE \
+                     SET rejected_at = excluded.rejected_at, reason = excluded.reason",
+                );
+                q.build().execute(&mut *tx).await?;
+            }
+            let mut ids = Vec::with_capacity(s.enqueue.len());
+            // One statement per entry: the id of each must be known, and RETURNING
+            // does not promise the order of a multi-row insert.
+            for e in &s.enqueue {
+                let row = sqlx::query(
+                    "INSERT INTO outbox (app_id, pushkey, body, created_at, due_at, attempts, last_error) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                )
+                .bind(e.app_id.as_str())
+                .bind(e.pushkey.as_str())
+                .bind(e.body.as_str())
+                .bind(e.created_at)
+                .bind(e.due_at)
+                .bind(e.attempts)
+                .bind(e.last_error.as_deref())
+                .fetch_one(&mut *tx)
+                .await?;
+                ids.push(row.try_get::<i64, _>(0)?);
+            }
+            for chunk in s.delete.chunks(CHUNK) {
+                let mut q = QueryBuilder::<$db>::new("DELETE FROM outbox WHERE id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+            }
+            for (id, due_at, attempts, error) in &s.reschedule {
+                sqlx::query(
+                    "UPDATE outbox SET due_at = $1, attempts = $2, last_error = $3 WHERE id = $4",
+                )
+                .bind(*due_at)
+                .bind(*attempts)
+                .bind(error.as_str())
+                .bind(*id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(ids)
+        }
+
+        pub async fn take_due(
+            pool: &Pool<$db>,
+            now: Millis,
+            lease_until: Millis,
+            limit: i64,
+        ) -> Result<Vec<Entry>, sqlx::Error> {
+            let rows = sqlx::query(concat!(
+                "UPDATE outbox SET due_at = $1 WHERE id IN \
+                 (SELECT id FROM outbox WHERE due_at <= $2 ORDER BY due_at LIMIT $3",
+                $skip_locked,
+                ") RETURNING id, body, created_at, attempts"
+            ))
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter()
+                .map(|row| {
+                    Ok(Entry {
+                        id: row.try_get(0)?,
+                        body: row.try_get(1)?,
+                        created_at: row.try_get(2)?,
+                        attempts: row.try_get(3)?,
+                    })
+                })
+                .collect()
+        }
+
+        pub async fn expire(pool: &Pool<$db>, e: Expiry) -> Result<u64, sqlx::Error> {
+            let claims = sqlx::query(
+                "DELETE FROM claims WHERE (app_id, pushkey, event_id) IN \
+                 (SELECT app_id, pushkey, event_id FROM claims WHERE until_ms < $1 LIMIT $2)",
+            )
+            .bind(e.claims_before)
+            .bind(e.batch)
+            .execute(pool)
+            .await?;
+            let rejections = sqlx::query(
+                "DELETE FROM rejections WHERE (app_id, pushkey) IN \
+                 (SELECT app_id, pushkey FROM rejections WHERE rejected_at < $1 LIMIT $2)",
+            )
+            .bind(e.rejections_before)
+            .bind(e.batch)
+            .execute(pool)
+            .await?;
+            Ok(claims.rows_affected() + rejections.rows_affected())
+        }
+
+        pub async fn stats(pool: &Pool<$db>) -> Result<Stats, sqlx::Error> {
+            let row = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM outbox), (SELECT MIN(created_at) FROM outbox), \
+                 (SELECT COUNT(*) FROM rejections), (SELECT COUNT(*) FROM claims)",
+            )
+            .fetch_one(pool)
+            .await?;
+            Ok(Stats {
+                outbox: row.try_get(0)?,
+                oldest: row.try_get(1)?,
+                rejections: row.try_get(2)?,
+                claims: row.try_get(3)?,
+            })
+        }
+    };
+}
+
+pub(crate) use queries;
+
+/// Implements [`Store`] for a backend type whose module `q` holds the shared
+/// queries; `$read`/`$write` name the pools used for reads and for writes.
+macro_rules! impl_store {
+    ($ty:ty, $name:literal, read = $read:ident, write = $write:ident) => {
+        impl $crate::store::Store for $ty {
+            fn backend(&self) -> &'static str {
+                $name
+            }
+
+            fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+                async move { Ok(q::ping(&self.$read).await?) }.boxed()
+            }
+
+            fn rejections<'a>(
+                &'a self,
+                devices: &'a [DeviceKey],
+            ) -> BoxFuture<'a, Result<Vec<Rejection>, StoreError>> {
+                async move { Ok(q::rejections(&self.$read, devices).await?) }.boxed()
+            }
+
+            fn claim<'a>(
+                &'a self,
+                keys: &'a [ClaimKey],
+                now: Millis,
+                lease_until: Millis,
+                settled_before: Millis,
+            ) -> BoxFuture<'a, Result<Vec<ClaimKey>, StoreError>> {
+                async move {
+                    Ok(q::claim(&self.$write, keys, now, lease_until, settled_before).await?)
+                }
+                .boxed()
+            }
+
+            fn claim_states<'a>(
+                &'a self,
+                keys: &'a [ClaimKey],
+            ) -> BoxFuture<'a, Result<Vec<(ClaimKey, ClaimState)>, StoreError>> {
+                async move { Ok(q::claim_states(&self.$read, keys).await?) }.boxed()
+            }
+
+            fn settle(&self, s: Settlement) -> BoxFuture<'_, Result<Vec<i64>, StoreError>> {
+                async move { Ok(q::settle(&self.$write, s).await?) }.boxed()
+            }
+
+            fn take_due(
+                &self,
+                now: Millis,
+                lease_until: Millis,
+                limit: i64,
+            ) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>> {
+                async move { Ok(q::take_due(&self.$write, now, lease_until, limit).await?) }.boxed()
+            }
+
+            fn expire(&self, e: Expiry) -> BoxFuture<'_, Result<u64, StoreError>> {
+                async move { Ok(q::expire(&self.$write, e).await?) }.boxed()
+            }
+
+            fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>> {
+                async move { Ok(q::stats(&self.$read).await?) }.boxed()
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;

@@ -1,0 +1,71 @@
+//! The SQLite backend: one file, WAL mode, for a single gateway.
+//!
+//! Writes go through one connection (SQLite has one writer at a time; queueing
+//! in the pool is cheaper than retrying on `SQLITE_BUSY`); reads use a small
+//! pool of their own, which WAL lets run beside the writer. `synchronous =
+//! NORMAL` makes every commit durable against a crash of the gateway process
+//! (`kill -9`); only a power loss can take back the last commits.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Pool, Sqlite};
+
+use super::{
+    ClaimKey, ClaimState, DeviceKey, Entry, Expiry, Millis, Rejection, Settlement, Stats,
+    StoreError,
+};
+
+mod q {
+    crate::store::queries::queries!(sqlx::Sqlite, "");
+    crate::store::migrations::migrate_fn!(sqlx::Sqlite, sqlite, "");
+}
+
+pub struct SqliteStore {
+    writer: Pool<Sqlite>,
+    reader: Pool<Sqlite>,
+}
+
+impl SqliteStore {
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            what: path.display().to_string(),
+            message,
+        };
+        create_private(path).map_err(|e| open_err(e.to_string()))?;
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| open_err(e.to_string()))?
+            .filename(path)
+            .create_if_missing(false)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+        q::migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+/// Creates the database file readable by its owner only (it names pushkeys).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
+}
+
+crate::store::queries::impl_store!(SqliteStore, "sqlite", read = reader, write = writer);

@@ -13,6 +13,7 @@
 
 pub mod apns;
 pub mod fcm;
+pub mod postgres;
 pub mod proxy;
 pub mod tls;
 pub mod webpush;

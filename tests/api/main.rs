@@ -2,6 +2,7 @@
 //! 127.0.0.1:0 with a real config, and talks to fake push services from `testkit`.
 
 mod apns;
+mod delivery;
 mod fcm;
 mod fixtures;
 mod guard;

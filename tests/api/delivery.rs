@@ -1,0 +1,451 @@
+//! The delivery guarantees (design §4) through the real API, against both
+//! store backends: answer budget and outbox, retries until the upstream is
+//! back, de-duplication of homeserver retries, rejection memory across a
+//! restart, `max_age`, and `/ready`. The upstream is the fake Web Push service.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use pushgate::config::StoreConfig;
+use pushgate::store::Store;
+use serde_json::{json, Value};
+use testkit::webpush::{Behaviour, FakeWebPush, ReceivedPush, Subscription};
+
+use crate::helpers::{spawn, TestGateway};
+use crate::webpush::{device, WEB_APP};
+
+/// Short retry delays so that the tests take seconds, not minutes.
+const DISPATCH: &str = "dispatch:
+  answer_within: 500ms
+  retry_initial_delay: 100ms
+  retry_max_delay: 400ms
+  upstream_timeout: 5s
+";
+
+/// A store for one test, a fake push service, and the config that joins them.
+pub struct Setup {
+    pub fake: FakeWebPush,
+    pub store: StoreConfig,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn sqlite() -> Option<Setup> {
+    let dir = tempfile::tempdir().expect("dir");
+    Some(Setup {
+        fake: FakeWebPush::start().await,
+        store: StoreConfig::Sqlite {
+            path: dir.path().join("pushgate.db"),
+        },
+        _dir: dir,
+    })
+}
+
+pub async fn postgres() -> Option<Setup> {
+    let url = testkit::postgres::fresh_database().await?;
+    Some(Setup {
+        fake: FakeWebPush::start().await,
+        store: StoreConfig::Postgres {
+            url,
+            max_connections: 10,
+        },
+        _dir: tempfile::tempdir().expect("dir"),
+    })
+}
+
+impl Setup {
+    pub fn config(&self, extra: &str) -> String {
+        let store = match &self.store {
+            StoreConfig::Sqlite { path } => {
+                format!("store:\n  sqlite:\n    path: '{}'\n", path.display())
+            }
+            StoreConfig::Postgres { url, .. } => format!("store:\n  postgres:\n    url: '{url}'\n"),
+            StoreConfig::None => "store: none\n".to_owned(),
+        };
+        format!("{WEB_APP}{store}{DISPATCH}{extra}")
+    }
+
+    pub async fn gateway(&self) -> TestGateway {
+        spawn(&self.config("")).await
+    }
+
+    /// The same store, opened beside the gateway, to look at the outbox.
+    pub async fn open_store(&self) -> std::sync::Arc<dyn Store> {
+        pushgate::store::open(&self.store)
+            .await
+            .expect("open store")
+            .expect("a store")
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let s = super::sqlite().await.expect("sqlite");
+                super::$check(s).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let Some(s) = super::postgres().await else { return };
+                super::$check(s).await;
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    upstream_down_for_five_seconds_then_back_delivers_each_push_once,
+    slow_upstream_is_answered_within_the_budget_and_delivered_once,
+    a_temporary_failure_never_hides_the_rejected_list,
+    homeserver_retry_is_pushed_once,
+    concurrent_duplicates_are_pushed_once,
+    badge_only_notifications_are_not_deduplicated,
+    rejection_is_remembered_across_a_restart_and_cleared_by_a_newer_pushkey_ts,
+    outbox_drops_a_push_after_max_age,
+);
+
+pub fn message(event_id: &str, devices: Vec<Value>) -> Value {
+    json!({"notification": {
+        "event_id": event_id, "room_id": "!room:example.org", "type": "m.room.message",
+        "sender": "@alice:example.org", "prio": "high", "counts": {"unread": 1},
+        "devices": devices
+    }})
+}
+
+/// How many times each event id was accepted (2xx) by the fake.
+pub fn delivered(pushes: &[ReceivedPush]) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for p in pushes.iter().filter(|p| (200..300).contains(&p.answered)) {
+        let event = p
+            .payload
+            .as_ref()
+            .ok()
+            .and_then(|v| v["event_id"].as_str())
+            .unwrap_or("(none)")
+            .to_owned();
+        *out.entry(event).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Waits until `n` pushes were accepted, then a little longer to catch any late duplicate.
+pub async fn settle_deliveries(
+    fake: &FakeWebPush,
+    n: usize,
+    timeout: Duration,
+) -> HashMap<String, usize> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let got: usize = delivered(&fake.received()).values().sum();
+        if got >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    delivered(&fake.received())
+}
+
+async fn wait_outbox_empty(store: &dyn Store, timeout: Duration) -> i64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n = store.stats().await.expect("stats").outbox;
+        if n == 0 || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sub(s: &Setup, name: &str) -> (String, Subscription) {
+    s.fake.subscribe(name)
+}
+
+async fn upstream_down_for_five_seconds_then_back_delivers_each_push_once(s: Setup) {
+    let gw = s.gateway().await;
+    let (endpoint, key) = sub(&s, "alice");
+    s.fake.set_behaviour("alice", Behaviour::Status(503));
+    let down_since = Instant::now();
+    for i in 0..20 {
+        let started = Instant::now();
+        let a = gw
+            .notify(&message(
+                &format!("$ev{i}"),
+                vec![device(&endpoint, &key, json!({}))],
+            ))
+            .await;
+        // Accepted and queued: not a 502, and the pushkey is not dead.
+        assert_eq!(
+            (a.status, a.body),
+            (200, json!({"rejected": []})),
+            "request {i}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    let store = s.open_store().await;
+    assert_eq!(store.stats().await.expect("stats").outbox, 20);
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(down_since.elapsed())).await;
+    assert!(
+        s.fake.received().iter().all(|p| p.answered == 503),
+        "nothing accepted while down"
+    );
+    assert!(
+        s.fake.received().len() > 20,
+        "the outbox retried while down"
+    );
+    s.fake.set_behaviour("alice", Behaviour::Status(201));
+
+    let got = settle_deliveries(&s.fake, 20, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 20, "every event delivered: {got:?}");
+    assert!(got.values().all(|&n| n == 1), "each exactly once: {got:?}");
+    assert_eq!(wait_outbox_empty(&*store, Duration::from_secs(2)).await, 0);
+}
+
+async fn slow_upstream_is_answered_within_the_budget_and_delivered_once(s: Setup) {
+    let gw = s.gateway().await;
+    let (endpoint, key) = sub(&s, "slow");
+    s.fake
+        .set_behaviour("slow", Behaviour::Delay(Duration::from_millis(1500), 201));
+    let started = Instant::now();
+    let a = gw
+        .notify(&message("$slow", vec![device(&endpoint, &key, json!({}))]))
+        .await;
+    let took = started.elapsed();
+    assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(1400),
+        "answered at answer_within (500 ms), not when the upstream answered: {took:?}"
+    );
+    // Queued while in flight, then deleted when the original attempt succeeded.
+    let store = s.open_store().await;
+    assert_eq!(store.stats().await.expect("stats").outbox, 1);
+    let got = settle_deliveries(&s.fake, 1, Duration::from_secs(5)).await;
+    assert_eq!(got, HashMap::from([("$slow".to_owned(), 1)]));
+    assert_eq!(wait_outbox_empty(&*store, Duration::from_secs(2)).await, 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        s.fake.received().len(),
+        1,
+        "the outbox did not send it a second time"
+    );
+}
+
+async fn a_temporary_failure_never_hides_the_rejected_list(s: Setup) {
+    let gw = s.gateway().await;
+    let (ep_dead, k_dead) = sub(&s, "dead");
+    let (ep_busy, k_busy) = sub(&s, "busy");
+    let (ep_ok, k_ok) = sub(&s, "ok");
+    s.fake.set_behaviour("dead", Behaviour::Status(410));
+    s.fake.set_behaviour("busy", Behaviour::Status(429));
+    let a = gw
+        .notify(&message(
+            "$mixed",
+            vec![
+                device(&ep_ok, &k_ok, json!({})),
+                device(&ep_busy, &k_busy, json!({})),
+                device(&ep_dead, &k_dead, json!({})),
+            ],
+        ))
+        .await;
+    assert_eq!(
+        (a.status, a.body),
+        (200, json!({"rejected": [k_dead.p256dh()]}))
+    );
+    s.fake.set_behaviour("busy", Behaviour::Status(201));
+    let got = settle_deliveries(&s.fake, 2, Duration::from_secs(5)).await;
+    assert_eq!(got, HashMap::from([("$mixed".to_owned(), 2)]));
+    assert_eq!(s.fake.received_for("ok").len(), 1);
+    assert_eq!(s.fake.received_for("dead").len(), 1, "not retried");
+}
+
+async fn homeserver_retry_is_pushed_once(s: Setup) {
+    let gw = s.gateway().await;
+    let (endpoint, key) = sub(&s, "alice");
+    let body = message("$retry", vec![device(&endpoint, &key, json!({}))]);
+    for attempt in 0..3 {
+        let a = gw.notify(&body).await;
+        assert_eq!(
+            (a.status, a.body),
+            (200, json!({"rejected": []})),
+            "attempt {attempt}"
+        );
+    }
+    // A second gateway on the same store (the homeserver retried through another instance).
+    let other = s.gateway().await;
+    let a = other.notify(&body).await;
+    assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
+    // Another event for the same device is a new push.
+    let a = gw
+        .notify(&message("$next", vec![device(&endpoint, &key, json!({}))]))
+        .await;
+    assert_eq!(a.status, 200);
+    let got = settle_deliveries(&s.fake, 2, Duration::from_secs(3)).await;
+    assert_eq!(
+        got,
+        HashMap::from([("$retry".to_owned(), 1), ("$next".to_owned(), 1)])
+    );
+}
+
+async fn concurrent_duplicates_are_pushed_once(s: Setup) {
+    let gw = s.gateway().await;
+    let (endpoint, key) = sub(&s, "alice");
+    s.fake
+        .set_behaviour("alice", Behaviour::Delay(Duration::from_millis(200), 201));
+    let body = message("$race", vec![device(&endpoint, &key, json!({}))]);
+    let answers = futures::future::join_all((0..6).map(|_| gw.notify(&body))).await;
+    for a in &answers {
+        assert_eq!((a.status, &a.body), (200, &json!({"rejected": []})));
+    }
+    // The same device twice in one request is one push, too.
+    let twice = message(
+        "$twice",
+        vec![
+            device(&endpoint, &key, json!({})),
+            device(&endpoint, &key, json!({})),
+        ],
+    );
+    assert_eq!(gw.notify(&twice).await.status, 200);
+    let got = settle_deliveries(&s.fake, 2, Duration::from_secs(3)).await;
+    assert_eq!(
+        got,
+        HashMap::from([("$race".to_owned(), 1), ("$twice".to_owned(), 1)])
+    );
+}
+
+async fn badge_only_notifications_are_not_deduplicated(s: Setup) {
+    let gw = s.gateway().await;
+    let (endpoint, key) = sub(&s, "alice");
+    let badge = json!({"notification": {"counts": {"unread": 3}, "devices": [device(&endpoint, &key, json!({}))]}});
+    assert_eq!(gw.notify(&badge).await.status, 200);
+    assert_eq!(gw.notify(&badge).await.status, 200);
+    let pushes = s.fake.wait_for(2, Duration::from_secs(3)).await;
+    assert_eq!(
+        pushes.len(),
+        2,
+        "badge updates carry no event id: each is sent"
+    );
+}
+
+async fn rejection_is_remembered_across_a_restart_and_cleared_by_a_newer_pushkey_ts(s: Setup) {
+    let (endpoint, key) = sub(&s, "gone");
+    s.fake.set_behaviour("gone", Behaviour::Status(410));
+    let old_ts = json!(1_700_000_000);
+    {
+        let gw = s.gateway().await;
+        let a = gw
+            .notify(&message("$a", vec![device(&endpoint, &key, json!({}))]))
+            .await;
+        assert_eq!(
+            (a.status, a.body),
+            (200, json!({"rejected": [key.p256dh()]}))
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let gw = s.gateway().await;
+    // Answered from memory: the push service is not asked again.
+    let mut dev = device(&endpoint, &key, json!({}));
+    dev["pushkey_ts"] = old_ts.clone();
+    let a = gw.notify(&message("$b", vec![dev.clone()])).await;
+    assert_eq!(
+        (a.status, a.body),
+        (200, json!({"rejected": [key.p256dh()]}))
+    );
+    assert_eq!(s.fake.received().len(), 1);
+    // Without pushkey_ts the memory holds too.
+    let mut no_ts = dev.clone();
+    no_ts.as_object_mut().expect("object").remove("pushkey_ts");
+    let a = gw.notify(&message("$c", vec![no_ts])).await;
+    assert_eq!(a.body, json!({"rejected": [key.p256dh()]}));
+    assert_eq!(s.fake.received().len(), 1);
+
+    // The app registered the same token again after it was found dead.
+    s.fake.set_behaviour("gone", Behaviour::Status(201));
+    let renewed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 5;
+    dev["pushkey_ts"] = json!(renewed);
+    let a = gw.notify(&message("$d", vec![dev.clone()])).await;
+    assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
+    // Forgotten: an older pushkey_ts no longer matters.
+    dev["pushkey_ts"] = old_ts;
+    let a = gw.notify(&message("$e", vec![dev])).await;
+    assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
+    let got = settle_deliveries(&s.fake, 2, Duration::from_secs(3)).await;
+    assert_eq!(
+        got,
+        HashMap::from([("$d".to_owned(), 1), ("$e".to_owned(), 1)])
+    );
+}
+
+async fn outbox_drops_a_push_after_max_age(s: Setup) {
+    let gw = spawn(
+        &s.config("")
+            .replace("dispatch:\n", "dispatch:\n  max_age: 1s\n"),
+    )
+    .await;
+    let (endpoint, key) = sub(&s, "down");
+    s.fake.set_behaviour("down", Behaviour::Status(503));
+    let a = gw
+        .notify(&message("$old", vec![device(&endpoint, &key, json!({}))]))
+        .await;
+    assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
+    let store = s.open_store().await;
+    assert_eq!(store.stats().await.expect("stats").outbox, 1);
+    assert_eq!(wait_outbox_empty(&*store, Duration::from_secs(4)).await, 0);
+    let attempts = s.fake.received().len();
+    assert!(attempts >= 2, "retried before the drop: {attempts}");
+    s.fake.set_behaviour("down", Behaviour::Status(201));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(s.fake.received().len(), attempts, "not sent after the drop");
+}
+
+mod store_down {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn ready_fails_and_temporary_failures_answer_502_when_postgres_is_gone() {
+        let Some(s) = postgres().await else { return };
+        let gw = s.gateway().await;
+        let ready = gw.request("GET", "/ready", "").await;
+        assert_eq!(
+            (ready.status, ready.body),
+            (200, json!({"status": "ready"}))
+        );
+        let StoreConfig::Postgres { url, .. } = &s.store else {
+            unreachable!()
+        };
+        testkit::postgres::drop_database(url).await;
+
+        let ready = gw.request("GET", "/ready", "").await;
+        assert_eq!(ready.status, 503);
+        assert_eq!(ready.body["errcode"], "M_UNKNOWN");
+        // Delivered pushes still work without the store …
+        let (endpoint, key) = s.fake.subscribe("ok");
+        let a = gw
+            .notify(&message("$x", vec![device(&endpoint, &key, json!({}))]))
+            .await;
+        assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
+        // … but a temporary failure cannot be queued: the homeserver must retry.
+        s.fake.set_behaviour("ok", Behaviour::Status(503));
+        let a = gw
+            .notify(&message("$y", vec![device(&endpoint, &key, json!({}))]))
+            .await;
+        assert_eq!(a.status, 502);
+        assert_eq!(a.body["errcode"], "M_UNKNOWN");
+    }
+
+    #[tokio::test]
+    async fn ready_answers_without_a_store() {
+        let gw = spawn(WEB_APP).await;
+        let ready = gw.request("GET", "/ready", "").await;
+        assert_eq!(
+            (ready.status, ready.body),
+            (200, json!({"status": "ready"}))
+        );
+    }
+}

@@ -1,0 +1,427 @@
+//! The store's contract, checked against both backends: SQLite (a temporary
+//! file) and PostgreSQL (a fresh database on the server `scripts/test` starts).
+//! Every check runs twice, once per backend, from the same code.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use pushgate::config::StoreConfig;
+use pushgate::store::{
+    self, ClaimKey, ClaimState, DeviceKey, Expiry, NewEntry, Rejection, Settlement, Store,
+};
+
+/// A store on a backend, and what keeps it alive (the SQLite file's directory).
+struct Backend {
+    store: Arc<dyn Store>,
+    config: StoreConfig,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Option<Backend> {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = StoreConfig::Sqlite {
+        path: dir.path().join("pushgate.db"),
+    };
+    let store = store::open(&config).await.expect("open").expect("a store");
+    Some(Backend {
+        store,
+        config,
+        _dir: Some(dir),
+    })
+}
+
+async fn postgres() -> Option<Backend> {
+    let url = testkit::postgres::fresh_database().await?;
+    let config = StoreConfig::Postgres {
+        url,
+        max_connections: 10,
+    };
+    let store = store::open(&config).await.expect("open").expect("a store");
+    Some(Backend {
+        store,
+        config,
+        _dir: None,
+    })
+}
+
+/// One `#[tokio::test]` per backend for each check.
+macro_rules! on_both_backends {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let b = super::sqlite().await.expect("sqlite");
+                super::$check(b).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let Some(b) = super::postgres().await else { return };
+                super::$check(b).await;
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    reopening_keeps_data_and_schema,
+    rejections_are_remembered_updated_and_forgotten,
+    claims_grant_once_take_over_expired_leases_and_reopen_after_the_window,
+    outbox_entries_come_due_are_leased_rescheduled_and_deleted,
+    concurrent_workers_never_take_the_same_entry,
+    expiry_deletes_old_rows_in_bounded_batches,
+    lists_longer_than_one_statement_chunk,
+);
+
+fn dev(pushkey: &str) -> DeviceKey {
+    DeviceKey {
+        app_id: "org.example.app".into(),
+        pushkey: pushkey.into(),
+    }
+}
+
+fn claim_key(pushkey: &str, event: &str) -> ClaimKey {
+    ClaimKey {
+        app_id: "org.example.app".into(),
+        pushkey: pushkey.into(),
+        event_id: event.into(),
+    }
+}
+
+fn rejection(pushkey: &str, at: i64, reason: &str) -> Rejection {
+    Rejection {
+        app_id: "org.example.app".into(),
+        pushkey: pushkey.into(),
+        rejected_at: at,
+        reason: reason.into(),
+    }
+}
+
+fn new_entry(pushkey: &str, created_at: i64, due_at: i64) -> NewEntry {
+    NewEntry {
+        app_id: "org.example.app".into(),
+        pushkey: pushkey.into(),
+        body: format!(r#"{{"notification":{{"devices":[{{"pushkey":"{pushkey}"}}]}}}}"#),
+        created_at,
+        due_at,
+        attempts: 1,
+        last_error: Some("503".into()),
+    }
+}
+
+async fn reopening_keeps_data_and_schema(b: Backend) {
+    let s = Settlement {
+        now: 1000,
+        remember: vec![rejection("dead", 900, "410 Gone")],
+        enqueue: vec![new_entry("k", 1000, 1000)],
+        ..Settlement::default()
+    };
+    b.store.settle(s).await.expect("settle");
+    // Opening again runs the migrations again: they must be a no-op on an up-to-date schema.
+    let again = store::open(&b.config)
+        .await
+        .expect("reopen")
+        .expect("a store");
+    assert_eq!(
+        again.rejections(&[dev("dead")]).await.expect("read"),
+        vec![rejection("dead", 900, "410 Gone")]
+    );
+    let stats = again.stats().await.expect("stats");
+    assert_eq!(
+        (stats.outbox, stats.oldest, stats.rejections),
+        (1, Some(1000), 1)
+    );
+    again.ping().await.expect("ping");
+    #[cfg(unix)]
+    if let StoreConfig::Sqlite { path } = &b.config {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .expect("db file")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "the database names pushkeys: owner only");
+    }
+}
+
+async fn rejections_are_remembered_updated_and_forgotten(b: Backend) {
+    let s = &b.store;
+    assert_eq!(s.rejections(&[dev("a")]).await.expect("read"), vec![]);
+    let remember = Settlement {
+        now: 10,
+        // The same key twice in one settlement: the last one wins, no error.
+        remember: vec![
+            rejection("a", 5, "410"),
+            rejection("b", 7, "404"),
+            rejection("a", 6, "410 Gone"),
+        ],
+        ..Settlement::default()
+    };
+    s.settle(remember).await.expect("settle");
+    let mut got = s
+        .rejections(&[dev("a"), dev("b"), dev("c")])
+        .await
+        .expect("read");
+    got.sort_by(|x, y| x.pushkey.cmp(&y.pushkey));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1], rejection("b", 7, "404"));
+    assert_eq!(got[0].pushkey, "a");
+
+    // A later rejection of the same token replaces the earlier one.
+    s.settle(Settlement {
+        now: 20,
+        remember: vec![rejection("b", 20, "Unregistered")],
+        ..Settlement::default()
+    })
+    .await
+    .expect("settle");
+    assert_eq!(
+        s.rejections(&[dev("b")]).await.expect("read"),
+        vec![rejection("b", 20, "Unregistered")]
+    );
+    // Another app's identical pushkey is a different device.
+    let other = DeviceKey {
+        app_id: "org.example.other".into(),
+        pushkey: "b".into(),
+    };
+    assert_eq!(s.rejections(&[other]).await.expect("read"), vec![]);
+
+    s.settle(Settlement {
+        now: 30,
+        forget: vec![dev("a"), dev("b")],
+        ..Settlement::default()
+    })
+    .await
+    .expect("settle");
+    assert_eq!(
+        s.rejections(&[dev("a"), dev("b")]).await.expect("read"),
+        vec![]
+    );
+}
+
+async fn claims_grant_once_take_over_expired_leases_and_reopen_after_the_window(b: Backend) {
+    let s = &b.store;
+    let k = claim_key("p", "$e1");
+    // First claim: granted, leased until 2000.
+    assert_eq!(
+        s.claim(std::slice::from_ref(&k), 1000, 2000, 0)
+            .await
+            .expect("claim"),
+        vec![k.clone()]
+    );
+    assert_eq!(
+        s.claim_states(std::slice::from_ref(&k))
+            .await
+            .expect("states"),
+        vec![(k.clone(), ClaimState::Sending { until: 2000 })]
+    );
+    // A second request while the lease runs: not granted.
+    assert_eq!(
+        s.claim(std::slice::from_ref(&k), 1500, 2500, 0)
+            .await
+            .expect("claim"),
+        vec![]
+    );
+    // The lease ran out (its holder died): taken over.
+    assert_eq!(
+        s.claim(std::slice::from_ref(&k), 2001, 3000, 0)
+            .await
+            .expect("claim"),
+        vec![k.clone()]
+    );
+    // Settled at 2500: a duplicate inside the window is not granted …
+    s.settle(Settlement {
+        now: 2500,
+        settle_claims: vec![k.clone()],
+        ..Settlement::default()
+    })
+    .await
+    .expect("settle");
+    assert_eq!(
+        s.claim_states(std::slice::from_ref(&k))
+            .await
+            .expect("states"),
+        vec![(k.clone(), ClaimState::Settled { at: 2500 })]
+    );
+    assert_eq!(
+        s.claim(std::slice::from_ref(&k), 9000, 10_000, 2400)
+            .await
+            .expect("claim"),
+        vec![]
+    );
+    // … one after the window is (settled_before passed the settle time).
+    assert_eq!(
+        s.claim(std::slice::from_ref(&k), 9000, 10_000, 2501)
+            .await
+            .expect("claim"),
+        vec![k.clone()]
+    );
+    // Several keys in one query: only the new ones are granted.
+    let batch = vec![
+        claim_key("p", "$e1"),
+        claim_key("p", "$e2"),
+        claim_key("q", "$e1"),
+    ];
+    let mut granted = s.claim(&batch, 9100, 10_000, 0).await.expect("claim");
+    granted.sort();
+    assert_eq!(granted, vec![claim_key("p", "$e2"), claim_key("q", "$e1")]);
+}
+
+async fn outbox_entries_come_due_are_leased_rescheduled_and_deleted(b: Backend) {
+    let s = &b.store;
+    let ids = s
+        .settle(Settlement {
+            now: 100,
+            enqueue: vec![
+                new_entry("a", 100, 100),
+                new_entry("b", 100, 500),
+                new_entry("c", 90, 50),
+            ],
+            ..Settlement::default()
+        })
+        .await
+        .expect("enqueue");
+    assert_eq!(ids.len(), 3);
+    assert!(ids[0] < ids[1] && ids[1] < ids[2], "ids in order: {ids:?}");
+
+    // At 200, `c` (due 50) and `a` (due 100) are due, the longest due first.
+    let due = s.take_due(200, 10_000, 1).await.expect("take");
+    assert_eq!(due.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[2]]);
+    assert_eq!(due[0].created_at, 90);
+    assert_eq!(due[0].attempts, 1);
+    assert_eq!(due[0].body, new_entry("c", 0, 0).body);
+    let due = s.take_due(200, 10_000, 10).await.expect("take");
+    assert_eq!(due.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[0]]);
+    // Leased until 10 000: not handed out again before that, even once `b` is due.
+    let due = s.take_due(600, 10_000, 10).await.expect("take");
+    assert_eq!(due.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[1]]);
+    assert!(s
+        .take_due(9_999, 20_000, 10)
+        .await
+        .expect("take")
+        .is_empty());
+
+    // `a` failed again: due at 12 000 with 2 attempts; `c` delivered.
+    s.settle(Settlement {
+        now: 700,
+        reschedule: vec![(ids[0], 12_000, 2, "timeout".into())],
+        delete: vec![ids[2]],
+        ..Settlement::default()
+    })
+    .await
+    .expect("settle");
+    // At 10 001 the lease of `b` has run out (its worker died): due again.
+    let due = s.take_due(10_001, 30_000, 10).await.expect("take");
+    assert_eq!(due.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[1]]);
+    let due = s.take_due(12_000, 30_000, 10).await.expect("take");
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].id, due[0].attempts), (ids[0], 2));
+    // The limit is honoured.
+    s.settle(Settlement {
+        now: 0,
+        enqueue: (0..5).map(|i| new_entry(&format!("x{i}"), 0, 0)).collect(),
+        ..Settlement::default()
+    })
+    .await
+    .expect("enqueue");
+    assert_eq!(s.take_due(1, 2, 3).await.expect("take").len(), 3);
+    let stats = s.stats().await.expect("stats");
+    assert_eq!((stats.outbox, stats.oldest), (7, Some(0)));
+}
+
+async fn concurrent_workers_never_take_the_same_entry(b: Backend) {
+    const ENTRIES: usize = 300;
+    let s = b.store.clone();
+    s.settle(Settlement {
+        now: 0,
+        enqueue: (0..ENTRIES)
+            .map(|i| new_entry(&format!("k{i}"), 0, 0))
+            .collect(),
+        ..Settlement::default()
+    })
+    .await
+    .expect("enqueue");
+    // Eight workers take small batches at once until nothing is due.
+    let workers = (0..8).map(|_| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for _ in 0..1000 {
+                let got = s.take_due(10, 1_000_000, 7).await.expect("take");
+                if got.is_empty() {
+                    break;
+                }
+                mine.extend(got.into_iter().map(|e| e.id));
+            }
+            mine
+        })
+    });
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.expect("worker"));
+    }
+    let distinct: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), ENTRIES, "every entry taken");
+    assert_eq!(all.len(), ENTRIES, "no entry taken twice");
+}
+
+async fn expiry_deletes_old_rows_in_bounded_batches(b: Backend) {
+    let s = &b.store;
+    let old: Vec<ClaimKey> = (0..25)
+        .map(|i| claim_key("p", &format!("$old{i}")))
+        .collect();
+    s.claim(&old, 0, 100, 0).await.expect("claim");
+    s.claim(&[claim_key("p", "$new")], 0, 5000, 0)
+        .await
+        .expect("claim");
+    s.settle(Settlement {
+        now: 0,
+        remember: (0..15)
+            .map(|i| rejection(&format!("dead{i}"), 10, "410"))
+            .chain([rejection("fresh", 4000, "410")])
+            .collect(),
+        ..Settlement::default()
+    })
+    .await
+    .expect("settle");
+    let e = Expiry {
+        claims_before: 1000,
+        rejections_before: 1000,
+        batch: 10,
+    };
+    // At most 10 claims and 10 rejections per call.
+    assert_eq!(s.expire(e).await.expect("expire"), 20);
+    assert_eq!(s.expire(e).await.expect("expire"), 15);
+    assert_eq!(s.expire(e).await.expect("expire"), 5);
+    assert_eq!(s.expire(e).await.expect("expire"), 0);
+    let stats = s.stats().await.expect("stats");
+    assert_eq!((stats.claims, stats.rejections), (1, 1));
+    assert_eq!(s.rejections(&[dev("fresh")]).await.expect("read").len(), 1);
+}
+
+async fn lists_longer_than_one_statement_chunk(b: Backend) {
+    let s = &b.store;
+    // More keys than one statement takes (500), so the chunking is exercised.
+    let keys: Vec<ClaimKey> = (0..1203)
+        .map(|i| claim_key(&format!("p{i}"), "$e"))
+        .collect();
+    assert_eq!(s.claim(&keys, 0, 100, 0).await.expect("claim").len(), 1203);
+    assert_eq!(s.claim_states(&keys).await.expect("states").len(), 1203);
+    let devices: Vec<DeviceKey> = (0..1203).map(|i| dev(&format!("p{i}"))).collect();
+    s.settle(Settlement {
+        now: 1,
+        settle_claims: keys.clone(),
+        remember: (0..1203)
+            .map(|i| rejection(&format!("p{i}"), 1, "410"))
+            .collect(),
+        ..Settlement::default()
+    })
+    .await
+    .expect("settle");
+    assert_eq!(s.rejections(&devices).await.expect("read").len(), 1203);
+    let settled = s.claim_states(&keys).await.expect("states");
+    assert!(settled
+        .iter()
+        .all(|(_, st)| *st == ClaimState::Settled { at: 1 }));
+}

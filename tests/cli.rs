@@ -60,7 +60,7 @@ fn serve_logs_one_line_per_request_with_redacted_pushkeys() {
     std::fs::write(
         &config,
         format!(
-            "http:\n  bind_addresses: ['127.0.0.1']\n  port: 0\nlog:\n  level: debug\n  format: json\napps:\n  org.example.web:\n    type: webpush\n    vapid_private_key: {}\n    vapid_contact_email: ops@example.org\n",
+            "store: none\nhttp:\n  bind_addresses: ['127.0.0.1']\n  port: 0\nlog:\n  level: debug\n  format: json\napps:\n  org.example.web:\n    type: webpush\n    vapid_private_key: {}\n    vapid_contact_email: ops@example.org\n",
             key.display()
         ),
     )

@@ -26,8 +26,10 @@ pub(super) enum Claim {
     None,
     /// Ours: send, then settle it.
     Granted(ClaimKey),
-    /// Someone else's: wait for it.
+    /// Someone else's, still being sent: wait for it.
     Waiting(ClaimKey),
+    /// Someone else's, already delivered or queued: answered as a duplicate.
+    Settled,
     /// The same device appears earlier in this request: answered as a duplicate.
     Twin,
 }
@@ -36,7 +38,7 @@ impl Claim {
     pub(super) fn key(&self) -> Option<&ClaimKey> {
         match self {
             Claim::Granted(k) | Claim::Waiting(k) => Some(k),
-            Claim::None | Claim::Twin => None,
+            Claim::None | Claim::Twin | Claim::Settled => None,
         }
     }
 }
@@ -93,6 +95,7 @@ pub(super) async fn claim_all(
                     }
                 }
             }
+            settled_at_once(store, &mut claims).await;
         }
         Err(e) => {
             // Sending twice beats not sending: go on without de-duplication.
@@ -105,6 +108,35 @@ pub(super) async fn claim_all(
         }
     }
     claims
+}
+
+/// Marks the claims not granted that are already settled (the common case of a
+/// homeserver retry), in one query, so that only claims really being sent are
+/// waited for. On a store error they stay `Waiting`: `wait_for` polls them.
+async fn settled_at_once(store: &dyn Store, claims: &mut [Claim]) {
+    let others: Vec<ClaimKey> = claims
+        .iter()
+        .filter_map(|c| match c {
+            Claim::Waiting(k) => Some(k.clone()),
+            _ => None,
+        })
+        .collect();
+    if others.is_empty() {
+        return;
+    }
+    let Ok(states) = store.claim_states(&others).await else {
+        return;
+    };
+    let settled: HashSet<ClaimKey> = states
+        .into_iter()
+        .filter(|(_, st)| matches!(st, ClaimState::Settled { .. }))
+        .map(|(k, _)| k)
+        .collect();
+    for c in claims.iter_mut() {
+        if matches!(c, Claim::Waiting(k) if settled.contains(k)) {
+            *c = Claim::Settled;
+        }
+    }
 }
 
 /// What waiting for another request's claim ended with.

@@ -49,7 +49,7 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
         claims = dedup::claim_all(&**store, &n, &fates, &window, &request_id).await;
     }
     for (i, c) in claims.iter().enumerate() {
-        if *c == Claim::Twin {
+        if matches!(c, Claim::Twin | Claim::Settled) {
             fates[i] = Some(Fate::Duplicate);
         }
     }

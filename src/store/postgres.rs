@@ -39,6 +39,8 @@ impl PgStore {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|e: sqlx::Error| open_err(e.to_string()))?;
+        // Server notices such as "relation already exists, skipping" are not the operator's business.
+        let options = options.options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))

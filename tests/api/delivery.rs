@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use pushgate::config::StoreConfig;
 use pushgate::store::Store;
 use serde_json::{json, Value};
-use testkit::webpush::{Behaviour, FakeWebPush, ReceivedPush, Subscription};
+use testkit::webpush::{Behaviour, FakeWebPush, Subscription};
 
 use crate::helpers::{spawn, TestGateway};
 use crate::webpush::{device, WEB_APP};
@@ -115,38 +115,14 @@ pub fn message(event_id: &str, devices: Vec<Value>) -> Value {
     }})
 }
 
-/// How many times each event id was accepted (2xx) by the fake.
-pub fn delivered(pushes: &[ReceivedPush]) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    for p in pushes.iter().filter(|p| (200..300).contains(&p.answered)) {
-        let event = p
-            .payload
-            .as_ref()
-            .ok()
-            .and_then(|v| v["event_id"].as_str())
-            .unwrap_or("(none)")
-            .to_owned();
-        *out.entry(event).or_insert(0) += 1;
-    }
-    out
-}
-
 /// Waits until `n` pushes were accepted, then a little longer to catch any late duplicate.
-pub async fn settle_deliveries(
+async fn settle_deliveries(
     fake: &FakeWebPush,
     n: usize,
     timeout: Duration,
 ) -> HashMap<String, usize> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let got: usize = delivered(&fake.received()).values().sum();
-        if got >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    delivered(&fake.received())
+    fake.wait_accepted(n, timeout, Duration::from_millis(800))
+        .await
 }
 
 async fn wait_outbox_empty(store: &dyn Store, timeout: Duration) -> i64 {

@@ -193,6 +193,57 @@ impl FakeWebPush {
         }
     }
 
+    /// How many pushes were accepted (answered 2xx), per `event_id` of the decrypted payload.
+    pub fn accepted_by_event(&self) -> HashMap<String, usize> {
+        self.count_accepted(|p| {
+            p.payload
+                .as_ref()
+                .ok()
+                .and_then(|v| v["event_id"].as_str())
+                .unwrap_or("(no event_id)")
+                .to_owned()
+        })
+    }
+
+    /// How many pushes were accepted per VAPID public key (`k=`): which gateway sent them.
+    pub fn accepted_by_vapid_key(&self) -> HashMap<String, usize> {
+        self.count_accepted(|p| {
+            p.header("authorization")
+                .and_then(|h| h.split("k=").nth(1))
+                .map(|k| k.split(',').next().unwrap_or(k).trim().to_owned())
+                .unwrap_or_default()
+        })
+    }
+
+    fn count_accepted(&self, key: impl Fn(&ReceivedPush) -> String) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        if let Ok(r) = self.inner.received.lock() {
+            for p in r.iter().filter(|p| (200..300).contains(&p.answered)) {
+                *out.entry(key(p)).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
+    /// Waits until `n` pushes were accepted (or `timeout`), then `grace` longer so
+    /// that a late duplicate would show; returns [`Self::accepted_by_event`].
+    pub async fn wait_accepted(
+        &self,
+        n: usize,
+        timeout: Duration,
+        grace: Duration,
+    ) -> HashMap<String, usize> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.accepted_by_event().values().sum::<usize>() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(grace).await;
+        self.accepted_by_event()
+    }
+
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.inner.connections.load(Ordering::SeqCst)

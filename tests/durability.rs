@@ -1,0 +1,329 @@
+//! Crash safety and several instances, with real gateway processes: `kill -9`
+//! with a full outbox (and requests still arriving) loses no accepted push and
+//! doubles none; two gateways on one PostgreSQL drain one outbox, each push
+//! once. Counts are taken at the fake Web Push service.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use testkit::webpush::{Behaviour, FakeWebPush, Subscription};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pushgate");
+
+/// A gateway process; killed (SIGKILL) when dropped.
+struct Gateway {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    /// Starts `pushgate --config <config>` and waits for its "ready" log line.
+    fn start(config: &Path) -> Gateway {
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("pushgate starts");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            assert!(Instant::now() < deadline, "no ready line");
+            let line = lines
+                .next()
+                .expect("gateway exited before it was ready")
+                .expect("read");
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if let Some(listen) = v["listen"].as_str() {
+                break listen.to_owned();
+            }
+        };
+        // Keep reading so that a full pipe never blocks the gateway's logging.
+        std::thread::spawn(move || for _ in lines {});
+        Gateway { child, addr }
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    fn kill_9(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a gateway config; `store` is the YAML of the `store` key.
+fn write_config(dir: &Path, name: &str, store: &str) -> PathBuf {
+    let key = dir.join(format!("{name}-vapid.pem"));
+    if !key.exists() {
+        let ok = Command::new(BIN)
+            .args(["gen-vapid", "--out"])
+            .arg(&key)
+            .output()
+            .expect("gen-vapid")
+            .status
+            .success();
+        assert!(ok);
+    }
+    let config = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "http:
+  bind_addresses: ['127.0.0.1']
+  port: 0
+log:
+  level: info
+  format: json
+apps:
+  org.example.web:
+    type: webpush
+    vapid_private_key: '{}'
+    vapid_contact_email: ops@example.org
+    allow_private_endpoints: true
+    allow_http_endpoints: true
+dispatch:
+  upstream_timeout: 2s
+  retry_initial_delay: 1s
+  retry_max_delay: 2s
+{store}",
+            key.display()
+        ),
+    )
+    .expect("config");
+    config
+}
+
+fn body(event: &str, endpoint: &str, sub: &Subscription) -> String {
+    json!({"notification": {
+        "event_id": event, "room_id": "!r:example.org", "type": "m.room.message",
+        "sender": "@a:example.org", "counts": {"unread": 1},
+        "devices": [{"app_id": "org.example.web", "pushkey": sub.p256dh(),
+                     "data": {"endpoint": endpoint, "auth": sub.auth()}}]
+    }})
+    .to_string()
+}
+
+/// Sends one notification per event to the gateways (round robin), 50 at a
+/// time; returns the events answered 200 `{"rejected": []}` (accepted).
+async fn send_all(
+    addrs: &[String],
+    events: Vec<String>,
+    endpoint: &str,
+    sub: &Subscription,
+) -> HashSet<String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let addrs = Arc::new(addrs.to_vec());
+    futures::stream::iter(events.into_iter().enumerate())
+        .map(|(i, event)| {
+            let (client, addrs) = (client.clone(), addrs.clone());
+            let body = body(&event, endpoint, sub);
+            async move {
+                let url = format!("http://{}/_matrix/push/v1/notify", addrs[i % addrs.len()]);
+                let resp = client.post(url).body(body).send().await.ok()?;
+                let status = resp.status();
+                let answer: Value = resp.json().await.ok()?;
+                if status != 200 {
+                    eprintln!("{event}: {status} {answer}");
+                    return None;
+                }
+                (answer == json!({"rejected": []})).then_some(event)
+            }
+        })
+        .buffer_unordered(50)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await
+}
+
+fn events(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("${prefix}{i}")).collect()
+}
+
+async fn outbox_len(store: &pushgate::config::StoreConfig) -> i64 {
+    let s = pushgate::store::open(store)
+        .await
+        .expect("open")
+        .expect("store");
+    s.stats().await.expect("stats").outbox
+}
+
+/// Every accepted event delivered, none twice (events the gateway queued but
+/// could not answer before it died may be delivered too — also once).
+fn assert_each_once(delivered: &HashMap<String, usize>, accepted: &HashSet<String>) {
+    let missing: Vec<_> = accepted
+        .iter()
+        .filter(|e| !delivered.contains_key(*e))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} accepted pushes lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let doubled: Vec<_> = delivered.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        doubled.is_empty(),
+        "{} pushes delivered more than once, e.g. {:?}",
+        doubled.len(),
+        doubled.first()
+    );
+}
+
+/// 1,000 pushes accepted while the push service is down (so they sit in the
+/// outbox), 300 more arriving while the gateway is killed with SIGKILL; after a
+/// restart with the service back, all accepted pushes are delivered, each once.
+async fn kill_9_with_a_full_outbox_loses_nothing(
+    store_yaml: &str,
+    store: pushgate::config::StoreConfig,
+    dir: &Path,
+) {
+    pushgate::net::install_crypto_provider();
+    let fake = FakeWebPush::start().await;
+    let (endpoint, sub) = fake.subscribe("alice");
+    fake.set_behaviour("alice", Behaviour::Status(503));
+    let config = write_config(dir, "gw", store_yaml);
+
+    let gw = Gateway::start(&config);
+    let mut accepted = send_all(
+        std::slice::from_ref(&gw.addr),
+        events("a", 1000),
+        &endpoint,
+        &sub,
+    )
+    .await;
+    assert_eq!(
+        accepted.len(),
+        1000,
+        "all accepted while the push service is down"
+    );
+    assert_eq!(outbox_len(&store).await, 1000);
+
+    // Kill it while a second wave is arriving.
+    let more = {
+        let (addr, endpoint, sub) = (gw.addr.clone(), endpoint.clone(), sub.clone());
+        tokio::spawn(async move { send_all(&[addr], events("b", 300), &endpoint, &sub).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    gw.kill_9();
+    let second_wave = more.await.expect("second wave");
+    assert!(
+        second_wave.len() < 300,
+        "the kill interrupted the second wave"
+    );
+    accepted.extend(second_wave);
+    assert_eq!(
+        fake.accepted_by_event().len(),
+        0,
+        "nothing delivered while the service was down"
+    );
+
+    fake.set_behaviour("alice", Behaviour::Status(201));
+    let _gw = Gateway::start(&config);
+    let delivered = fake
+        .wait_accepted(
+            accepted.len(),
+            Duration::from_secs(40),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert_each_once(&delivered, &accepted);
+    assert_eq!(outbox_len(&store).await, 0, "outbox drained");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_kill_9_with_a_full_outbox_loses_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("pushgate.db");
+    let yaml = format!("store:\n  sqlite:\n    path: '{}'\n", path.display());
+    kill_9_with_a_full_outbox_loses_nothing(
+        &yaml,
+        pushgate::config::StoreConfig::Sqlite { path },
+        dir.path(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_kill_9_with_a_full_outbox_loses_nothing() {
+    let Some(url) = testkit::postgres::fresh_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let yaml = format!("store:\n  postgres:\n    url: '{url}'\n");
+    let store = pushgate::config::StoreConfig::Postgres {
+        url,
+        max_connections: 2,
+    };
+    kill_9_with_a_full_outbox_loses_nothing(&yaml, store, dir.path()).await;
+}
+
+/// Two gateway processes on one PostgreSQL behind a (round-robin) balancer:
+/// 1,000 pushes queued through both while the service is down, plus every
+/// 10th request retried through the other instance; once the service is back,
+/// both outbox workers drain the one outbox and each push arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_on_one_postgres_deliver_each_push_once() {
+    let Some(url) = testkit::postgres::fresh_database().await else {
+        return;
+    };
+    pushgate::net::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("dir");
+    let yaml = format!("store:\n  postgres:\n    url: '{url}'\n");
+    let fake = FakeWebPush::start().await;
+    let (endpoint, sub) = fake.subscribe("alice");
+    fake.set_behaviour("alice", Behaviour::Status(503));
+    let a = Gateway::start(&write_config(dir.path(), "a", &yaml));
+    let b = Gateway::start(&write_config(dir.path(), "b", &yaml));
+    let addrs = [a.addr.clone(), b.addr.clone()];
+
+    let accepted = send_all(&addrs, events("e", 1000), &endpoint, &sub).await;
+    assert_eq!(accepted.len(), 1000);
+    // The homeserver retries some through the other instance (odd offset: the other gateway).
+    let retried: Vec<String> = events("e", 1000).into_iter().step_by(10).collect();
+    let again = send_all(
+        &[addrs[1].clone(), addrs[0].clone()],
+        retried.clone(),
+        &endpoint,
+        &sub,
+    )
+    .await;
+    assert_eq!(again.len(), retried.len(), "retries answered 200");
+
+    fake.set_behaviour("alice", Behaviour::Status(201));
+    let delivered = fake
+        .wait_accepted(1000, Duration::from_secs(40), Duration::from_secs(2))
+        .await;
+    assert_eq!(delivered.len(), 1000);
+    assert_each_once(&delivered, &accepted);
+    let by_gateway = fake.accepted_by_vapid_key();
+    assert_eq!(
+        by_gateway.len(),
+        2,
+        "both instances drained the outbox: {by_gateway:?}"
+    );
+    let store = pushgate::config::StoreConfig::Postgres {
+        url,
+        max_connections: 2,
+    };
+    assert_eq!(outbox_len(&store).await, 0);
+    drop((a, b));
+}

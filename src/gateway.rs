@@ -17,6 +17,7 @@ use crate::dispatch::{outbox, Dispatcher};
 use crate::pushkin::{apns, fcm, webpush, Pushkin, Settings};
 use crate::routing::{Route, Routes};
 use crate::store;
+use crate::telemetry::metrics::{Metrics, Service};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -37,18 +38,25 @@ pub enum StartError {
 pub struct Gateway {
     listeners: Vec<TcpListener>,
     router: axum::Router,
+    metrics_listener: Option<TcpListener>,
     dispatcher: Arc<Dispatcher>,
 }
 
 /// Builds one pushkin per configured app.
-pub fn build_routes(config: &Config) -> Result<Routes, StartError> {
+pub fn build_routes(config: &Config, metrics: &Metrics) -> Result<Routes, StartError> {
     let mut routes = Routes::default();
-    let settings = Settings {
-        connect_timeout: config.dispatch.connect_timeout,
-        timeout: config.dispatch.upstream_timeout,
-        proxy: config.proxy.as_deref(),
-    };
     for app in &config.apps {
+        let service = match &app.kind {
+            AppKind::WebPush(_) => Service::WebPush,
+            AppKind::Apns(_) => Service::Apns,
+            AppKind::Fcm(_) => Service::Gcm,
+        };
+        let settings = Settings {
+            connect_timeout: config.dispatch.connect_timeout,
+            timeout: config.dispatch.upstream_timeout,
+            proxy: config.proxy.as_deref(),
+            metrics: metrics.upstream(service, &app.id),
+        };
         let pushkin: Arc<dyn Pushkin> = match &app.kind {
             AppKind::WebPush(w) => {
                 webpush::build(w, &settings).map_err(|source| StartError::Client {
@@ -77,16 +85,19 @@ pub fn build_routes(config: &Config) -> Result<Routes, StartError> {
 impl Gateway {
     /// Builds pushkins and binds every `http.bind_addresses` on `http.port`.
     pub async fn build(config: &Config) -> Result<Gateway, StartError> {
-        let routes = build_routes(config)?;
+        let metrics = Arc::new(Metrics::new());
+        let routes = build_routes(config, &metrics)?;
         let store = store::open(&config.store).await?;
         if let Some(s) = &store {
             tracing::info!(backend = s.backend(), "store opened");
         }
-        let dispatcher = Arc::new(Dispatcher::new(routes, store, config.dispatch.clone()));
-        let state = Arc::new(AppState {
-            dispatcher: dispatcher.clone(),
-            limits: config.limits.clone(),
-        });
+        let dispatcher = Arc::new(Dispatcher::new(
+            routes,
+            store,
+            config.dispatch.clone(),
+            metrics,
+        ));
+        let state = Arc::new(AppState::new(dispatcher.clone(), config.limits.clone()));
         let mut listeners = Vec::new();
         for ip in &config.http.bind_addresses {
             let addr = SocketAddr::new(*ip, config.http.port);
@@ -95,11 +106,29 @@ impl Gateway {
                 .map_err(|source| StartError::Bind { addr, source })?;
             listeners.push(listener);
         }
+        let metrics_listener = match config.metrics.prometheus {
+            Some((ip, port)) => {
+                let addr = SocketAddr::new(ip, port);
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                Some(l)
+            }
+            None => None,
+        };
         Ok(Gateway {
             listeners,
             router: api::router(state),
+            metrics_listener,
             dispatcher,
         })
+    }
+
+    /// Where the Prometheus exporter listens, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
@@ -133,6 +162,17 @@ impl Gateway {
             )));
         }
         let mut servers = Vec::new();
+        if let Some(listener) = self.metrics_listener {
+            let mut rx = rx.clone();
+            let router = api::metrics::router(self.dispatcher.clone());
+            servers.push(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            }));
+        }
         for listener in self.listeners {
             let mut rx = rx.clone();
             let router = self.router.clone();

@@ -7,6 +7,9 @@ use serde_json::json;
 
 use crate::notification::ParseError;
 
+/// What a 429 asks the homeserver to wait.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
@@ -27,6 +30,9 @@ pub enum ApiError {
         temporary: usize,
         rejected: Vec<String>,
     },
+    /// An in-flight limit was reached: the homeserver should retry after a pause.
+    #[error("too many requests in flight ({limit}); retry later")]
+    Overloaded { limit: &'static str },
     #[error("not ready: {0}")]
     NotReady(String),
     #[error("internal error")]
@@ -44,6 +50,7 @@ impl ApiError {
             ApiError::Unrecognized(_) => (StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
             ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED"),
             ApiError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),
+            ApiError::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         }
@@ -58,7 +65,16 @@ impl IntoResponse for ApiError {
             // Not part of the spec's error shape, but it costs nothing and helps a homeserver that reads it.
             body["rejected"] = json!(rejected);
         }
+        if let ApiError::Overloaded { .. } = &self {
+            body["retry_after_ms"] = json!(RETRY_AFTER.as_millis() as u64);
+        }
         let mut resp = (status, axum::Json(body)).into_response();
+        if let ApiError::Overloaded { .. } = &self {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER.as_secs()),
+            );
+        }
         if let ApiError::MethodNotAllowed { allow } = self {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));

@@ -3,6 +3,7 @@
 //! panics as 500 `M_UNKNOWN`).
 
 pub mod error;
+pub mod metrics;
 mod notify;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,18 @@ use error::ApiError;
 pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     pub limits: Limits,
+    /// `/notify` requests being handled, bounded by `limits.max_inflight_requests`.
+    pub inflight: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    pub fn new(dispatcher: Arc<Dispatcher>, limits: Limits) -> AppState {
+        AppState {
+            inflight: Arc::new(tokio::sync::Semaphore::new(limits.max_inflight_requests)),
+            dispatcher,
+            limits,
+        }
+    }
 }
 
 /// A short id that ties the log lines of one request together; also sent back as `X-Request-Id`.

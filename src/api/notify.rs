@@ -26,15 +26,27 @@ pub async fn notify(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let result = handle(&state, &request_id, &headers, body).await;
+    let metrics = state.dispatcher.metrics().clone();
+    let _in_flight = metrics.notify_started();
+    let result = match state.inflight.clone().try_acquire_owned() {
+        Ok(_permit) => handle(&state, &request_id, &headers, body).await,
+        Err(_) => {
+            metrics.overloaded("global");
+            Err(ApiError::Overloaded {
+                limit: "limits.max_inflight_requests",
+            })
+        }
+    };
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    match result {
+    let resp = match result {
         Ok(resp) => resp,
         Err(e) => {
             tracing::info!(request_id, error = %e, elapsed_ms, "notify refused");
             e.into_response()
         }
-    }
+    };
+    metrics.notify_answered(resp.status().as_u16(), started);
+    resp
 }
 
 async fn handle(
@@ -61,6 +73,10 @@ async fn handle(
             Ok(Ok(collected)) => collected.to_bytes(),
         };
     let n = notification::parse(&bytes, state.limits.max_devices)?;
+    state
+        .dispatcher
+        .metrics()
+        .notification_received(n.devices.len());
     let started = Instant::now();
     let devices = n.devices.len();
     let event_id = n.event_id.clone().unwrap_or_default();
@@ -79,10 +95,20 @@ async fn handle(
         duplicates = answer.duplicates,
         queued = answer.queued,
         unqueued = answer.unqueued,
-        status = if answer.unqueued > 0 { 502 } else { 200 },
+        status = match (answer.unqueued, answer.overloaded) {
+            (0, _) => 200,
+            (u, o) if u == o => 429,
+            _ => 502,
+        },
         elapsed_ms = started.elapsed().as_millis() as u64,
         "notify"
     );
+    if answer.unqueued > 0 && answer.overloaded == answer.unqueued {
+        state.dispatcher.metrics().overloaded("app");
+        return Err(ApiError::Overloaded {
+            limit: "inflight_request_limit",
+        });
+    }
     if answer.unqueued > 0 {
         return Err(ApiError::Upstream {
             temporary: answer.unqueued,

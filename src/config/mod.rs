@@ -62,7 +62,7 @@ pub struct HttpConfig {
 
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
-    /// `metrics.prometheus` when enabled: where the exporter would listen.
+    /// `metrics.prometheus` when enabled: where the exporter listens.
     pub prometheus: Option<(IpAddr, u16)>,
 }
 
@@ -72,6 +72,8 @@ pub struct Limits {
     pub max_body_size: usize,
     /// Most devices accepted in one notification.
     pub max_devices: usize,
+    /// Most `/notify` requests handled at once; more are answered 429.
+    pub max_inflight_requests: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +123,7 @@ impl Default for Limits {
         Limits {
             max_body_size: 512 * 1024,
             max_devices: 100,
+            max_inflight_requests: 1024,
         }
     }
 }
@@ -363,10 +366,6 @@ fn read_metrics(s: Option<Section<'_>>, p: &mut Problems) -> MetricsConfig {
                     format!("`{addr}` is not an IP address"),
                 ),
             }
-            p.warn(
-                prom.path.clone(),
-                "the Prometheus exporter is not implemented in this version yet; no metrics listener is started",
-            );
         }
         prom.ignore(&["address", "port"]);
         prom.finish(p);
@@ -394,6 +393,13 @@ fn read_limits(s: Option<Section<'_>>, p: &mut Problems) -> Limits {
     let cfg = Limits {
         max_body_size: s.bytes("max_body_size", d.max_body_size as u64, p) as usize,
         max_devices: s.uint("max_devices", d.max_devices as u64, 1, 100_000, p) as usize,
+        max_inflight_requests: s.uint(
+            "max_inflight_requests",
+            d.max_inflight_requests as u64,
+            1,
+            1_000_000,
+            p,
+        ) as usize,
     };
     s.finish(p);
     cfg

@@ -23,12 +23,18 @@ use crate::notification::{Device, Notification};
 use crate::pushkin::Outcome;
 use crate::routing::{RouteError, Routes};
 use crate::store::Store;
+use crate::telemetry::metrics::{Metrics, UNROUTED};
 use crate::telemetry::redact;
+
+/// The reason of the temporary failure given to a device whose app is at its
+/// `inflight_request_limit`.
+pub const INFLIGHT_LIMIT_REASON: &str = "inflight_request_limit reached for this app";
 
 pub struct Dispatcher {
     routes: Routes,
     store: Option<Arc<dyn Store>>,
     policy: DispatchConfig,
+    metrics: Arc<Metrics>,
 }
 
 /// What the gateway did for one device.
@@ -64,6 +70,17 @@ impl Fate {
             Fate::Contended => "temporary",
         }
     }
+
+    /// The `outcome` label of `pushgate_outcomes_total`: finer than [`Fate::kind`].
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Fate::Pushed(o) => o.kind(),
+            Fate::Unroutable(_) => "unroutable",
+            Fate::Remembered { .. } => "remembered",
+            Fate::Duplicate => "duplicate",
+            Fate::Contended => "contended",
+        }
+    }
 }
 
 /// What one request ends with.
@@ -78,6 +95,8 @@ pub struct Answer {
     pub delivered: usize,
     pub failed: usize,
     pub duplicates: usize,
+    /// Of `unqueued`, those refused because their app was at its in-flight limit.
+    pub overloaded: usize,
 }
 
 impl Answer {
@@ -96,12 +115,31 @@ impl Answer {
 }
 
 impl Dispatcher {
-    pub fn new(routes: Routes, store: Option<Arc<dyn Store>>, policy: DispatchConfig) -> Self {
+    pub fn new(
+        routes: Routes,
+        store: Option<Arc<dyn Store>>,
+        policy: DispatchConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Dispatcher {
             routes,
             store,
             policy,
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The app a device belongs to, as metrics name it: the config key, never
+    /// the client-supplied app id (which would let anyone add series).
+    pub fn app_label(&self, app_id: &str) -> &str {
+        self.routes
+            .find(app_id)
+            .map(|r| r.key.as_str())
+            .unwrap_or(UNROUTED)
     }
 
     pub fn policy(&self) -> &DispatchConfig {
@@ -135,14 +173,22 @@ impl Dispatcher {
         let fate = match self.routes.find(&d.app_id) {
             Err(e) => Fate::Unroutable(e),
             Ok(route) => match route.inflight.try_acquire() {
-                Err(_) => Fate::Pushed(Outcome::transient(
-                    "inflight_request_limit reached for this app",
-                )),
+                Err(_) => {
+                    self.metrics.inflight_limit_hit(&route.key);
+                    Fate::Pushed(Outcome::transient(INFLIGHT_LIMIT_REASON))
+                }
                 Ok(_permit) => Fate::Pushed(route.pushkin.dispatch(n, d).await),
             },
         };
-        log_fate(request_id, d, &fate);
+        self.record(request_id, d, &fate);
         fate
+    }
+
+    /// Every outcome is counted and logged once.
+    fn record(&self, request_id: &str, d: &Device, fate: &Fate) {
+        self.metrics
+            .outcome(self.app_label(&d.app_id), fate.metric_label());
+        log_fate(request_id, d, fate);
     }
 
     /// How long a claim or an outbox lease lasts: past it, the holder is presumed dead.
@@ -151,7 +197,7 @@ impl Dispatcher {
     }
 }
 
-/// Every outcome is logged once, with a redacted pushkey.
+/// The log line of one outcome, with a redacted pushkey.
 fn log_fate(request_id: &str, d: &Device, fate: &Fate) {
     let pushkey = redact(&d.pushkey);
     let app_id = d.app_id.as_str();

@@ -78,9 +78,6 @@ async fn round(d: &Dispatcher, store: &dyn Store, entries: Vec<Entry>) {
     let now = now_ms();
     let max_age = d.policy.max_age.as_millis() as Millis;
     let results = join_all(entries.iter().map(|e| async move {
-        if now - e.created_at > max_age {
-            return (e, None);
-        }
         let n = match notification::parse(e.body.as_bytes(), 1) {
             Ok(n) => n,
             Err(err) => {
@@ -91,6 +88,10 @@ async fn round(d: &Dispatcher, store: &dyn Store, entries: Vec<Entry>) {
         let Some(dev) = n.devices.first() else {
             return (e, Some((Fate::Pushed(Outcome::failed("no device")), None)));
         };
+        if now - e.created_at > max_age {
+            d.metrics.dropped(d.app_label(&dev.app_id));
+            return (e, None);
+        }
         let fate = d.send(&n, dev, "outbox").await;
         (e, Some((fate, Some(dev.clone()))))
     }))

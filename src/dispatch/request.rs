@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::dedup::{self, Claim, Waited, Window};
 use super::outbox::backoff;
-use super::{log_fate, Answer, Dispatcher, Fate};
+use super::{Answer, Dispatcher, Fate, INFLIGHT_LIMIT_REASON};
 use crate::notification::{self, Device, Notification};
 use crate::pushkin::Outcome;
 use crate::store::{now_ms, DeviceKey, Millis, NewEntry, Rejection, Settlement, Store};
@@ -37,6 +37,12 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
         now,
         ..Settlement::default()
     };
+
+    for dev in &n.devices {
+        if let Ok(route) = d.routes.find(&dev.app_id) {
+            d.metrics.routed(&route.key);
+        }
+    }
 
     let mut claims = vec![Claim::None; count];
     if let Some(store) = &store {
@@ -55,7 +61,7 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
     }
     for (i, f) in fates.iter().enumerate() {
         if let Some(f) = f {
-            log_fate(&request_id, &n.devices[i], f);
+            d.record(&request_id, &n.devices[i], f);
         }
     }
 
@@ -138,10 +144,18 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
 
     let Some(store) = store else { return answer };
     let queued = settlement.enqueue.len();
+    let queued_apps: Vec<String> = settlement
+        .enqueue
+        .iter()
+        .map(|e| e.app_id.clone())
+        .collect();
     if !settlement.is_empty() {
         match store.settle(settlement).await {
             Ok(ids) => {
                 answer.queued = queued;
+                for e in &queued_apps {
+                    d.metrics.queued(d.app_label(e));
+                }
                 let follow: HashMap<usize, i64> = in_flight
                     .iter()
                     .zip(ids)
@@ -176,11 +190,11 @@ async fn send_one(
         match waited {
             Waited::TookOver => {}
             Waited::Settled => {
-                log_fate(request_id, dev, &Fate::Duplicate);
+                d.record(request_id, dev, &Fate::Duplicate);
                 return Fate::Duplicate;
             }
             Waited::Timeout => {
-                log_fate(request_id, dev, &Fate::Contended);
+                d.record(request_id, dev, &Fate::Contended);
                 return Fate::Contended;
             }
         }
@@ -271,7 +285,12 @@ impl Queue<'_> {
                 settlement.enqueue.push(entry(n, dev, now, due, reason));
                 in_flight.push(None);
             }
-            Outcome::Transient { .. } => answer.unqueued += 1,
+            Outcome::Transient { reason, .. } => {
+                answer.unqueued += 1;
+                if reason == INFLIGHT_LIMIT_REASON {
+                    answer.overloaded += 1;
+                }
+            }
             Outcome::Delivered | Outcome::Failed { .. } => {}
         }
     }

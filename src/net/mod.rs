@@ -6,6 +6,7 @@
 //! endpoints — the private-address guard of [`guard`], enforced in the DNS
 //! resolver so that the address that was checked is the address connected to.
 
+mod count;
 pub mod guard;
 
 use std::path::Path;
@@ -31,6 +32,8 @@ pub struct ClientOptions<'a> {
     pub http2_only: bool,
     /// A client certificate and key to present (APNs certificate auth).
     pub identity: Option<reqwest::Identity>,
+    /// Counts the connections opened.
+    pub connections: Option<prometheus::IntCounter>,
 }
 
 /// A client could not be built from the configuration.
@@ -102,6 +105,9 @@ pub fn build_client(o: &ClientOptions<'_>) -> Result<reqwest::Client, NetError> 
     }
     if let Some(guard) = &o.guard {
         b = b.dns_resolver(Arc::new(guard.clone()));
+    }
+    if let Some(counter) = &o.connections {
+        b = b.connector_layer(count::CountConnections(counter.clone()));
     }
     b.build().map_err(NetError::Build)
 }

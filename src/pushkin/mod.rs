@@ -12,13 +12,17 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-/// What every pushkin takes from the gateway-wide config.
-#[derive(Debug, Clone, Copy)]
+use crate::telemetry::metrics::Upstream;
+
+/// What every pushkin takes from the gateway: the gateway-wide config and its
+/// own app's metrics.
+#[derive(Clone)]
 pub struct Settings<'a> {
     pub connect_timeout: Duration,
     /// Budget for one push, retries included.
     pub timeout: Duration,
     pub proxy: Option<&'a str>,
+    pub metrics: Upstream,
 }
 
 use crate::notification::{Device, Notification};

@@ -7,6 +7,8 @@ use serde_json::Value;
 
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The Prometheus listener, when the config enables it.
+    pub metrics_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -48,12 +50,14 @@ pub async fn spawn(yaml: &str) -> TestGateway {
         .await
         .expect("gateway starts");
     let addr = gateway.local_addrs()[0];
+    let metrics_addr = gateway.metrics_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(gateway.run_until(async move {
         let _ = stopped.await;
     }));
     TestGateway {
         addr,
+        metrics_addr,
         client: reqwest::Client::builder()
             .no_proxy()
             .build()
@@ -99,6 +103,25 @@ impl TestGateway {
         }
     }
 
+    /// Scrapes the Prometheus listener; returns the content type and the exposition.
+    pub async fn scrape(&self) -> (String, String) {
+        let addr = self.metrics_addr.expect("metrics enabled in this config");
+        let resp = self
+            .client
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .expect("metrics answer");
+        assert_eq!(resp.status().as_u16(), 200);
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (ctype, resp.text().await.expect("metrics text"))
+    }
+
     pub async fn notify(&self, body: &Value) -> Answer {
         self.request("POST", "/_matrix/push/v1/notify", body.to_string())
             .await
@@ -107,3 +130,11 @@ impl TestGateway {
 
 /// A config with one app id that no test device uses, so every device is answered without upstream.
 pub const NO_APPS: &str = "apps:\n  org.example.unused:\n    type: webpush\n    vapid_private_key: {vapid}\n    vapid_contact_email: ops@example.org\n";
+
+/// The value of `series` in an exposition text.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}

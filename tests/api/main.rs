@@ -7,6 +7,7 @@ mod fcm;
 mod fixtures;
 mod guard;
 mod helpers;
+mod metrics;
 mod proxy;
 mod routing;
 mod validation;

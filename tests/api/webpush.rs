@@ -318,22 +318,3 @@ async fn max_connections_bounds_concurrent_upstream_requests() {
     // Six 400 ms requests, two at a time: three waves, never fewer.
     assert!(took >= Duration::from_millis(1200), "took {took:?}");
 }
-
-#[tokio::test]
-async fn inflight_request_limit_turns_excess_into_temporary_failures() {
-    let gw = spawn(&format!("{WEB_APP}    inflight_request_limit: 1\n")).await;
-    let fake = FakeWebPush::start().await;
-    let mut devices = Vec::new();
-    for name in ["a", "b"] {
-        let (endpoint, sub) = fake.subscribe(name);
-        fake.set_behaviour(name, Behaviour::Delay(Duration::from_millis(300), 201));
-        devices.push(device(&endpoint, &sub, json!({})));
-    }
-    let a = gw.notify(&message(devices)).await;
-    assert_eq!(a.status, 502);
-    assert_eq!(
-        a.body["error"],
-        "1 device(s) failed temporarily; retry later"
-    );
-    assert_eq!(fake.received().len(), 1);
-}

@@ -23,6 +23,7 @@ use super::{parse_retry_after, Outcome, Pushkin, Settings};
 use crate::config::{ApnsAuth, ApnsConfig, ApnsPlatform};
 use crate::net::{self, ClientOptions, NetError};
 use crate::notification::{Device, Notification, Prio};
+use crate::telemetry::metrics::Upstream;
 use reason::{judge, ErrorBody, Verdict};
 use token::ProviderToken;
 
@@ -62,6 +63,7 @@ pub struct Apns {
     expiration: Option<Duration>,
     collapse_id_from_room: bool,
     budget: Duration,
+    metrics: Upstream,
 }
 
 impl Apns {
@@ -82,7 +84,12 @@ impl Apns {
                 let key = crate::config::parse_vapid_key(&pem)
                     .ok_or_else(|| ApnsError::Key(keyfile.display().to_string()))?;
                 (
-                    Some(ProviderToken::new(key, key_id.clone(), team_id.clone())),
+                    Some(ProviderToken::new(
+                        key,
+                        key_id.clone(),
+                        team_id.clone(),
+                        s.metrics.clone(),
+                    )),
                     None,
                 )
             }
@@ -105,6 +112,7 @@ impl Apns {
             guard: None,
             http2_only: true,
             identity,
+            connections: Some(s.metrics.connections()),
         })?;
         let base = cfg.endpoint.clone().unwrap_or_else(|| {
             match cfg.platform {
@@ -124,6 +132,7 @@ impl Apns {
             expiration: cfg.expiration,
             collapse_id_from_room: cfg.collapse_id_from_room,
             budget: s.timeout,
+            metrics: s.metrics.clone(),
         })
     }
 
@@ -160,6 +169,7 @@ impl Apns {
             let jwt = self.token.as_ref().map(ProviderToken::get);
             let apns_id = uuid::Uuid::new_v4().to_string();
             let request = self.request(&url, n, jwt.as_deref(), &apns_id, body.clone());
+            let call = self.metrics.request();
             let verdict = match tokio::time::timeout_at(deadline, request.send()).await {
                 Err(_) => return Outcome::transient("APNs did not answer in time"),
                 Ok(Err(e)) => Verdict::Retry {
@@ -168,6 +178,7 @@ impl Apns {
                 },
                 Ok(Ok(resp)) => {
                     let status = resp.status().as_u16();
+                    call.answered(status);
                     let retry_after = resp
                         .headers()
                         .get(reqwest::header::RETRY_AFTER)
@@ -187,6 +198,7 @@ impl Apns {
                     verdict
                 }
             };
+            drop(call);
             match verdict {
                 Verdict::Delivered => return Outcome::Delivered,
                 Verdict::Rejected { reason, since_ms } => {

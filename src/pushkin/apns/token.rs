@@ -10,6 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use p256::ecdsa::{signature::Signer, Signature, SigningKey};
 
+use crate::telemetry::metrics::Upstream;
+
 const REUSE_FOR: Duration = Duration::from_secs(50 * 60);
 
 pub struct ProviderToken {
@@ -17,15 +19,17 @@ pub struct ProviderToken {
     key_id: String,
     team_id: String,
     current: Mutex<Option<(Arc<str>, Instant)>>,
+    metrics: Upstream,
 }
 
 impl ProviderToken {
-    pub fn new(key: SigningKey, key_id: String, team_id: String) -> Self {
+    pub fn new(key: SigningKey, key_id: String, team_id: String, metrics: Upstream) -> Self {
         ProviderToken {
             key,
             key_id,
             team_id,
             current: Mutex::new(None),
+            metrics,
         }
     }
 
@@ -65,6 +69,7 @@ impl ProviderToken {
         let input = format!("{header}.{claims}");
         let sig: Signature = self.key.sign(input.as_bytes());
         tracing::debug!(key_id = %self.key_id, "minted a new APNs provider token");
+        self.metrics.token_refreshed("apns_jwt", true);
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes())).into()
     }
 }

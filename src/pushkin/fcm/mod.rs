@@ -22,6 +22,7 @@ use super::{parse_retry_after, Outcome, Pushkin, Settings};
 use crate::config::FcmConfig;
 use crate::net::{self, ClientOptions, NetError};
 use crate::notification::{Device, Notification};
+use crate::telemetry::metrics::Upstream;
 use error::{judge, ErrorBody, Verdict};
 use oauth::{AuthError, TokenSource};
 
@@ -45,6 +46,7 @@ pub struct Fcm {
     send_badge_counts: bool,
     connections: Semaphore,
     budget: Duration,
+    metrics: Upstream,
 }
 
 impl Fcm {
@@ -58,11 +60,13 @@ impl Fcm {
             guard: None,
             http2_only: false,
             identity: None,
+            connections: Some(s.metrics.connections()),
         })?;
         let auth = TokenSource::from_file(
             &cfg.service_account_file,
             cfg.token_uri.as_deref(),
             client.clone(),
+            s.metrics.clone(),
         )?;
         let base = cfg.endpoint.as_deref().unwrap_or(DEFAULT_BASE);
         Ok(Fcm {
@@ -73,6 +77,7 @@ impl Fcm {
             send_badge_counts: cfg.send_badge_counts,
             connections: Semaphore::new(cfg.max_connections),
             budget: s.timeout,
+            metrics: s.metrics.clone(),
         })
     }
 
@@ -103,6 +108,7 @@ impl Fcm {
             };
             let verdict = {
                 let _permit = self.connections.acquire().await;
+                let call = self.metrics.request();
                 let sent = self
                     .client
                     .post(&self.url)
@@ -118,6 +124,7 @@ impl Fcm {
                     },
                     Ok(resp) => {
                         let status = resp.status().as_u16();
+                        call.answered(status);
                         let retry_after = resp
                             .headers()
                             .get(reqwest::header::RETRY_AFTER)

@@ -14,6 +14,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use serde::Deserialize;
 
+use crate::telemetry::metrics::Upstream;
+
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 
 /// The fields of a service-account key file that we use.
@@ -56,6 +58,7 @@ pub struct TokenSource {
     token_uri: String,
     current: RwLock<Option<Cached>>,
     refreshing: tokio::sync::Mutex<()>,
+    metrics: Upstream,
 }
 
 impl TokenSource {
@@ -64,6 +67,7 @@ impl TokenSource {
         path: &std::path::Path,
         token_uri: Option<&str>,
         client: reqwest::Client,
+        metrics: Upstream,
     ) -> Result<Self, AuthError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| AuthError::Read(format!("{}: {e}", path.display())))?;
@@ -77,6 +81,7 @@ impl TokenSource {
             token_uri: token_uri.map_or(file.token_uri, str::to_owned),
             current: RwLock::new(None),
             refreshing: tokio::sync::Mutex::new(()),
+            metrics,
         })
     }
 
@@ -97,7 +102,9 @@ impl TokenSource {
         if let Some(t) = self.cached() {
             return Ok(t);
         }
-        let (token, lifetime) = self.fetch().await?;
+        let fetched = self.fetch().await;
+        self.metrics.token_refreshed("fcm_oauth", fetched.is_ok());
+        let (token, lifetime) = fetched?;
         // Renew a minute early (or halfway through a short-lived token).
         let margin = Duration::from_secs(60).min(lifetime / 2);
         if let Ok(mut current) = self.current.write() {

@@ -24,6 +24,7 @@ use crate::config::WebPushConfig;
 use crate::net::{self, AddressGuard, ClientOptions, NetError};
 use crate::notification::{Device, Notification, Prio};
 use crate::routing::glob_match;
+use crate::telemetry::metrics::Upstream;
 use vapid::Vapid;
 
 pub struct WebPush {
@@ -38,6 +39,7 @@ pub struct WebPush {
     /// Bounds concurrent upstream requests (`max_connections`).
     connections: Semaphore,
     timeout: Duration,
+    metrics: Upstream,
 }
 
 impl WebPush {
@@ -54,6 +56,7 @@ impl WebPush {
             guard: Some(guard.clone()),
             http2_only: false,
             identity: None,
+            connections: Some(s.metrics.connections()),
         })?;
         Ok(WebPush {
             client,
@@ -65,6 +68,7 @@ impl WebPush {
             ttl: cfg.ttl.as_secs().to_string(),
             connections: Semaphore::new(cfg.max_connections),
             timeout: s.timeout,
+            metrics: s.metrics.clone(),
         })
     }
 
@@ -141,7 +145,12 @@ impl WebPush {
         }
         let sent = async {
             let _permit = self.connections.acquire().await;
-            req.send().await
+            let call = self.metrics.request();
+            let sent = req.send().await;
+            if let Ok(resp) = &sent {
+                call.answered(resp.status().as_u16());
+            }
+            sent
         };
         let response = match tokio::time::timeout(self.timeout, sent).await {
             Err(_) => return Outcome::transient("push service timed out"),

@@ -1,4 +1,7 @@
-//! Logging set-up (`tracing`, text or JSON) and redaction of pushkeys.
+//! Logging set-up (`tracing`, text or JSON), redaction of pushkeys, and the
+//! Prometheus metrics ([`metrics`]).
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 

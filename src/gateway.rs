@@ -7,10 +7,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::api::tls::{CertResolver, TlsListener};
 use crate::api::{self, AppState};
 use crate::config::{AppKind, Config};
 use crate::dispatch::{outbox, Dispatcher};
@@ -26,6 +28,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("turning `tls` on or off needs a restart (a reload only replaces the certificate)")]
+    TlsChange,
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("apps.{app}: {source}")]
@@ -40,6 +44,53 @@ pub struct Gateway {
     router: axum::Router,
     metrics_listener: Option<TcpListener>,
     dispatcher: Arc<Dispatcher>,
+    shutdown_timeout: Duration,
+    /// The inbound certificate, when `tls` is configured.
+    tls: Option<Arc<CertResolver>>,
+}
+
+/// Applies a re-read configuration to a running gateway (`SIGHUP`).
+#[derive(Clone)]
+pub struct Reloader {
+    dispatcher: Arc<Dispatcher>,
+    tls: Option<Arc<CertResolver>>,
+}
+
+/// What a reload changed, by app key.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Apps kept (rebuilt from the new config, whether or not their keys changed).
+    pub kept: Vec<String>,
+    /// The inbound TLS certificate was re-read.
+    pub certificate: bool,
+}
+
+impl Reloader {
+    /// Builds every app of `config` and puts them in force for new requests;
+    /// on any error nothing changes. Only `apps` is reloaded: listeners, store,
+    /// limits and dispatch policy keep their start-up values.
+    pub fn reload(&self, config: &Config) -> Result<Reloaded, StartError> {
+        let routes = build_routes(config, self.dispatcher.metrics())?;
+        let certificate = match (&self.tls, &config.tls) {
+            (Some(resolver), Some(tls)) => {
+                resolver.replace(tls.key.clone());
+                true
+            }
+            (None, None) => false,
+            _ => return Err(StartError::TlsChange),
+        };
+        let old: Vec<String> = self.dispatcher.routes().keys();
+        let new: Vec<String> = routes.keys();
+        self.dispatcher.replace_routes(routes);
+        Ok(Reloaded {
+            added: new.iter().filter(|k| !old.contains(k)).cloned().collect(),
+            removed: old.iter().filter(|k| !new.contains(k)).cloned().collect(),
+            kept: new.iter().filter(|k| old.contains(k)).cloned().collect(),
+            certificate,
+        })
+    }
 }
 
 /// Builds one pushkin per configured app.
@@ -121,7 +172,19 @@ impl Gateway {
             router: api::router(state),
             metrics_listener,
             dispatcher,
+            shutdown_timeout: config.http.shutdown_timeout,
+            tls: config
+                .tls
+                .as_ref()
+                .map(|t| CertResolver::new(t.key.clone())),
         })
+    }
+
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            dispatcher: self.dispatcher.clone(),
+            tls: self.tls.clone(),
+        }
     }
 
     /// Where the Prometheus exporter listens, when enabled.
@@ -138,14 +201,19 @@ impl Gateway {
             .collect()
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    /// Serves until `shutdown` completes; then stops accepting, lets in-flight
+    /// requests and the pushes still being sent after their answer finish
+    /// within `http.shutdown_timeout`, and stops the outbox worker after its
+    /// current round.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let (stopped_at_tx, stopped_at) = tokio::sync::oneshot::channel::<Instant>();
         tokio::spawn(async move {
             shutdown.await;
+            let _ = stopped_at_tx.send(Instant::now());
             let _ = tx.send(true);
         });
         let mut background = Vec::new();
@@ -161,38 +229,70 @@ impl Gateway {
                 rx.clone(),
             )));
         }
-        let mut servers = Vec::new();
+        let mut servers: Vec<futures::future::BoxFuture<'static, std::io::Result<()>>> = Vec::new();
         if let Some(listener) = self.metrics_listener {
-            let mut rx = rx.clone();
             let router = api::metrics::router(self.dispatcher.clone());
-            servers.push(tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.wait_for(|stop| *stop).await;
-                    })
-                    .await
-            }));
+            servers.push(Box::pin(serve(listener, router, rx.clone())));
         }
         for listener in self.listeners {
-            let mut rx = rx.clone();
             let router = self.router.clone();
-            servers.push(tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.wait_for(|stop| *stop).await;
-                    })
-                    .await
-            }));
-        }
-        for s in servers {
-            match s.await {
-                Ok(r) => r?,
-                Err(e) => return Err(std::io::Error::other(e)),
+            match &self.tls {
+                Some(resolver) => {
+                    let tls = TlsListener::new(listener, resolver.clone())?;
+                    servers.push(Box::pin(serve(tls, router, rx.clone())));
+                }
+                None => servers.push(Box::pin(serve(listener, router, rx.clone()))),
             }
+        }
+        let mut servers = futures::future::join_all(servers);
+        let results = tokio::select! {
+            r = &mut servers => r,
+            at = stopped_at => {
+                let deadline = at.unwrap_or_else(|_| Instant::now()) + self.shutdown_timeout;
+                match tokio::time::timeout_at(deadline.into(), &mut servers).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(
+                            timeout_s = self.shutdown_timeout.as_secs_f64(),
+                            "shutdown: requests still in flight at http.shutdown_timeout were cut"
+                        );
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        for r in results {
+            r?;
+        }
+        if !self
+            .dispatcher
+            .finish_after_answer_work(self.shutdown_timeout)
+            .await
+        {
+            tracing::warn!(
+                "shutdown: pushes still being sent were cut; their outbox entries are retried at the next start"
+            );
         }
         for task in background {
             let _ = task.await;
         }
         Ok(())
     }
+}
+
+/// One listener served until `stop` turns true, then drained.
+async fn serve<L>(
+    listener: L,
+    router: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .await
 }

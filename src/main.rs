@@ -131,10 +131,13 @@ fn serve(path: Option<&Path>) -> ExitCode {
         tracing::info!(
             config = %loaded.file.display(),
             listen = %addrs.join(", "),
+            tls = loaded.config.tls.is_some(),
             apps = loaded.config.apps.len(),
             "pushgate {} ready",
             env!("CARGO_PKG_VERSION")
         );
+        #[cfg(unix)]
+        tokio::spawn(reload_on_sighup(loaded.file.clone(), gateway.reloader()));
         match gateway.run_until(shutdown_signal()).await {
             Ok(()) => {
                 tracing::info!("stopped");
@@ -146,6 +149,56 @@ fn serve(path: Option<&Path>) -> ExitCode {
             }
         }
     })
+}
+
+/// Re-reads the config file at every `SIGHUP`; a config with errors is
+/// refused (errors logged) and the apps in force are kept.
+#[cfg(unix)]
+async fn reload_on_sighup(file: PathBuf, reloader: pushgate::gateway::Reloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: reload disabled");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        let file_name = file.display().to_string();
+        match config::load(Some(&file)) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    tracing::warn!("{file_name}: {w}");
+                }
+                match reloader.reload(&loaded.config) {
+                    Ok(r) => tracing::info!(
+                        config = file_name,
+                        added = %r.added.join(","),
+                        removed = %r.removed.join(","),
+                        kept = %r.kept.join(","),
+                        certificate_reloaded = r.certificate,
+                        "reloaded: apps in force for new requests (listeners, store, limits and dispatch keep their start-up values)"
+                    ),
+                    Err(e) => tracing::error!(
+                        config = file_name,
+                        "reload refused, the running config is kept: {e}"
+                    ),
+                }
+            }
+            Err(ConfigError::Invalid { file, problems }) => {
+                for p in problems.iter().filter(|p| p.severity == Severity::Error) {
+                    tracing::error!("{file}: {p}");
+                }
+                tracing::error!(config = file, "reload refused, the running config is kept");
+            }
+            Err(e) => {
+                tracing::error!(
+                    config = file_name,
+                    "reload refused, the running config is kept: {e}"
+                )
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -49,6 +49,18 @@ impl Routes {
         }
     }
 
+    /// Every configured app key, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .exact
+            .keys()
+            .cloned()
+            .chain(self.globs.iter().map(|r| r.key.clone()))
+            .collect();
+        keys.sort();
+        keys
+    }
+
     pub fn find(&self, app_id: &str) -> Result<&Arc<Route>, RouteError> {
         if let Some(r) = self.exact.get(app_id) {
             return Ok(r);

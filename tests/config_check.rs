@@ -163,7 +163,7 @@ fn broken_configs_list_every_problem_with_its_key_path() {
             "error: apps.a.ttl: expected a whole number from 0 to 2419200, found -1",
             "4 error(s); the gateway would not start",
         ]),
-        ("tls", "tls:\n  certificate: a.pem\n  private_key: b.pem\n".into(), vec!["error: tls: inbound TLS is not supported by this version yet; terminate TLS in a reverse proxy and remove this key", "warning: apps: no apps configured: every device will be rejected", "1 error(s); the gateway would not start"]),
+        ("tls", "tls:\n  certificate: a.pem\n  private_key: b.pem\n".into(), vec!["error: tls.certificate: cannot read `a.pem`: No such file or directory (os error 2)", "warning: apps: no apps configured: every device will be rejected", "1 error(s); the gateway would not start"]),
         ("durations and sizes", "dispatch:\n  upstream_timeout: fast\nlimits:\n  max_body_size: 1GiB\n".into(), vec![
             "error: limits.max_body_size: expected a size in bytes: a number, or a string like \"512KiB\" or \"1MiB\"",
             "error: dispatch.upstream_timeout: expected a duration: seconds as a number, or a string like \"500ms\", \"2s\", \"10m\"",

@@ -4,108 +4,27 @@
 //! once. Counts are taken at the fake Web Push service.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
 use testkit::webpush::{Behaviour, FakeWebPush, Subscription};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pushgate");
+mod process;
 
-/// A gateway process; killed (SIGKILL) when dropped.
-struct Gateway {
-    child: Child,
-    addr: String,
-}
+use process::Gateway;
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Gateway {
-    /// Starts `pushgate --config <config>` and waits for its "ready" log line.
-    fn start(config: &Path) -> Gateway {
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(config)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("pushgate starts");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
-            assert!(Instant::now() < deadline, "no ready line");
-            let line = lines
-                .next()
-                .expect("gateway exited before it was ready")
-                .expect("read");
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if let Some(listen) = v["listen"].as_str() {
-                break listen.to_owned();
-            }
-        };
-        // Keep reading so that a full pipe never blocks the gateway's logging.
-        std::thread::spawn(move || for _ in lines {});
-        Gateway { child, addr }
-    }
-
-    /// SIGKILL: no shutdown, no flush.
-    fn kill_9(mut self) {
-        self.child.kill().expect("kill -9");
-        let _ = self.child.wait();
-    }
-}
-
-/// Writes a gateway config; `store` is the YAML of the `store` key.
+/// The delivery policy of these tests, then the `store` YAML.
 fn write_config(dir: &Path, name: &str, store: &str) -> PathBuf {
-    let key = dir.join(format!("{name}-vapid.pem"));
-    if !key.exists() {
-        let ok = Command::new(BIN)
-            .args(["gen-vapid", "--out"])
-            .arg(&key)
-            .output()
-            .expect("gen-vapid")
-            .status
-            .success();
-        assert!(ok);
-    }
-    let config = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &config,
-        format!(
-            "http:
-  bind_addresses: ['127.0.0.1']
-  port: 0
-log:
-  level: info
-  format: json
-apps:
-  org.example.web:
-    type: webpush
-    vapid_private_key: '{}'
-    vapid_contact_email: ops@example.org
-    allow_private_endpoints: true
-    allow_http_endpoints: true
-dispatch:
-  upstream_timeout: 2s
-  retry_initial_delay: 1s
-  retry_max_delay: 2s
-{store}",
-            key.display()
+    process::write_config(
+        dir,
+        name,
+        &format!(
+            "dispatch:\n  upstream_timeout: 2s\n  retry_initial_delay: 1s\n  retry_max_delay: 2s\n{store}"
         ),
     )
-    .expect("config");
-    config
 }
 
 fn body(event: &str, endpoint: &str, sub: &Subscription) -> String {

@@ -5,6 +5,7 @@
 pub mod error;
 pub mod metrics;
 mod notify;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

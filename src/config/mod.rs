@@ -9,6 +9,7 @@
 
 mod apps;
 mod problems;
+mod tls;
 mod walk;
 
 use std::net::IpAddr;
@@ -22,6 +23,7 @@ pub use apps::{
     WebPushConfig,
 };
 pub use problems::{ConfigError, Problem, Problems, Severity};
+pub use tls::TlsConfig;
 use walk::Section;
 
 /// The whole validated configuration.
@@ -35,6 +37,8 @@ pub struct Config {
     pub limits: Limits,
     pub dispatch: DispatchConfig,
     pub store: StoreConfig,
+    /// Serve HTTPS instead of plain HTTP.
+    pub tls: Option<TlsConfig>,
     /// Apps in file order; keys are exact app ids or globs.
     pub apps: Vec<AppConfig>,
 }
@@ -58,6 +62,9 @@ pub struct LogConfig {
 pub struct HttpConfig {
     pub bind_addresses: Vec<IpAddr>,
     pub port: u16,
+    /// At shutdown, how long in-flight requests (and pushes still being sent
+    /// after their answer) may take before they are cut.
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -236,12 +243,7 @@ fn read_root<'a>(mut root: Section<'a>, p: &mut Problems) -> Config {
     let limits = read_limits(root.section("limits", p), p);
     let dispatch = read_dispatch(root.section("dispatch", p), p);
     let store = read_store(&mut root, p);
-    if root.raw("tls").is_some() {
-        p.error(
-            "tls",
-            "inbound TLS is not supported by this version yet; terminate TLS in a reverse proxy and remove this key",
-        );
-    }
+    let tls = tls::read_tls(root.section("tls", p), p);
     if root.raw("database").is_some() {
         p.warn(
             "database",
@@ -259,6 +261,7 @@ fn read_root<'a>(mut root: Section<'a>, p: &mut Problems) -> Config {
         limits,
         dispatch,
         store,
+        tls,
         apps,
     }
 }
@@ -324,6 +327,7 @@ fn read_http(s: Option<Section<'_>>, p: &mut Problems) -> HttpConfig {
     let mut cfg = HttpConfig {
         bind_addresses: vec![IpAddr::from([127, 0, 0, 1])],
         port: 5000,
+        shutdown_timeout: Duration::from_secs(10),
     };
     let Some(mut s) = s else { return cfg };
     if let Some(list) = s.string_list("bind_addresses", p) {
@@ -343,6 +347,7 @@ fn read_http(s: Option<Section<'_>>, p: &mut Problems) -> HttpConfig {
         cfg.bind_addresses = addrs;
     }
     cfg.port = s.uint("port", 5000, 0, 65535, p) as u16;
+    cfg.shutdown_timeout = s.duration("shutdown_timeout", cfg.shutdown_timeout, p);
     s.finish(p);
     cfg
 }

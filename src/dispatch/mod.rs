@@ -15,8 +15,10 @@ mod dedup;
 pub mod outbox;
 mod request;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
 
 use crate::config::DispatchConfig;
 use crate::notification::{Device, Notification};
@@ -31,10 +33,14 @@ use crate::telemetry::redact;
 pub const INFLIGHT_LIMIT_REASON: &str = "inflight_request_limit reached for this app";
 
 pub struct Dispatcher {
-    routes: Routes,
+    /// Replaced whole on reload; each request keeps the snapshot it started with.
+    routes: RwLock<Arc<Routes>>,
     store: Option<Arc<dyn Store>>,
     policy: DispatchConfig,
     metrics: Arc<Metrics>,
+    /// Work that goes on after a request is answered (following pushes still
+    /// in flight), waited for at shutdown so that its results are recorded.
+    after_answer: TaskTracker,
 }
 
 /// What the gateway did for one device.
@@ -122,11 +128,37 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
     ) -> Self {
         Dispatcher {
-            routes,
+            routes: RwLock::new(Arc::new(routes)),
             store,
             policy,
             metrics,
+            after_answer: TaskTracker::new(),
         }
+    }
+
+    /// The apps in force now.
+    pub fn routes(&self) -> Arc<Routes> {
+        match self.routes.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts new apps in force for the requests that start from now on.
+    pub fn replace_routes(&self, routes: Routes) {
+        let new = Arc::new(routes);
+        match self.routes.write() {
+            Ok(mut r) => *r = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+
+    /// Waits (up to `within`) for the work still running after answers; true when all finished.
+    pub async fn finish_after_answer_work(&self, within: Duration) -> bool {
+        self.after_answer.close();
+        tokio::time::timeout(within, self.after_answer.wait())
+            .await
+            .is_ok()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -135,11 +167,11 @@ impl Dispatcher {
 
     /// The app a device belongs to, as metrics name it: the config key, never
     /// the client-supplied app id (which would let anyone add series).
-    pub fn app_label(&self, app_id: &str) -> &str {
-        self.routes
+    pub fn app_label(&self, app_id: &str) -> String {
+        self.routes()
             .find(app_id)
-            .map(|r| r.key.as_str())
-            .unwrap_or(UNROUTED)
+            .map(|r| r.key.clone())
+            .unwrap_or_else(|_| UNROUTED.to_owned())
     }
 
     pub fn policy(&self) -> &DispatchConfig {
@@ -169,8 +201,8 @@ impl Dispatcher {
     }
 
     /// Sends to one device through its app's pushkin and logs the result.
-    async fn send(&self, n: &Notification, d: &Device, request_id: &str) -> Fate {
-        let fate = match self.routes.find(&d.app_id) {
+    async fn send(&self, routes: &Routes, n: &Notification, d: &Device, request_id: &str) -> Fate {
+        let fate = match routes.find(&d.app_id) {
             Err(e) => Fate::Unroutable(e),
             Ok(route) => match route.inflight.try_acquire() {
                 Err(_) => {
@@ -180,14 +212,17 @@ impl Dispatcher {
                 Ok(_permit) => Fate::Pushed(route.pushkin.dispatch(n, d).await),
             },
         };
-        self.record(request_id, d, &fate);
+        self.record(routes, request_id, d, &fate);
         fate
     }
 
     /// Every outcome is counted and logged once.
-    fn record(&self, request_id: &str, d: &Device, fate: &Fate) {
-        self.metrics
-            .outcome(self.app_label(&d.app_id), fate.metric_label());
+    fn record(&self, routes: &Routes, request_id: &str, d: &Device, fate: &Fate) {
+        let app = routes
+            .find(&d.app_id)
+            .map(|r| r.key.as_str())
+            .unwrap_or(UNROUTED);
+        self.metrics.outcome(app, fate.metric_label());
         log_fate(request_id, d, fate);
     }
 

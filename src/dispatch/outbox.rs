@@ -77,6 +77,8 @@ pub async fn run(d: Arc<Dispatcher>, store: Arc<dyn Store>, mut stop: watch::Rec
 async fn round(d: &Dispatcher, store: &dyn Store, entries: Vec<Entry>) {
     let now = now_ms();
     let max_age = d.policy.max_age.as_millis() as Millis;
+    let routes = d.routes();
+    let routes = &routes;
     let results = join_all(entries.iter().map(|e| async move {
         let n = match notification::parse(e.body.as_bytes(), 1) {
             Ok(n) => n,
@@ -89,10 +91,10 @@ async fn round(d: &Dispatcher, store: &dyn Store, entries: Vec<Entry>) {
             return (e, Some((Fate::Pushed(Outcome::failed("no device")), None)));
         };
         if now - e.created_at > max_age {
-            d.metrics.dropped(d.app_label(&dev.app_id));
+            d.metrics.dropped(&d.app_label(&dev.app_id));
             return (e, None);
         }
-        let fate = d.send(&n, dev, "outbox").await;
+        let fate = d.send(routes, &n, dev, "outbox").await;
         (e, Some((fate, Some(dev.clone()))))
     }))
     .await;

@@ -25,6 +25,7 @@ use super::outbox::backoff;
 use super::{Answer, Dispatcher, Fate, INFLIGHT_LIMIT_REASON};
 use crate::notification::{self, Device, Notification};
 use crate::pushkin::Outcome;
+use crate::routing::Routes;
 use crate::store::{now_ms, DeviceKey, Millis, NewEntry, Rejection, Settlement, Store};
 
 pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: String) -> Answer {
@@ -38,8 +39,10 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
         ..Settlement::default()
     };
 
+    // In-flight requests finish on the apps they started with, whatever a reload does.
+    let routes = d.routes();
     for dev in &n.devices {
-        if let Ok(route) = d.routes.find(&dev.app_id) {
+        if let Ok(route) = routes.find(&dev.app_id) {
             d.metrics.routed(&route.key);
         }
     }
@@ -61,7 +64,7 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
     }
     for (i, f) in fates.iter().enumerate() {
         if let Some(f) = f {
-            d.record(&request_id, &n.devices[i], f);
+            d.record(&routes, &request_id, &n.devices[i], f);
         }
     }
 
@@ -70,14 +73,16 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
     let deadline = started + d.policy.answer_within;
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Fate)>();
     {
-        let (d, n, claims, request_id) = (d.clone(), n.clone(), claims.clone(), request_id.clone());
+        let (d, routes, n) = (d.clone(), routes.clone(), n.clone());
+        let (claims, request_id) = (claims.clone(), request_id.clone());
         let to_send = to_send.clone();
-        tokio::spawn(async move {
+        let tracker = d.after_answer.clone();
+        tracker.spawn(async move {
             join_all(to_send.into_iter().map(|i| {
                 let tx = tx.clone();
-                let (d, n, claims, request_id) = (&d, &n, &claims, &request_id);
+                let (d, routes, n, claims, request_id) = (&d, &routes, &n, &claims, &request_id);
                 async move {
-                    let fate = send_one(d, n, &claims[i], i, deadline, request_id).await;
+                    let fate = send_one(d, routes, n, &claims[i], i, deadline, request_id).await;
                     let _ = tx.send((i, fate));
                 }
             }))
@@ -154,7 +159,7 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
             Ok(ids) => {
                 answer.queued = queued;
                 for e in &queued_apps {
-                    d.metrics.queued(d.app_label(e));
+                    d.metrics.queued(&d.app_label(e));
                 }
                 let follow: HashMap<usize, i64> = in_flight
                     .iter()
@@ -162,7 +167,8 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
                     .filter_map(|(i, id)| i.map(|i| (i, id)))
                     .collect();
                 if !follow.is_empty() {
-                    tokio::spawn(follow_up(d.clone(), store, n.clone(), rx, follow));
+                    d.after_answer
+                        .spawn(follow_up(d.clone(), store, n.clone(), rx, follow));
                 }
             }
             Err(e) => {
@@ -177,6 +183,7 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
 /// Sends one device, first waiting for another request's claim on it if there is one.
 async fn send_one(
     d: &Dispatcher,
+    routes: &Routes,
     n: &Notification,
     claim: &Claim,
     i: usize,
@@ -190,16 +197,16 @@ async fn send_one(
         match waited {
             Waited::TookOver => {}
             Waited::Settled => {
-                d.record(request_id, dev, &Fate::Duplicate);
+                d.record(routes, request_id, dev, &Fate::Duplicate);
                 return Fate::Duplicate;
             }
             Waited::Timeout => {
-                d.record(request_id, dev, &Fate::Contended);
+                d.record(routes, request_id, dev, &Fate::Contended);
                 return Fate::Contended;
             }
         }
     }
-    d.send(n, dev, request_id).await
+    d.send(routes, n, dev, request_id).await
 }
 
 /// Looks up remembered rejections for every device in one query.

@@ -10,5 +10,6 @@ mod helpers;
 mod metrics;
 mod proxy;
 mod routing;
+mod tls;
 mod validation;
 mod webpush;

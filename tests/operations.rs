@@ -1,0 +1,246 @@
+//! Running it for real, with real gateway processes and signals: `SIGTERM`
+//! under load answers every accepted request and exits; the shutdown deadline
+//! cuts what is still stuck; `SIGHUP` reloads the apps while a load runs
+//! without losing a request, and refuses a broken config.
+
+mod process;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use testkit::webpush::{Behaviour, FakeWebPush, Subscription};
+
+use process::Gateway;
+
+fn body(event: &str, app_id: &str, endpoint: &str, sub: &Subscription) -> String {
+    json!({"notification": {
+        "event_id": event, "room_id": "!r:example.org", "type": "m.room.message",
+        "sender": "@a:example.org", "counts": {"unread": 1},
+        "devices": [{"app_id": app_id, "pushkey": sub.p256dh(),
+                     "data": {"endpoint": endpoint, "auth": sub.auth()}}]
+    }})
+    .to_string()
+}
+
+fn client() -> reqwest::Client {
+    pushgate::net::install_crypto_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client")
+}
+
+/// Posts one notification; the status and body, or the transport error.
+async fn post(client: &reqwest::Client, addr: &str, body: String) -> Result<(u16, Value), String> {
+    let resp = client
+        .post(format!("http://{addr}/_matrix/push/v1/notify"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let v = resp.json::<Value>().await.map_err(|e| e.to_string())?;
+    Ok((status, v))
+}
+
+#[tokio::test]
+async fn sigterm_under_load_answers_every_accepted_request_then_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = format!(
+        "store:\n  sqlite:\n    path: '{}'\n",
+        dir.path().join("t.db").display()
+    );
+    let mut gw = Gateway::start(&process::write_config(dir.path(), "gw", &store));
+    let fake = FakeWebPush::start().await;
+    let (endpoint, sub) = fake.subscribe("slow");
+    fake.set_behaviour("slow", Behaviour::Delay(Duration::from_millis(800), 201));
+
+    let client = client();
+    let requests: Vec<_> = (0..40)
+        .map(|i| {
+            let (client, addr) = (client.clone(), gw.addr.clone());
+            let body = body(&format!("$e{i}"), "org.example.web", &endpoint, &sub);
+            tokio::spawn(async move { post(&client, &addr, body).await })
+        })
+        .collect();
+    // Every request is in flight (the upstream takes 800 ms) when SIGTERM arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    for r in requests {
+        let answer = r.await.expect("task");
+        assert_eq!(answer, Ok((200, json!({"rejected": []}))));
+    }
+    assert_eq!(fake.accepted_by_event().len(), 40);
+    let code = tokio::task::spawn_blocking(move || {
+        let code = gw.wait_exit(Duration::from_secs(10));
+        (code, gw)
+    })
+    .await
+    .expect("wait");
+    assert_eq!(code.0, Some(0), "exit code");
+    // Nobody listens any more.
+    let after = post(
+        &client,
+        &code.1.addr,
+        body("$late", "org.example.web", &endpoint, &sub),
+    )
+    .await;
+    assert!(after.is_err(), "{after:?}");
+}
+
+#[tokio::test]
+async fn shutdown_timeout_cuts_requests_stuck_upstream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = "store: none\ndispatch:\n  upstream_timeout: 30s\n";
+    let config = process::write_config(dir.path(), "gw", extra);
+    // write_config writes the `http` section: add the deadline to it.
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("  port: 0\n", "  port: 0\n  shutdown_timeout: 1s\n"),
+    )
+    .expect("config");
+    let mut gw = Gateway::start(&config);
+    let fake = FakeWebPush::start().await;
+    let (endpoint, sub) = fake.subscribe("stuck");
+    fake.set_behaviour("stuck", Behaviour::Stall);
+
+    let (client, addr) = (client(), gw.addr.clone());
+    let stuck = tokio::spawn(async move {
+        post(
+            &client,
+            &addr,
+            body("$s", "org.example.web", &endpoint, &sub),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    let (code, took) = tokio::task::spawn_blocking(move || {
+        let code = gw.wait_exit(Duration::from_secs(10));
+        let took = signalled.elapsed();
+        (code, (took, gw))
+    })
+    .await
+    .expect("wait");
+    assert_eq!(code, Some(0));
+    assert!(
+        took.0 >= Duration::from_millis(900) && took.0 < Duration::from_secs(4),
+        "exited {:?} after SIGTERM",
+        took.0
+    );
+    assert!(took
+        .1
+        .wait_log(
+            "requests still in flight at http.shutdown_timeout were cut",
+            Duration::from_secs(1)
+        )
+        .is_some());
+    // The cut request gets no answer (the homeserver retries it).
+    assert!(stuck.await.expect("task").is_err());
+}
+
+#[tokio::test]
+async fn sighup_reloads_apps_under_load_without_losing_a_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = process::write_config(dir.path(), "gw", "store: none\n");
+    let original = std::fs::read_to_string(&config).expect("config");
+    let gw = Arc::new(Gateway::start(&config));
+    let fake = FakeWebPush::start().await;
+    let (endpoint, sub) = fake.subscribe("load");
+    let (new_endpoint, new_sub) = fake.subscribe("new");
+    let client = client();
+
+    // A steady load on the app that stays, for the whole test (bounded: 3,000 requests or 30 s).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..8)
+        .map(|w| {
+            let (client, gw, stop, sent) = (client.clone(), gw.clone(), stop.clone(), sent.clone());
+            let (endpoint, sub) = (endpoint.clone(), sub.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let mut bad = Vec::new();
+                for i in 0..375 {
+                    if stop.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(30) {
+                        break;
+                    }
+                    let b = body(&format!("$w{w}-{i}"), "org.example.web", &endpoint, &sub);
+                    let r = post(&client, &gw.addr, b).await;
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    if r != Ok((200, json!({"rejected": []}))) {
+                        bad.push(r);
+                    }
+                }
+                bad
+            })
+        })
+        .collect();
+
+    let new_device = |event: &str| body(event, "org.example.new", &new_endpoint, &new_sub);
+    let before = post(&client, &gw.addr, new_device("$n0")).await;
+    assert_eq!(before, Ok((200, json!({"rejected": [new_sub.p256dh()]}))));
+
+    // Add an app and reload.
+    let key = dir.path().join("gw-vapid.pem");
+    let added = format!(
+        "{original}  org.example.new:\n    type: webpush\n    vapid_private_key: '{}'\n    vapid_contact_email: ops@example.org\n    allow_private_endpoints: true\n    allow_http_endpoints: true\n",
+        key.display()
+    )
+    .replace("store: none\n", "");
+    std::fs::write(&config, format!("{added}store: none\n")).expect("config");
+    gw.signal("HUP");
+    let line = gw
+        .wait_log("reloaded", Duration::from_secs(5))
+        .expect("reload logged");
+    assert_eq!(line["added"], "org.example.new");
+    assert_eq!(line["kept"], "org.example.web");
+    let now = post(&client, &gw.addr, new_device("$n1")).await;
+    assert_eq!(now, Ok((200, json!({"rejected": []}))));
+
+    // A broken config is refused and the running one kept.
+    std::fs::write(
+        &config,
+        format!("{added}  broken.app:\n    type: carrier-pigeon\nstore: none\n"),
+    )
+    .expect("config");
+    gw.signal("HUP");
+    assert!(gw
+        .wait_log(
+            "reload refused, the running config is kept",
+            Duration::from_secs(5)
+        )
+        .is_some());
+    let still = post(&client, &gw.addr, new_device("$n2")).await;
+    assert_eq!(still, Ok((200, json!({"rejected": []}))));
+
+    // Remove the app again.
+    std::fs::write(&config, &original).expect("config");
+    gw.signal("HUP");
+    let line = gw
+        .wait_log_nth("reloaded", 2, Duration::from_secs(5))
+        .expect("second reload logged");
+    assert_eq!(line["removed"], "org.example.new");
+    let gone = post(&client, &gw.addr, new_device("$n3")).await;
+    assert_eq!(gone, Ok((200, json!({"rejected": [new_sub.p256dh()]}))));
+
+    stop.store(true, Ordering::SeqCst);
+    let mut bad = Vec::new();
+    for l in load {
+        bad.extend(l.await.expect("load task"));
+    }
+    assert!(bad.is_empty(), "requests failed during reloads: {bad:?}");
+    let sent = sent.load(Ordering::SeqCst);
+    assert!(sent >= 16, "the load ran ({sent} requests)");
+    let got = fake
+        .wait_accepted(sent + 2, Duration::from_secs(5), Duration::ZERO)
+        .await;
+    let load_pushes = got.keys().filter(|e| e.starts_with("$w")).count();
+    assert_eq!(load_pushes, sent, "every load request delivered once");
+    assert!(got.values().all(|&n| n == 1), "a push was doubled");
+}

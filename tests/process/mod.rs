@@ -1,0 +1,174 @@
+//! Real `pushgate` processes for the tests that need a whole process: signals
+//! (`kill -9`, `SIGTERM`, `SIGHUP`), restarts, several instances. Shared by
+//! `tests/durability.rs` and `tests/operations.rs` (`mod process;`).
+
+#![allow(dead_code)] // each test file uses a part
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pushgate");
+
+/// A gateway process; killed (SIGKILL) when dropped.
+pub struct Gateway {
+    child: Child,
+    pub addr: String,
+    /// Every JSON log line so far.
+    pub log: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    /// Starts `pushgate --config <config>` (JSON logs) and waits for its "ready" line.
+    pub fn start(config: &Path) -> Gateway {
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("pushgate starts");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let addr = loop {
+            assert!(Instant::now() < deadline, "no ready line");
+            let line = lines
+                .next()
+                .expect("gateway exited before it was ready")
+                .expect("read");
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let listen = v["listen"].as_str().map(str::to_owned);
+            log.lock().expect("log").push(v);
+            if let Some(listen) = listen {
+                break listen;
+            }
+        };
+        // Keep reading so that a full pipe never blocks the gateway's logging.
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().expect("log").push(v);
+                }
+            }
+        });
+        Gateway { child, addr, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit on its own; its exit code (None: still running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Waits until a log line's `message` contains `text`; returns that line.
+    pub fn wait_log(&self, text: &str, timeout: Duration) -> Option<Value> {
+        self.wait_log_nth(text, 1, timeout)
+    }
+
+    /// Waits for the `n`-th log line whose `message` contains `text`; returns it.
+    pub fn wait_log_nth(&self, text: &str, n: usize, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let found = self
+                .log
+                .lock()
+                .expect("log")
+                .iter()
+                .filter(|v| v["message"].as_str().is_some_and(|m| m.contains(text)))
+                .nth(n - 1)
+                .cloned();
+            if found.is_some() {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// A new VAPID key at `path` (made by `pushgate gen-vapid`) unless one is there.
+pub fn vapid_key(path: &Path) {
+    if path.exists() {
+        return;
+    }
+    let ok = Command::new(BIN)
+        .args(["gen-vapid", "--out"])
+        .arg(path)
+        .output()
+        .expect("gen-vapid")
+        .status
+        .success();
+    assert!(ok);
+}
+
+/// Writes `<dir>/<name>.yaml`: a Web Push app `org.example.web` on a fresh
+/// VAPID key, JSON logs, port 0, and `extra` YAML appended.
+pub fn write_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let key = dir.join(format!("{name}-vapid.pem"));
+    vapid_key(&key);
+    let config = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "http:
+  bind_addresses: ['127.0.0.1']
+  port: 0
+log:
+  level: info
+  format: json
+apps:
+  org.example.web:
+    type: webpush
+    vapid_private_key: '{}'
+    vapid_contact_email: ops@example.org
+    allow_private_endpoints: true
+    allow_http_endpoints: true
+{extra}",
+            key.display()
+        ),
+    )
+    .expect("config");
+    config
+}

@@ -4,14 +4,15 @@
 //! A request flows one way: `api` → `notification` → `routing` → `dispatch` → `pushkin` → `net`.
 //!
 //! - [`config`]: Sygnal-compatible YAML → typed, validated [`config::Config`].
-//! - [`api`]: axum router, `/notify` handler, Matrix JSON errors, `/health`.
+//! - [`api`]: axum router, `/notify` handler, Matrix JSON errors, `/health`, `/ready`, the metrics listener, inbound TLS.
 //! - [`notification`]: the spec's request model and its validation.
 //! - [`routing`]: `app_id` → pushkin (exact first, then globs; ambiguous = rejected).
 //! - [`dispatch`]: concurrent fan-out to all devices, the per-request summary.
 //! - [`pushkin`]: the `Pushkin` trait and one module per push service (`webpush`, `apns`, `fcm`).
 //! - [`net`]: the outbound HTTP client (rustls, HTTP/2, proxy, timeouts, trusted CA, address guard).
-//! - [`telemetry`]: logging and pushkey redaction.
-//! - [`gateway`]: start-up and serving.
+//! - [`telemetry`]: logging, pushkey redaction and Prometheus metrics.
+//! - [`gateway`]: start-up, serving, reload and shutdown.
+//! - [`sendtest`]: `pushgate send-test`, one push with a report of the HTTP exchanges.
 
 pub mod api;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod net;
 pub mod notification;
 pub mod pushkin;
 pub mod routing;
+pub mod sendtest;
 pub mod store;
 pub mod telemetry;
 

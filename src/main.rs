@@ -1,4 +1,4 @@
-//! The `pushgate` command: `serve` (default), `check-config`, `gen-vapid`.
+//! The `pushgate` command: `serve` (default), `check-config`, `send-test`, `gen-vapid`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,28 @@ enum Command {
     Serve,
     /// Validate the config and list every problem with its key path; exit 1 on errors.
     CheckConfig,
+    /// Send one test push to one device through a configured app and show what was
+    /// sent and exactly what the push service answered. Exit 0 when delivered.
+    SendTest {
+        /// The app id (as a pusher would give it).
+        #[arg(long)]
+        app_id: String,
+        /// The device's pushkey (APNs/FCM token, or Web Push p256dh).
+        #[arg(long)]
+        pushkey: String,
+        /// The pusher's `data` as JSON; Web Push needs `{"endpoint": ..., "auth": ...}`.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// Send what an `event_id_only` pusher gets.
+        #[arg(long)]
+        event_id_only: bool,
+        /// The message body.
+        #[arg(long, default_value = "Test push from pushgate")]
+        body: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a new P-256 VAPID private key (PEM) and print its public key (base64url).
     GenVapid {
         /// Where to write the private key.
@@ -48,6 +70,71 @@ fn main() -> ExitCode {
         Command::Serve => serve(cli.config.as_deref()),
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::GenVapid { out, force } => gen_vapid(&out, force),
+        Command::SendTest {
+            app_id,
+            pushkey,
+            data,
+            event_id_only,
+            body,
+            json,
+        } => {
+            let data = match serde_json::from_str::<serde_json::Value>(&data) {
+                Ok(serde_json::Value::Object(m)) => m,
+                _ => {
+                    eprintln!("--data: expected a JSON object, such as '{{\"endpoint\": \"https://…\", \"auth\": \"…\"}}'");
+                    return ExitCode::from(2);
+                }
+            };
+            let push = pushgate::sendtest::TestPush {
+                app_id,
+                pushkey,
+                data,
+                event_id_only,
+                body,
+            };
+            send_test(cli.config.as_deref(), &push, json)
+        }
+    }
+}
+
+fn send_test(path: Option<&Path>, push: &pushgate::sendtest::TestPush, as_json: bool) -> ExitCode {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            print_config_error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(pushgate::sendtest::run(&loaded.config, push)) {
+        Ok(report) => {
+            if as_json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => eprintln!("cannot encode the report: {e}"),
+                }
+            } else {
+                print!("{}", pushgate::sendtest::render(&report));
+            }
+            if report.delivered() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

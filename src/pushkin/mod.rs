@@ -6,6 +6,7 @@
 
 pub mod apns;
 pub mod fcm;
+pub mod tap;
 pub mod webpush;
 
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::telemetry::metrics::Upstream;
+use tap::Tap;
 
 /// What every pushkin takes from the gateway: the gateway-wide config and its
 /// own app's metrics.
@@ -91,6 +93,16 @@ pub trait Pushkin: Send + Sync {
         &'a self,
         notification: &'a Notification,
         device: &'a Device,
+    ) -> BoxFuture<'a, Outcome> {
+        self.dispatch_traced(notification, device, None)
+    }
+
+    /// [`Pushkin::dispatch`], recording every HTTP exchange in `tap` when given.
+    fn dispatch_traced<'a>(
+        &'a self,
+        notification: &'a Notification,
+        device: &'a Device,
+        tap: Option<&'a Tap>,
     ) -> BoxFuture<'a, Outcome>;
 }
 

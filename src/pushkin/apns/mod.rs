@@ -19,6 +19,7 @@ use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use super::tap::Tap;
 use super::{parse_retry_after, Outcome, Pushkin, Settings};
 use crate::config::{ApnsAuth, ApnsConfig, ApnsPlatform};
 use crate::net::{self, ClientOptions, NetError};
@@ -136,7 +137,7 @@ impl Apns {
         })
     }
 
-    async fn send(&self, n: &Notification, d: &Device) -> Outcome {
+    async fn send(&self, n: &Notification, d: &Device, tap: Option<&Tap>) -> Outcome {
         let token = match device_token(&d.pushkey, self.convert_to_hex) {
             Ok(t) => t,
             Err(why) => return Outcome::rejected(why),
@@ -168,26 +169,49 @@ impl Apns {
             attempt += 1;
             let jwt = self.token.as_ref().map(ProviderToken::get);
             let apns_id = uuid::Uuid::new_v4().to_string();
-            let request = self.request(&url, n, jwt.as_deref(), &apns_id, body.clone());
+            let request = match self
+                .request(&url, n, jwt.as_deref(), &apns_id, body.clone())
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return Outcome::failed(format!("bad request: {}", net::describe(&e))),
+            };
+            let tapped = tap.map(|t| (t, t.sent(&request, None)));
             let call = self.metrics.request();
-            let verdict = match tokio::time::timeout_at(deadline, request.send()).await {
-                Err(_) => return Outcome::transient("APNs did not answer in time"),
-                Ok(Err(e)) => Verdict::Retry {
-                    reason: net::describe(&e),
-                    after: None,
-                },
+            let sent = tokio::time::timeout_at(deadline, self.client.execute(request)).await;
+            let verdict = match sent {
+                Err(_) => {
+                    if let Some((t, i)) = tapped {
+                        t.failed(i, "no answer in time".into());
+                    }
+                    return Outcome::transient("APNs did not answer in time");
+                }
+                Ok(Err(e)) => {
+                    let reason = net::describe(&e);
+                    if let Some((t, i)) = tapped {
+                        t.failed(i, reason.clone());
+                    }
+                    Verdict::Retry {
+                        reason,
+                        after: None,
+                    }
+                }
                 Ok(Ok(resp)) => {
                     let status = resp.status().as_u16();
                     call.answered(status);
-                    let retry_after = resp
-                        .headers()
+                    let headers = resp.headers().clone();
+                    let retry_after = headers
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_retry_after);
-                    let body = match tokio::time::timeout_at(deadline, resp.bytes()).await {
-                        Ok(Ok(b)) => serde_json::from_slice::<ErrorBody>(&b).unwrap_or_default(),
-                        _ => ErrorBody::default(),
+                    let bytes = match tokio::time::timeout_at(deadline, resp.bytes()).await {
+                        Ok(Ok(b)) => b,
+                        _ => bytes::Bytes::new(),
                     };
+                    if let Some((t, i)) = tapped {
+                        t.answered(i, status, &headers, &bytes);
+                    }
+                    let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_default();
                     let verdict = judge(status, &body, retry_after);
                     tracing::debug!(
                         apns_id,
@@ -309,8 +333,13 @@ impl Pushkin for Apns {
         "apns"
     }
 
-    fn dispatch<'a>(&'a self, n: &'a Notification, d: &'a Device) -> BoxFuture<'a, Outcome> {
-        Box::pin(self.send(n, d))
+    fn dispatch_traced<'a>(
+        &'a self,
+        n: &'a Notification,
+        d: &'a Device,
+        tap: Option<&'a Tap>,
+    ) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.send(n, d, tap))
     }
 }
 

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use super::tap::Tap;
 use super::{parse_retry_after, Outcome, Pushkin, Settings};
 use crate::config::FcmConfig;
 use crate::net::{self, ClientOptions, NetError};
@@ -81,7 +82,7 @@ impl Fcm {
         })
     }
 
-    async fn send(&self, n: &Notification, d: &Device) -> Outcome {
+    async fn send(&self, n: &Notification, d: &Device, tap: Option<&Tap>) -> Outcome {
         let body = match message::build(n, d, &self.fcm_options, self.send_badge_counts) {
             Ok(m) => bytes::Bytes::from(m.to_string()),
             Err(e @ message::MessageError::BadDefaultPayload) => {
@@ -90,13 +91,13 @@ impl Fcm {
             Err(e) => return Outcome::failed(e.to_string()),
         };
         let deadline = Instant::now() + self.budget;
-        match tokio::time::timeout_at(deadline, self.attempts(body, deadline)).await {
+        match tokio::time::timeout_at(deadline, self.attempts(body, deadline, tap)).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::transient("FCM did not answer in time"),
         }
     }
 
-    async fn attempts(&self, body: bytes::Bytes, deadline: Instant) -> Outcome {
+    async fn attempts(&self, body: bytes::Bytes, deadline: Instant, tap: Option<&Tap>) -> Outcome {
         let mut reauthenticated = false;
         let mut attempt = 0;
         loop {
@@ -108,29 +109,44 @@ impl Fcm {
             };
             let verdict = {
                 let _permit = self.connections.acquire().await;
-                let call = self.metrics.request();
-                let sent = self
+                let request = self
                     .client
                     .post(&self.url)
                     .bearer_auth(&token)
                     .header("content-type", "application/json")
                     .body(body.clone())
-                    .send()
-                    .await;
-                match sent {
-                    Err(e) => Verdict::Retry {
-                        reason: net::describe(&e),
-                        after: None,
-                    },
+                    .build();
+                let request = match request {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Outcome::failed(format!("bad request: {}", net::describe(&e)))
+                    }
+                };
+                let tapped = tap.map(|t| (t, t.sent(&request, None)));
+                let call = self.metrics.request();
+                match self.client.execute(request).await {
+                    Err(e) => {
+                        let reason = net::describe(&e);
+                        if let Some((t, i)) = tapped {
+                            t.failed(i, reason.clone());
+                        }
+                        Verdict::Retry {
+                            reason,
+                            after: None,
+                        }
+                    }
                     Ok(resp) => {
                         let status = resp.status().as_u16();
                         call.answered(status);
-                        let retry_after = resp
-                            .headers()
+                        let headers = resp.headers().clone();
+                        let retry_after = headers
                             .get(reqwest::header::RETRY_AFTER)
                             .and_then(|v| v.to_str().ok())
                             .and_then(parse_retry_after);
                         let bytes = resp.bytes().await.unwrap_or_default();
+                        if let Some((t, i)) = tapped {
+                            t.answered(i, status, &headers, &bytes);
+                        }
                         let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
                         judge(status, &err, retry_after)
                     }
@@ -167,8 +183,13 @@ impl Pushkin for Fcm {
         "gcm"
     }
 
-    fn dispatch<'a>(&'a self, n: &'a Notification, d: &'a Device) -> BoxFuture<'a, Outcome> {
-        Box::pin(self.send(n, d))
+    fn dispatch_traced<'a>(
+        &'a self,
+        n: &'a Notification,
+        d: &'a Device,
+        tap: Option<&'a Tap>,
+    ) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.send(n, d, tap))
     }
 }
 

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use url::Url;
 
+use super::tap::Tap;
 use super::{parse_retry_after, Outcome, Pushkin, Settings};
 use crate::config::WebPushConfig;
 use crate::net::{self, AddressGuard, ClientOptions, NetError};
@@ -107,7 +108,7 @@ impl WebPush {
         Ok(())
     }
 
-    async fn send(&self, n: &Notification, d: &Device) -> Outcome {
+    async fn send(&self, n: &Notification, d: &Device, tap: Option<&Tap>) -> Outcome {
         let Some(sub) = Subscription::from_device(d) else {
             return Outcome::rejected("incomplete Web Push subscription: needs a P-256 pushkey, data.endpoint and a 16-byte data.auth");
         };
@@ -124,6 +125,7 @@ impl WebPush {
             }
             Err(e) => return Outcome::failed(e.to_string()),
         };
+        let plain_copy = tap.map(|_| plaintext.clone());
         let body = match web_push_native::encrypt(plaintext, &sub.p256dh, &sub.auth) {
             Ok(b) => b,
             Err(e) => return Outcome::failed(format!("encryption failed: {e}")),
@@ -143,18 +145,31 @@ impl WebPush {
                 req = req.header("Topic", topic(room));
             }
         }
+        let req = match req.build() {
+            Ok(r) => r,
+            Err(e) => return Outcome::failed(format!("bad request: {}", net::describe(&e))),
+        };
+        let tapped = tap.map(|t| (t, t.sent(&req, plain_copy.as_deref())));
         let sent = async {
             let _permit = self.connections.acquire().await;
             let call = self.metrics.request();
-            let sent = req.send().await;
+            let sent = self.client.execute(req).await;
             if let Ok(resp) = &sent {
                 call.answered(resp.status().as_u16());
             }
             sent
         };
         let response = match tokio::time::timeout(self.timeout, sent).await {
-            Err(_) => return Outcome::transient("push service timed out"),
+            Err(_) => {
+                if let Some((t, i)) = tapped {
+                    t.failed(i, "no answer in time".into());
+                }
+                return Outcome::transient("push service timed out");
+            }
             Ok(Err(e)) => {
+                if let Some((t, i)) = tapped {
+                    t.failed(i, net::describe(&e));
+                }
                 if let Some(refused) = net::refused_by_guard(&e) {
                     return Outcome::rejected(refused.to_string());
                 }
@@ -168,6 +183,16 @@ impl WebPush {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        if let Some((t, i)) = tapped {
+            // Only send-test reads the body: the gateway needs nothing from it.
+            let headers = response.headers().clone();
+            let body = tokio::time::timeout(self.timeout, response.bytes())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            t.answered(i, status.as_u16(), &headers, &body);
+        }
         map_status(status.as_u16(), retry_after)
     }
 }
@@ -247,8 +272,13 @@ impl Pushkin for WebPush {
         "webpush"
     }
 
-    fn dispatch<'a>(&'a self, n: &'a Notification, d: &'a Device) -> BoxFuture<'a, Outcome> {
-        Box::pin(self.send(n, d))
+    fn dispatch_traced<'a>(
+        &'a self,
+        n: &'a Notification,
+        d: &'a Device,
+        tap: Option<&'a Tap>,
+    ) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.send(n, d, tap))
     }
 }
 

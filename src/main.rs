@@ -188,7 +188,7 @@ fn serve(path: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    telemetry::init(&loaded.config.log);
+    let _otlp = telemetry::init(&loaded.config.log, &loaded.config.tracing);
     for w in &loaded.warnings {
         tracing::warn!("{}: {w}", loaded.file.display());
     }

@@ -95,8 +95,8 @@ fn a_full_sygnal_config_is_accepted_with_clear_warnings() {
     assert_eq!(
         r.stderr,
         format!(
-            "{f}: warning: metrics.sentry: sentry is not supported by pushgate (OpenTelemetry tracing replaces it); ignored\n\
-             {f}: warning: metrics.opentracing: opentracing is not supported by pushgate (OpenTelemetry tracing replaces it); ignored\n"
+            "{f}: warning: metrics.sentry: sentry is not supported by pushgate (OpenTelemetry tracing replaces it: see `tracing.otlp`); ignored\n\
+             {f}: warning: metrics.opentracing: opentracing is not supported by pushgate (OpenTelemetry tracing replaces it: see `tracing.otlp`); ignored\n"
         )
     );
 }

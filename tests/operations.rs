@@ -244,3 +244,64 @@ async fn sighup_reloads_apps_under_load_without_losing_a_request() {
     assert_eq!(load_pushes, sent, "every load request delivered once");
     assert!(got.values().all(|&n| n == 1), "a push was doubled");
 }
+
+#[tokio::test]
+async fn otlp_export_carries_the_span_tree_of_a_request() {
+    use testkit::otlp::FakeCollector;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let collector = FakeCollector::start().await;
+    let extra = format!(
+        "store: none\ntracing:\n  otlp:\n    enabled: true\n    endpoint: '{}'\n    service_name: pushgate-test\n",
+        collector.endpoint()
+    );
+    let mut gw = Gateway::start(&process::write_config(dir.path(), "gw", &extra));
+    let fake = FakeWebPush::start().await;
+    let (endpoint, sub) = fake.subscribe("traced");
+    let resp = client()
+        .post(format!("http://{}/_matrix/push/v1/notify", gw.addr))
+        .header("x-request-id", "hs-req-42")
+        .body(body("$traced", "org.example.web", &endpoint, &sub))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("hs-req-42")
+    );
+    // Spans are exported in batches; stopping the gateway flushes the last one.
+    gw.signal("TERM");
+    let gw = tokio::task::spawn_blocking(move || {
+        assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+        gw
+    })
+    .await
+    .expect("exit");
+    let spans = collector.wait_for(3, Duration::from_secs(5)).await;
+    let find = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} span in {spans:#?}"))
+            .clone()
+    };
+    let (notify, dispatch, upstream) = (find("notify"), find("dispatch"), find("upstream"));
+    assert_eq!(notify.service, "pushgate-test");
+    assert_eq!(notify.parent_span_id, "", "notify is the root");
+    assert_eq!(notify.attributes["request_id"], "hs-req-42");
+    assert_eq!(dispatch.parent_span_id, notify.span_id);
+    assert_eq!(dispatch.attributes["app"], "org.example.web");
+    assert_eq!(dispatch.attributes["outcome"], "delivered");
+    assert_eq!(upstream.parent_span_id, dispatch.span_id);
+    assert_eq!(upstream.attributes["service"], "webpush");
+    assert_eq!(upstream.attributes["http.status_code"], "201");
+    assert!(
+        [&dispatch, &upstream]
+            .iter()
+            .all(|s| s.trace_id == notify.trace_id),
+        "one trace"
+    );
+    drop(gw);
+}

@@ -86,7 +86,20 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let prefix = PREFIX.get_or_init(|| format!("{:06x}", rand::random::<u32>() & 0xff_ffff));
-    let id = format!("{prefix}-{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+    // A request id the caller set (a proxy, a homeserver) is kept, so one id
+    // follows the push through every log line and span; a strange one is replaced.
+    let given = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b))
+        })
+        .map(str::to_owned);
+    let id =
+        given.unwrap_or_else(|| format!("{prefix}-{}", COUNTER.fetch_add(1, Ordering::Relaxed)));
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut resp = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(&id) {

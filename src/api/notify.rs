@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
+use tracing::Instrument;
 
 use super::error::ApiError;
 use super::{AppState, RequestId};
@@ -29,7 +30,12 @@ pub async fn notify(
     let metrics = state.dispatcher.metrics().clone();
     let _in_flight = metrics.notify_started();
     let result = match state.inflight.clone().try_acquire_owned() {
-        Ok(_permit) => handle(&state, &request_id, &headers, body).await,
+        Ok(_permit) => {
+            let span = tracing::info_span!("notify", request_id = %request_id);
+            handle(&state, &request_id, &headers, body)
+                .instrument(span)
+                .await
+        }
         Err(_) => {
             metrics.overloaded("global");
             Err(ApiError::Overloaded {

@@ -34,6 +34,7 @@ pub struct Config {
     /// Outbound proxy URL (`proxy`, else `$HTTPS_PROXY`); CONNECT is used for https.
     pub proxy: Option<String>,
     pub metrics: MetricsConfig,
+    pub tracing: TracingConfig,
     pub limits: Limits,
     pub dispatch: DispatchConfig,
     pub store: StoreConfig,
@@ -71,6 +72,19 @@ pub struct HttpConfig {
 pub struct MetricsConfig {
     /// `metrics.prometheus` when enabled: where the exporter listens.
     pub prometheus: Option<(IpAddr, u16)>,
+}
+
+/// `tracing`: OpenTelemetry export of the spans notify → dispatch → upstream.
+#[derive(Debug, Clone, Default)]
+pub struct TracingConfig {
+    pub otlp: Option<OtlpConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// The collector's OTLP/HTTP traces URL, used verbatim (JSON encoding).
+    pub endpoint: String,
+    pub service_name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -240,6 +254,7 @@ fn read_root<'a>(mut root: Section<'a>, p: &mut Problems) -> Config {
         }
     }
     let metrics = read_metrics(root.section("metrics", p), p);
+    let tracing = read_tracing(root.section("tracing", p), p);
     let limits = read_limits(root.section("limits", p), p);
     let dispatch = read_dispatch(root.section("dispatch", p), p);
     let store = read_store(&mut root, p);
@@ -258,6 +273,7 @@ fn read_root<'a>(mut root: Section<'a>, p: &mut Problems) -> Config {
         http,
         proxy,
         metrics,
+        tracing,
         limits,
         dispatch,
         store,
@@ -380,13 +396,45 @@ fn read_metrics(s: Option<Section<'_>>, p: &mut Problems) -> MetricsConfig {
             if sec.bool("enabled", false, p) {
                 p.warn(
                     sec.path.clone(),
-                    format!("{unsupported} is not supported by pushgate (OpenTelemetry tracing replaces it); ignored"),
+                    format!("{unsupported} is not supported by pushgate (OpenTelemetry tracing replaces it: see `tracing.otlp`); ignored"),
                 );
             }
             let keys: Vec<&str> = ["dsn", "implementation", "jaeger", "service_name"].to_vec();
             sec.ignore(&keys);
             sec.finish(p);
         }
+    }
+    s.finish(p);
+    cfg
+}
+
+fn read_tracing(s: Option<Section<'_>>, p: &mut Problems) -> TracingConfig {
+    let mut cfg = TracingConfig::default();
+    let Some(mut s) = s else { return cfg };
+    if let Some(mut otlp) = s.section("otlp", p) {
+        let enabled = otlp.bool("enabled", false, p);
+        let endpoint = otlp
+            .string("endpoint", p)
+            .unwrap_or_else(|| "http://127.0.0.1:4318/v1/traces".into());
+        let service_name = otlp
+            .string("service_name", p)
+            .unwrap_or_else(|| "pushgate".into());
+        let valid =
+            url::Url::parse(&endpoint).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+        if !valid {
+            p.error(
+                otlp.key_path("endpoint"),
+                format!(
+                    "`{endpoint}` is not an http(s) URL such as http://127.0.0.1:4318/v1/traces"
+                ),
+            );
+        } else if enabled {
+            cfg.otlp = Some(OtlpConfig {
+                endpoint,
+                service_name,
+            });
+        }
+        otlp.finish(p);
     }
     s.finish(p);
     cfg

@@ -19,6 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::config::DispatchConfig;
 use crate::notification::{Device, Notification};
@@ -188,7 +189,8 @@ impl Dispatcher {
     /// cut the work short (claims and outbox entries are always settled).
     pub async fn dispatch(self: &Arc<Self>, n: Notification, request_id: String) -> Answer {
         let this = self.clone();
-        match tokio::spawn(async move { request::run(this, Arc::new(n), request_id).await }).await {
+        let run = async move { request::run(this, Arc::new(n), request_id).await };
+        match tokio::spawn(run.instrument(tracing::Span::current())).await {
             Ok(answer) => answer,
             Err(e) => {
                 tracing::error!(error = %e, "dispatch task failed (a bug)");
@@ -209,7 +211,17 @@ impl Dispatcher {
                     self.metrics.inflight_limit_hit(&route.key);
                     Fate::Pushed(Outcome::transient(INFLIGHT_LIMIT_REASON))
                 }
-                Ok(_permit) => Fate::Pushed(route.pushkin.dispatch(n, d).await),
+                Ok(_permit) => {
+                    let span = tracing::info_span!(
+                        "dispatch",
+                        app = %route.key,
+                        pushkin = route.pushkin.type_name(),
+                        outcome = tracing::field::Empty
+                    );
+                    let outcome = route.pushkin.dispatch(n, d).instrument(span.clone()).await;
+                    span.record("outcome", outcome.kind());
+                    Fate::Pushed(outcome)
+                }
             },
         };
         self.record(routes, request_id, d, &fate);

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use futures::future::join_all;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::dedup::{self, Claim, Waited, Window};
 use super::outbox::backoff;
@@ -77,7 +78,8 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
         let (claims, request_id) = (claims.clone(), request_id.clone());
         let to_send = to_send.clone();
         let tracker = d.after_answer.clone();
-        tracker.spawn(async move {
+        let span = tracing::Span::current();
+        let send_all = async move {
             join_all(to_send.into_iter().map(|i| {
                 let tx = tx.clone();
                 let (d, routes, n, claims, request_id) = (&d, &routes, &n, &claims, &request_id);
@@ -87,7 +89,8 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
                 }
             }))
             .await;
-        });
+        };
+        tracker.spawn(send_all.instrument(span));
     }
 
     let mut waiting = to_send.len();
@@ -167,8 +170,9 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
                     .filter_map(|(i, id)| i.map(|i| (i, id)))
                     .collect();
                 if !follow.is_empty() {
+                    let follow = follow_up(d.clone(), store, n.clone(), rx, follow);
                     d.after_answer
-                        .spawn(follow_up(d.clone(), store, n.clone(), rx, follow));
+                        .spawn(follow.instrument(tracing::Span::current()));
                 }
             }
             Err(e) => {

@@ -346,6 +346,7 @@ impl Metrics {
             Service::WebPush => &self.webpush,
         };
         Upstream {
+            service: service.name(),
             app: app.to_owned(),
             request_time: f.request_time.clone(),
             active: f.active.clone(),
@@ -386,6 +387,7 @@ impl Drop for InFlight {
 /// One app's view of its push service's families; cheap to clone.
 #[derive(Clone)]
 pub struct Upstream {
+    service: &'static str,
     app: String,
     request_time: Histogram,
     active: IntGauge,
@@ -395,12 +397,19 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// An HTTP request to the push service starts; the guard times it.
+    /// An HTTP request to the push service starts; the guard times it and
+    /// carries its `upstream` span (instrument the request future with it).
     pub fn request(&self) -> UpstreamCall<'_> {
         self.active.inc();
         UpstreamCall {
             m: self,
             started: Instant::now(),
+            span: tracing::info_span!(
+                "upstream",
+                service = self.service,
+                app = %self.app,
+                http.status_code = tracing::field::Empty
+            ),
         }
     }
 
@@ -422,11 +431,17 @@ impl Upstream {
 pub struct UpstreamCall<'a> {
     m: &'a Upstream,
     started: Instant,
+    span: tracing::Span,
 }
 
 impl UpstreamCall<'_> {
+    pub fn span(&self) -> tracing::Span {
+        self.span.clone()
+    }
+
     /// The push service answered with `status`.
     pub fn answered(&self, status: u16) {
+        self.span.record("http.status_code", status);
         self.m
             .status_codes
             .with_label_values(&[&self.m.app, &status.to_string()])

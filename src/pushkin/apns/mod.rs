@@ -18,6 +18,7 @@ use base64::Engine;
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::tap::Tap;
 use super::{parse_retry_after, Outcome, Pushkin, Settings};
@@ -178,7 +179,11 @@ impl Apns {
             };
             let tapped = tap.map(|t| (t, t.sent(&request, None)));
             let call = self.metrics.request();
-            let sent = tokio::time::timeout_at(deadline, self.client.execute(request)).await;
+            let sent = tokio::time::timeout_at(
+                deadline,
+                self.client.execute(request).instrument(call.span()),
+            )
+            .await;
             let verdict = match sent {
                 Err(_) => {
                     if let Some((t, i)) = tapped {

@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::tap::Tap;
 use super::{parse_retry_after, Outcome, Pushkin, Settings};
@@ -124,7 +125,7 @@ impl Fcm {
                 };
                 let tapped = tap.map(|t| (t, t.sent(&request, None)));
                 let call = self.metrics.request();
-                match self.client.execute(request).await {
+                match self.client.execute(request).instrument(call.span()).await {
                     Err(e) => {
                         let reason = net::describe(&e);
                         if let Some((t, i)) = tapped {

@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 use url::Url;
 
 use super::tap::Tap;
@@ -153,7 +154,7 @@ impl WebPush {
         let sent = async {
             let _permit = self.connections.acquire().await;
             let call = self.metrics.request();
-            let sent = self.client.execute(req).await;
+            let sent = self.client.execute(req).instrument(call.span()).await;
             if let Ok(resp) = &sent {
                 call.answered(resp.status().as_u16());
             }

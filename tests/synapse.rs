@@ -282,10 +282,9 @@ async fn synapse_pushes_through_pushgate_to_every_service() {
     let ca = TestCa::new();
     let apns_key = d.join("apns.p8");
     process::vapid_key(&apns_key);
-    let signing = pushgate::config::parse_vapid_key(
-        &std::fs::read_to_string(&apns_key).expect("key"),
-    )
-    .expect("p-256 key");
+    let signing =
+        pushgate::config::parse_vapid_key(&std::fs::read_to_string(&apns_key).expect("key"))
+            .expect("p-256 key");
     let apns = FakeApns::start(
         &ca,
         ApnsAuth::Token {
@@ -334,8 +333,11 @@ store:
         ),
     );
     let text = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(&config, text.replace("  port: 0\n", &format!("  port: {port}\n")))
-        .expect("config");
+    std::fs::write(
+        &config,
+        text.replace("  port: 0\n", &format!("  port: {port}\n")),
+    )
+    .expect("config");
     let gateway = Gateway::start(&config);
     let notify_url = format!("http://127.0.0.1:{port}/_matrix/push/v1/notify");
 
@@ -348,7 +350,12 @@ store:
     let (ios_full, ios_full_hex) = (b64(&[0xa1, 0x01]), "a101");
     let (ios_eio, ios_eio_hex) = (b64(&[0xa1, 0x02]), "a102");
     let (ios_dead, ios_dead_hex) = (b64(&[0xa1, 0xdd]), "a1dd");
-    apns.set(ios_dead_hex, ApnsBehaviour::Unregistered { timestamp_ms: 1_000 });
+    apns.set(
+        ios_dead_hex,
+        ApnsBehaviour::Unregistered {
+            timestamp_ms: 1_000,
+        },
+    );
     let (wp_endpoint, wp_sub) = webpush.subscribe("bob-browser");
     bob.set_pusher("com.example.ios", &ios_full, json!({"url": notify_url}))
         .await;
@@ -393,7 +400,10 @@ store:
     })
     .await;
     let invite = &apns_for(ios_full_hex)[0];
-    assert_eq!(invite["aps"]["alert"]["loc-key"], "USER_INVITE_TO_NAMED_ROOM");
+    assert_eq!(
+        invite["aps"]["alert"]["loc-key"],
+        "USER_INVITE_TO_NAMED_ROOM"
+    );
     assert_eq!(invite["room_id"], room.as_str());
 
     bob.call("POST", &format!("/rooms/{room}/join"), Some(json!({})))
@@ -414,15 +424,26 @@ store:
         )
         .await;
     let has_event = |payloads: Vec<Value>, ev: &str| payloads.iter().any(|p| p["event_id"] == ev);
-    eventually("message and call pushes on APNs", Duration::from_secs(30), || {
-        has_event(apns_for(ios_full_hex), &message) && has_event(apns_for(ios_full_hex), &call)
-    })
+    eventually(
+        "message and call pushes on APNs",
+        Duration::from_secs(30),
+        || has_event(apns_for(ios_full_hex), &message) && has_event(apns_for(ios_full_hex), &call),
+    )
     .await;
     let full = apns_for(ios_full_hex);
-    let msg = full.iter().find(|p| p["event_id"] == message.as_str()).expect("message");
-    assert_eq!(msg["aps"]["alert"]["loc-key"], "MSG_FROM_USER_IN_ROOM_WITH_CONTENT");
+    let msg = full
+        .iter()
+        .find(|p| p["event_id"] == message.as_str())
+        .expect("message");
+    assert_eq!(
+        msg["aps"]["alert"]["loc-key"],
+        "MSG_FROM_USER_IN_ROOM_WITH_CONTENT"
+    );
     assert_eq!(msg["aps"]["alert"]["loc-args"][2], "Tea at five?");
-    let call_push = full.iter().find(|p| p["event_id"] == call.as_str()).expect("call");
+    let call_push = full
+        .iter()
+        .find(|p| p["event_id"] == call.as_str())
+        .expect("call");
     assert_eq!(call_push["aps"]["alert"]["loc-key"], "VOICE_CALL_FROM_USER");
 
     // event_id_only: ids and counts only, no content.
@@ -431,9 +452,15 @@ store:
     })
     .await;
     let slim = apns_for(ios_eio_hex);
-    let slim_msg = slim.iter().find(|p| p["event_id"] == message.as_str()).expect("slim");
+    let slim_msg = slim
+        .iter()
+        .find(|p| p["event_id"] == message.as_str())
+        .expect("slim");
     assert_eq!(slim_msg["room_id"], room.as_str());
-    assert!(slim_msg.get("aps").and_then(|a| a.get("alert")).is_none(), "{slim_msg}");
+    assert!(
+        slim_msg.get("aps").and_then(|a| a.get("alert")).is_none(),
+        "{slim_msg}"
+    );
 
     // FCM: strings in `data`.
     let fcm_for = |ev: &str| {
@@ -472,7 +499,10 @@ store:
     // The dead token was rejected and Synapse deleted its pusher.
     let deadline = Instant::now() + Duration::from_secs(30);
     while bob.pushkeys().await.contains(&ios_dead) {
-        assert!(Instant::now() < deadline, "Synapse kept the rejected pusher");
+        assert!(
+            Instant::now() < deadline,
+            "Synapse kept the rejected pusher"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(bob.pushkeys().await.len(), 4);
@@ -497,7 +527,10 @@ store:
     eventually(
         "every push sent while pushgate was away",
         Duration::from_secs(120),
-        || late.iter().all(|ev| wp_for(ev).is_some() && fcm_for(ev).is_some()),
+        || {
+            late.iter()
+                .all(|ev| wp_for(ev).is_some() && fcm_for(ev).is_some())
+        },
     )
     .await;
     // A little longer, so that a late duplicate would show.

@@ -9,10 +9,12 @@
 //! - [`apns`]: APNs over HTTP/2 + TLS: checks the provider JWT or client certificate, headers and path.
 //! - [`fcm`]: Google OAuth (RS256 assertion checked) and FCM v1, with programmable errors.
 //! - [`tls`]: a per-run test CA issuing server and client certificates.
+//! - [`faulty`]: a TCP proxy that resets, answers garbage or refuses on command (fault tests).
 //! - [`otlp`]: an OpenTelemetry collector stand-in (OTLP/HTTP JSON) that records spans.
 //! - [`proxy`]: a forward HTTP proxy (CONNECT and absolute-form) that records its targets.
 
 pub mod apns;
+pub mod faulty;
 pub mod fcm;
 pub mod otlp;
 pub mod postgres;

@@ -3,6 +3,7 @@
 
 mod apns;
 mod delivery;
+mod faults;
 mod fcm;
 mod fixtures;
 mod guard;

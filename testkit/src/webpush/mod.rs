@@ -112,12 +112,18 @@ impl Drop for FakeWebPush {
 
 impl FakeWebPush {
     pub async fn start() -> FakeWebPush {
+        Self::start_at(None).await
+    }
+
+    /// A fake reached through a proxy at `origin` (e.g. `http://127.0.0.1:<port>`): the
+    /// subscription URLs and the VAPID audience it expects use that origin.
+    pub async fn start_at(origin: Option<String>) -> FakeWebPush {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake web push");
         let port = listener.local_addr().expect("addr").port();
         let inner = Arc::new(Inner {
-            origin: format!("http://127.0.0.1:{port}"),
+            origin: origin.unwrap_or_else(|| format!("http://127.0.0.1:{port}")),
             ..Default::default()
         });
         let counter = inner.clone();

@@ -1,0 +1,19 @@
+# Debian packages the tests need: PostgreSQL (store tests) and promtool (from
+# `prometheus`, checks the metrics exposition). Installed when missing if we
+# may (root and apt-get); otherwise the command to run is printed.
+
+ensure_test_packages() {
+    local missing=()
+    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+    command -v promtool >/dev/null || missing+=(prometheus)
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        echo "installing ${missing[*]} (Debian packages the tests need)" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "the tests need Debian packages: sudo apt-get install ${missing[*]}" >&2
+        return 1
+    fi
+}

@@ -9,7 +9,10 @@ pg_bin_dir() {
     return 1
 }
 
+# `start_test_postgres durable` keeps fsync on (the benchmark); tests turn it off.
 start_test_postgres() {
+    local fsync="-c fsync=off"
+    [[ "${1:-}" == durable ]] && fsync=""
     local bin
     if ! bin=$(pg_bin_dir); then
         echo "PostgreSQL server not found (Debian: apt-get install postgresql)" >&2
@@ -27,7 +30,7 @@ start_test_postgres() {
     "${PG_AS[@]}" "$bin/initdb" -D "$PG_TEST_DIR/data" -U postgres --auth=trust -E UTF8 >"$PG_TEST_DIR/initdb.log" 2>&1 \
         || { cat "$PG_TEST_DIR/initdb.log" >&2; return 1; }
     "${PG_AS[@]}" "$bin/pg_ctl" -D "$PG_TEST_DIR/data" -l "$PG_TEST_DIR/server.log" -w \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_TEST_DIR -c fsync=off -c max_connections=300" start >/dev/null \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_TEST_DIR $fsync -c max_connections=300" start >/dev/null \
         || { cat "$PG_TEST_DIR/server.log" >&2; return 1; }
     PG_BIN="$bin"
     export PUSHGATE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres"

@@ -23,6 +23,7 @@ use p256::ecdsa::{Signature, VerifyingKey};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+use crate::load::{LoadKnobs, VerifiedOnce};
 use crate::tls::TestCa;
 
 /// How the fake answers pushes to one device token.
@@ -90,6 +91,8 @@ struct Inner {
     arrived: Notify,
     connections: AtomicUsize,
     closed: AtomicUsize,
+    load: LoadKnobs,
+    verified: VerifiedOnce,
 }
 
 pub struct FakeApns {
@@ -120,6 +123,8 @@ impl FakeApns {
             arrived: Notify::new(),
             connections: AtomicUsize::new(0),
             closed: AtomicUsize::new(0),
+            load: LoadKnobs::default(),
+            verified: VerifiedOnce::default(),
         });
         let state = inner.clone();
         let task = tokio::spawn(async move {
@@ -192,6 +197,11 @@ impl FakeApns {
         }
     }
 
+    /// The benchmark's knobs: count-only mode, answer delay, counts.
+    pub fn load(&self) -> &LoadKnobs {
+        &self.inner.load
+    }
+
     /// TLS connections completed so far.
     pub fn connections(&self) -> usize {
         self.inner.connections.load(Ordering::SeqCst)
@@ -229,6 +239,9 @@ async fn handle(
     connection: usize,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    if inner.load.count_only() {
+        return Ok(count_only(&inner, req).await);
+    }
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
@@ -351,6 +364,58 @@ async fn handle(
         _ => {}
     }
     Ok(reply(status, reason, &apns_id))
+}
+
+/// The benchmark's path: the same checks as [`handle`] for a well-behaved
+/// client (token, provider JWT, topic, JSON within the limit), nothing recorded.
+async fn count_only(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
+    let token_ok = req
+        .uri()
+        .path()
+        .strip_prefix("/3/device/")
+        .is_some_and(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit()));
+    let auth_ok = match &inner.auth {
+        ApnsAuth::Certificate => true,
+        ApnsAuth::Token {
+            key,
+            key_id,
+            team_id,
+        } => req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| a.strip_prefix("bearer "))
+            .is_some_and(|jwt| {
+                inner
+                    .verified
+                    .check(jwt, || verify_jwt(jwt, key, key_id, team_id).is_ok())
+            }),
+    };
+    let topic_ok = req.headers().contains_key("apns-topic");
+    let apns_id = req
+        .headers()
+        .get("apns-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("00000000-0000-0000-0000-000000000000")
+        .to_owned();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let json_ok =
+        body.len() <= 5120 && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
+    inner.load.pause().await;
+    let (status, reason) = if !auth_ok {
+        (403, Some(json!({"reason": "InvalidProviderToken"})))
+    } else if !token_ok || !topic_ok || !json_ok {
+        (400, Some(json!({"reason": "BadRequest"})))
+    } else {
+        (200, None)
+    };
+    inner.load.count(status == 200);
+    reply(status, reason, &apns_id)
 }
 
 /// Checks an ES256 provider token as Apple does.

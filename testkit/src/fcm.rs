@@ -21,6 +21,8 @@ use ring::signature::{RsaKeyPair, UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256}
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+use crate::load::LoadKnobs;
+
 /// The RSA key of the test service account (a test-only key made for this repository).
 pub const SERVICE_ACCOUNT_KEY: &str = include_str!("../keys/test-service-account-key.pem");
 /// Another RSA key, for a service account the fake does not know.
@@ -67,6 +69,7 @@ struct Inner {
     requests: Mutex<Vec<FcmRequest>>,
     arrived: Notify,
     origin: String,
+    load: LoadKnobs,
 }
 
 pub struct FakeGoogle {
@@ -112,6 +115,7 @@ impl FakeGoogle {
             requests: Mutex::new(Vec::new()),
             arrived: Notify::new(),
             origin: format!("http://127.0.0.1:{port}"),
+            load: LoadKnobs::default(),
         });
         let app = Router::new()
             .route("/token", post(token))
@@ -121,6 +125,11 @@ impl FakeGoogle {
             let _ = axum::serve(listener, app).await;
         });
         FakeGoogle { inner, task }
+    }
+
+    /// The benchmark's knobs: count-only mode, answer delay, counts.
+    pub fn load(&self) -> &LoadKnobs {
+        &self.inner.load
     }
 
     pub fn token_uri(&self) -> String {
@@ -302,6 +311,9 @@ async fn send(
             .and_then(|i| i.get(b).copied())
             .is_some_and(|until| Instant::now() < until)
     });
+    if inner.load.count_only() {
+        return count_only(&inner, &project, &action, valid, &body).await;
+    }
     let message = serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string());
     let token = message
         .as_ref()
@@ -392,6 +404,44 @@ async fn send(
         std::future::pending::<()>().await;
     }
     response
+}
+
+/// The benchmark's path: method, bearer token, a JSON message with a token
+/// and string-only `data` checked; nothing recorded.
+async fn count_only(
+    inner: &Inner,
+    project: &str,
+    action: &str,
+    valid: bool,
+    body: &[u8],
+) -> Response {
+    let message = serde_json::from_slice::<Value>(body).ok();
+    let well_formed = action == "messages:send"
+        && message.as_ref().is_some_and(|m| {
+            m["message"]["token"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty())
+        })
+        && !data_is_not_all_strings(message.as_ref());
+    inner.load.pause().await;
+    inner.load.count(valid && well_formed);
+    if !valid {
+        google_error(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+            json!([]),
+        )
+    } else if !well_formed {
+        google_error(
+            400,
+            "INVALID_ARGUMENT",
+            "Invalid JSON payload received.",
+            json!([]),
+        )
+    } else {
+        axum::Json(json!({"name": format!("projects/{project}/messages/0:1")})).into_response()
+    }
 }
 
 /// FCM v1 refuses non-string values in `data`.

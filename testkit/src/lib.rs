@@ -10,12 +10,14 @@
 //! - [`fcm`]: Google OAuth (RS256 assertion checked) and FCM v1, with programmable errors.
 //! - [`tls`]: a per-run test CA issuing server and client certificates.
 //! - [`faulty`]: a TCP proxy that resets, answers garbage or refuses on command (fault tests).
+//! - [`load`]: count-only mode and answer delays for the benchmark.
 //! - [`otlp`]: an OpenTelemetry collector stand-in (OTLP/HTTP JSON) that records spans.
 //! - [`proxy`]: a forward HTTP proxy (CONNECT and absolute-form) that records its targets.
 
 pub mod apns;
 pub mod faulty;
 pub mod fcm;
+pub mod load;
 pub mod otlp;
 pub mod postgres;
 pub mod proxy;

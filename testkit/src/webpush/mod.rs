@@ -22,6 +22,8 @@ use base64::Engine;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use tokio::sync::Notify;
 
+use crate::load::{LoadKnobs, VerifiedOnce};
+
 pub use vapid::VapidClaims;
 
 /// A browser-side subscription: what a browser's PushManager holds.
@@ -96,6 +98,8 @@ struct Inner {
     received: Mutex<Vec<ReceivedPush>>,
     arrived: Notify,
     connections: AtomicUsize,
+    load: LoadKnobs,
+    verified: VerifiedOnce,
 }
 
 pub struct FakeWebPush {
@@ -250,6 +254,11 @@ impl FakeWebPush {
         self.accepted_by_event()
     }
 
+    /// The benchmark's knobs: count-only mode, answer delay, counts.
+    pub fn load(&self) -> &LoadKnobs {
+        &self.inner.load
+    }
+
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.inner.connections.load(Ordering::SeqCst)
@@ -262,6 +271,9 @@ async fn push(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
+    if inner.load.count_only() {
+        return count_only(&inner, &name, &headers, &body).await;
+    }
     let header_list: Vec<(String, String)> = headers
         .iter()
         .map(|(k, v)| {
@@ -319,6 +331,34 @@ async fn push(
         _ => {}
     }
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// The benchmark's path: a known subscription, a VAPID token (each distinct
+/// one verified once), the encoding headers and the size limit checked; the
+/// body is not decrypted and nothing is recorded.
+async fn count_only(inner: &Inner, name: &str, headers: &HeaderMap, body: &[u8]) -> StatusCode {
+    let known = inner.subs.lock().is_ok_and(|s| s.contains_key(name));
+    let expected_k = inner.vapid_key.lock().ok().and_then(|k| k.clone());
+    let vapid_ok = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|h| {
+            inner.verified.check(h, || {
+                vapid::verify(h, &inner.origin, expected_k.as_deref()).is_ok()
+            })
+        });
+    let status = if !known {
+        StatusCode::NOT_FOUND
+    } else if !vapid_ok {
+        StatusCode::UNAUTHORIZED
+    } else if body.len() > 4096 || check_headers(headers).is_err() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::CREATED
+    };
+    inner.load.pause().await;
+    inner.load.count(status == StatusCode::CREATED);
+    status
 }
 
 fn check_headers(h: &HeaderMap) -> Result<(), String> {

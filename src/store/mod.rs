@@ -8,6 +8,7 @@
 //! talks to the store. Times are milliseconds since the Unix epoch, taken from
 //! the gateway's clock so that both backends behave the same.
 
+mod batch;
 mod migrations;
 mod postgres;
 mod queries;
@@ -37,6 +38,8 @@ pub enum StoreError {
     Migrate { version: i64, source: sqlx::Error },
     #[error("store query failed: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("the store's writer task has stopped")]
+    WriterGone,
 }
 
 /// A device as the store knows it.
@@ -145,7 +148,8 @@ pub struct Expiry {
 }
 
 /// The store as `dispatch` uses it. Every method is one round trip (one
-/// statement or one transaction), whatever the number of devices.
+/// statement or one transaction), whatever the number of devices; `claim` and
+/// `settle` of concurrent callers share one transaction ([`batch`]).
 pub trait Store: Send + Sync {
     /// `sqlite` or `postgres`, for logs.
     fn backend(&self) -> &'static str;

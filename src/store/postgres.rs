@@ -12,6 +12,7 @@ use futures::FutureExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Pool, Postgres};
 
+use super::batch::Writer;
 use super::{
     ClaimKey, ClaimState, DeviceKey, Entry, Expiry, Millis, Rejection, Settlement, Stats,
     StoreError,
@@ -28,6 +29,7 @@ mod q {
 
 pub struct PgStore {
     pool: Pool<Postgres>,
+    writer: Writer,
 }
 
 impl PgStore {
@@ -48,7 +50,9 @@ impl PgStore {
             .await
             .map_err(|e| open_err(e.to_string()))?;
         q::migrate(&pool).await?;
-        Ok(PgStore { pool })
+        let write_pool = pool.clone();
+        let writer = Writer::start(move |ops| q::write_batch(write_pool.clone(), ops));
+        Ok(PgStore { pool, writer })
     }
 }
 

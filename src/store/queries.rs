@@ -15,6 +15,7 @@ macro_rules! queries {
     ($db:ty, $skip_locked:literal) => {
         use sqlx::{Pool, QueryBuilder, Row};
 
+        use $crate::store::batch::{Done, Op};
         use $crate::store::queries::CHUNK;
         use $crate::store::{
             ClaimKey, ClaimState, DeviceKey, Entry, Expiry, Millis, Rejection, Settlement, Stats,
@@ -50,11 +51,11 @@ macro_rules! queries {
             Ok(out)
         }
 
+        /// Claims `keys` (each with its lease end); returns the keys granted.
         pub async fn claim(
-            pool: &Pool<$db>,
-            keys: &[ClaimKey],
+            conn: &mut <$db as sqlx::Database>::Connection,
+            keys: &[(&ClaimKey, Millis)],
             now: Millis,
-            lease_until: Millis,
             settled_before: Millis,
         ) -> Result<Vec<ClaimKey>, sqlx::Error> {
             let mut granted = Vec::new();
@@ -62,12 +63,12 @@ macro_rules! queries {
                 let mut q = QueryBuilder::<$db>::new(
                     "INSERT INTO claims (app_id, pushkey, event_id, settled, until_ms) ",
                 );
-                q.push_values(chunk, |mut b, k| {
+                q.push_values(chunk, |mut b, (k, lease_until)| {
                     b.push_bind(k.app_id.as_str())
                         .push_bind(k.pushkey.as_str())
                         .push_bind(k.event_id.as_str())
                         .push("0")
-                        .push_bind(lease_until);
+                        .push_bind(*lease_until);
                 });
                 q.push(
                     " ON CONFLICT (app_id, pushkey, event_id) DO UPDATE \
@@ -78,7 +79,7 @@ macro_rules! queries {
                 q.push(") OR (claims.settled = 1 AND claims.until_ms < ");
                 q.push_bind(settled_before);
                 q.push(") RETURNING app_id, pushkey, event_id");
-                for row in q.build().fetch_all(pool).await? {
+                for row in q.build().fetch_all(&mut *conn).await? {
                     granted.push(ClaimKey {
                         app_id: row.try_get(0)?,
                         pushkey: row.try_get(1)?,
@@ -124,8 +125,11 @@ macro_rules! queries {
             Ok(out)
         }
 
-        pub async fn settle(pool: &Pool<$db>, s: Settlement) -> Result<Vec<i64>, sqlx::Error> {
-            let mut tx = pool.begin().await?;
+        /// The statements of a settlement, inside the caller's transaction.
+        pub async fn settle(
+            tx: &mut <$db as sqlx::Database>::Connection,
+            s: &Settlement,
+        ) -> Result<Vec<i64>, sqlx::Error> {
             for chunk in s.settle_claims.chunks(CHUNK) {
                 let mut q = QueryBuilder::<$db>::new("UPDATE claims SET settled = 1, until_ms = ");
                 q.push_bind(s.now);
@@ -206,8 +210,46 @@ macro_rules! queries {
                 .execute(&mut *tx)
                 .await?;
             }
-            tx.commit().await?;
             Ok(ids)
+        }
+
+        /// A group of operations in one transaction and (up to [`CHUNK`]
+        /// keys) two statements: settlements first, then claims.
+        async fn in_one_transaction(
+            pool: &Pool<$db>,
+            ops: &[Op],
+        ) -> Result<Vec<Done>, sqlx::Error> {
+            let merged = $crate::store::batch::merge(ops);
+            let mut tx = pool.begin().await?;
+            let ids = settle(&mut *tx, &merged.settlement).await?;
+            let granted = if merged.claims.is_empty() {
+                Vec::new()
+            } else {
+                claim(&mut *tx, &merged.claims, merged.now, merged.settled_before).await?
+            };
+            tx.commit().await?;
+            Ok(merged.split(ops, ids, granted))
+        }
+
+        /// Writes a group of operations (see [`crate::store::batch`]) and answers each.
+        pub async fn write_batch(pool: Pool<$db>, ops: Vec<Op>) {
+            if ops.len() > 1 {
+                match in_one_transaction(&pool, &ops).await {
+                    Ok(done) => {
+                        for (op, d) in ops.into_iter().zip(done) {
+                            op.answer(Ok(d));
+                        }
+                        return;
+                    }
+                    Err(e) => tracing::debug!(error = %e, ops = ops.len(), "group commit failed; writing each alone"),
+                }
+            }
+            for op in ops {
+                let result = in_one_transaction(&pool, std::slice::from_ref(&op))
+                    .await
+                    .map(|mut d| d.remove(0));
+                op.answer(result);
+            }
         }
 
         pub async fn take_due(
@@ -279,7 +321,8 @@ macro_rules! queries {
 pub(crate) use queries;
 
 /// Implements [`Store`] for a backend type whose module `q` holds the shared
-/// queries; `$read`/`$write` name the pools used for reads and for writes.
+/// queries; `$read`/`$write` name the pools used for reads and for writes, and
+/// the type's `writer` field is its group-commit [`crate::store::batch::Writer`].
 macro_rules! impl_store {
     ($ty:ty, $name:literal, read = $read:ident, write = $write:ident) => {
         impl $crate::store::Store for $ty {
@@ -305,10 +348,9 @@ macro_rules! impl_store {
                 lease_until: Millis,
                 settled_before: Millis,
             ) -> BoxFuture<'a, Result<Vec<ClaimKey>, StoreError>> {
-                async move {
-                    Ok(q::claim(&self.$write, keys, now, lease_until, settled_before).await?)
-                }
-                .boxed()
+                self.writer
+                    .claim(keys, now, lease_until, settled_before)
+                    .boxed()
             }
 
             fn claim_states<'a>(
@@ -319,7 +361,7 @@ macro_rules! impl_store {
             }
 
             fn settle(&self, s: Settlement) -> BoxFuture<'_, Result<Vec<i64>, StoreError>> {
-                async move { Ok(q::settle(&self.$write, s).await?) }.boxed()
+                self.writer.settle(s).boxed()
             }
 
             fn take_due(

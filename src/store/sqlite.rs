@@ -15,6 +15,7 @@ use futures::FutureExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Pool, Sqlite};
 
+use super::batch::Writer;
 use super::{
     ClaimKey, ClaimState, DeviceKey, Entry, Expiry, Millis, Rejection, Settlement, Stats,
     StoreError,
@@ -26,8 +27,9 @@ mod q {
 }
 
 pub struct SqliteStore {
-    writer: Pool<Sqlite>,
+    write_pool: Pool<Sqlite>,
     reader: Pool<Sqlite>,
+    writer: Writer,
 }
 
 impl SqliteStore {
@@ -44,18 +46,27 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        let writer = SqlitePoolOptions::new()
+        // A local file has no connection to lose: skip sqlx's ping before each use.
+        let write_pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .map_err(|e| open_err(e.to_string()))?;
-        q::migrate(&writer).await?;
+        q::migrate(&write_pool).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(2)
+            .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await
             .map_err(|e| open_err(e.to_string()))?;
-        Ok(SqliteStore { writer, reader })
+        let pool = write_pool.clone();
+        let writer = Writer::start(move |ops| q::write_batch(pool.clone(), ops));
+        Ok(SqliteStore {
+            write_pool,
+            reader,
+            writer,
+        })
     }
 }
 
@@ -68,4 +79,4 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     options.open(path).map(drop)
 }
 
-crate::store::queries::impl_store!(SqliteStore, "sqlite", read = reader, write = writer);
+crate::store::queries::impl_store!(SqliteStore, "sqlite", read = reader, write = write_pool);

@@ -241,7 +241,13 @@ impl Gateway {
                     let tls = TlsListener::new(listener, resolver.clone())?;
                     servers.push(Box::pin(serve(tls, router, rx.clone())));
                 }
-                None => servers.push(Box::pin(serve(listener, router, rx.clone()))),
+                None => {
+                    // Answers go out at once, not after the peer's delayed ACK (Nagle).
+                    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    servers.push(Box::pin(serve(listener, router, rx.clone())));
+                }
             }
         }
         let mut servers = futures::future::join_all(servers);

@@ -305,3 +305,29 @@ async fn otlp_export_carries_the_span_tree_of_a_request() {
     );
     drop(gw);
 }
+
+/// The gateway re-executes itself once with mimalloc's memory settings in its
+/// environment (mimalloc reads them before `main`): same PID, same arguments.
+#[tokio::test]
+async fn serve_runs_with_the_allocator_settings_in_its_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = process::write_config(dir.path(), "gw", "store: none\n");
+    let gateway = Gateway::start(&config);
+    let environ = std::fs::read(format!("/proc/{}/environ", gateway.pid())).expect("environ");
+    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    for expected in [
+        &b"MIMALLOC_ARENA_EAGER_COMMIT=0"[..],
+        b"MIMALLOC_PURGE_DELAY=0",
+    ] {
+        assert!(
+            vars.contains(&expected),
+            "{} in the environment of the serving process",
+            String::from_utf8_lossy(expected)
+        );
+    }
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", gateway.pid())).expect("cmdline");
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains(&config.display().to_string()),
+        "the arguments survive the re-exec"
+    );
+}

@@ -78,7 +78,7 @@ impl Row {
 
 pub fn print_header() {
     println!(
-        "{:<27} {:>5} {:>9} {:>10} {:>7} {:>7} {:>7} {:>8} {:>7} {:>9} {:>6} {:>5}",
+        "{:<27} {:>5} {:>9} {:>10} {:>7} {:>7} {:>7} {:>8} {:>7} {:>9} {:>6} {:>8}",
         "case",
         "conc",
         "req/s",
@@ -97,7 +97,7 @@ pub fn print_header() {
 pub fn print_row(r: &Row) {
     let m = r.median();
     println!(
-        "{:<27} {:>5} {:>9.0} {:>10.0} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>7.1} {:>9.4} {:>6} {:>5}",
+        "{:<27} {:>5} {:>9.0} {:>10.0} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>7.1} {:>9.4} {:>6} {:>8}",
         r.case,
         r.concurrency,
         m.requests_per_s,
@@ -165,10 +165,12 @@ pub fn targets(rows: &[Row]) -> Vec<(String, String, bool)> {
             rss <= 40.0,
         ));
     }
-    if let (Some(one), Some(fan)) = (find(rows, "apns", 16), find(rows, "apns-fanout-50", 16)) {
+    // Linear in devices: the cost per notification does not grow with the devices of a
+    // request. Compared at similar pushes in flight: 1 request x 50 devices vs 16 x 1.
+    if let (Some(one), Some(fan)) = (find(rows, "apns", 16), find(rows, "apns-fanout-50", 1)) {
         let ratio = fan.cpu_s_per_1000 / one.cpu_s_per_1000.max(1e-9);
         out.push((
-            "Fan-out linear in devices: CPU per notification, 50 devices vs 1 (c=16)".into(),
+            "Fan-out linear in devices: CPU per notification, 1 x 50 devices (c=1) vs 1 device (c=16)".into(),
             format!("{ratio:.2}x"),
             ratio <= 1.10,
         ));

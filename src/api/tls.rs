@@ -95,6 +95,8 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Answers go out at once, not after the peer's delayed ACK (Nagle).
+        let _ = stream.set_nodelay(true);
         let (acceptor, tx) = (acceptor.clone(), tx.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

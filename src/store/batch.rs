@@ -1,16 +1,17 @@
-//! Group commit. The claims and settlements of concurrent requests queue up
-//! for one writer task, which writes everything waiting in one transaction:
-//! under load, one commit serves many requests instead of two commits each.
-//! Each caller still gets its own answer only after that commit, so nothing
-//! is answered before it is durable. When a group transaction fails, its
-//! operations are written again one by one, so one bad operation fails only
-//! its own caller.
+//! Group commit and grouped reads. The claims and settlements of concurrent
+//! requests queue up for one writer task, which writes everything waiting in
+//! one transaction: under load, one commit serves many requests instead of
+//! two commits each. Each caller still gets its own answer only after that
+//! commit, so nothing is answered before it is durable. When a group
+//! transaction fails, its operations are written again one by one, so one
+//! bad operation fails only its own caller. Rejection lookups are grouped the
+//! same way by a reader task: one query for every request waiting.
 
 use std::future::Future;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ClaimKey, Millis, Settlement, StoreError};
+use super::{ClaimKey, DeviceKey, Millis, Rejection, Settlement, StoreError};
 
 /// Most operations in one transaction (bounds how long its locks are held).
 pub const MAX_BATCH: usize = 128;
@@ -60,6 +61,100 @@ impl Op {
     }
 }
 
+/// Spawns a task that hands `run` every queued item at once (up to
+/// [`MAX_BATCH`]); returns the queue. The task ends when the queue's senders are gone.
+fn spawn_grouping<T, F, Fut>(run: F) -> mpsc::Sender<T>
+where
+    T: Send + 'static,
+    F: Fn(Vec<T>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let (tx, mut rx) = mpsc::channel::<T>(QUEUE);
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut group = vec![first];
+            while group.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(item) => group.push(item),
+                    Err(_) => break,
+                }
+            }
+            run(group).await;
+        }
+    });
+    tx
+}
+
+/// One rejection lookup of one caller.
+pub struct Lookup {
+    pub devices: Vec<DeviceKey>,
+    pub reply: oneshot::Sender<Result<Vec<Rejection>, StoreError>>,
+}
+
+/// The callers' side of the reader task.
+pub struct Reader {
+    tx: mpsc::Sender<Lookup>,
+}
+
+impl Reader {
+    /// Spawns the reader task; `read` looks up every device of a group at once.
+    pub fn start<F, Fut>(read: F) -> Reader
+    where
+        F: Fn(Vec<DeviceKey>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Rejection>, sqlx::Error>> + Send,
+    {
+        let read = std::sync::Arc::new(read);
+        Reader {
+            tx: spawn_grouping(move |group: Vec<Lookup>| {
+                let read = read.clone();
+                async move {
+                    let mut all: Vec<DeviceKey> = group
+                        .iter()
+                        .flat_map(|l| l.devices.iter().cloned())
+                        .collect();
+                    all.sort();
+                    all.dedup();
+                    match read(all).await {
+                        Ok(found) => {
+                            for l in group {
+                                let mine = found
+                                    .iter()
+                                    .filter(|r| {
+                                        l.devices
+                                            .iter()
+                                            .any(|d| d.app_id == r.app_id && d.pushkey == r.pushkey)
+                                    })
+                                    .cloned()
+                                    .collect();
+                                let _ = l.reply.send(Ok(mine));
+                            }
+                        }
+                        // The error is not Clone: each caller learns it by asking alone.
+                        Err(_) => {
+                            for l in group {
+                                let _ = l.reply.send(read(l.devices).await.map_err(Into::into));
+                            }
+                        }
+                    }
+                }
+            }),
+        }
+    }
+
+    pub async fn rejections(&self, devices: &[DeviceKey]) -> Result<Vec<Rejection>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let lookup = Lookup {
+            devices: devices.to_vec(),
+            reply,
+        };
+        self.tx
+            .send(lookup)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
 /// The callers' side of the writer task.
 pub struct Writer {
     tx: mpsc::Sender<Op>,
@@ -72,20 +167,9 @@ impl Writer {
         F: Fn(Vec<Op>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
     {
-        let (tx, mut rx) = mpsc::channel::<Op>(QUEUE);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut ops = vec![first];
-                while ops.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(op) => ops.push(op),
-                        Err(_) => break,
-                    }
-                }
-                write(ops).await;
-            }
-        });
-        Writer { tx }
+        Writer {
+            tx: spawn_grouping(write),
+        }
     }
 
     pub async fn claim(

@@ -38,7 +38,7 @@ pub enum StoreError {
     Migrate { version: i64, source: sqlx::Error },
     #[error("store query failed: {0}")]
     Query(#[from] sqlx::Error),
-    #[error("the store's writer task has stopped")]
+    #[error("the store's reader or writer task has stopped")]
     WriterGone,
 }
 

@@ -12,7 +12,7 @@ use futures::FutureExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Pool, Postgres};
 
-use super::batch::Writer;
+use super::batch::{Reader, Writer};
 use super::{
     ClaimKey, ClaimState, DeviceKey, Entry, Expiry, Millis, Rejection, Settlement, Stats,
     StoreError,
@@ -30,6 +30,7 @@ mod q {
 pub struct PgStore {
     pool: Pool<Postgres>,
     writer: Writer,
+    reader: Reader,
 }
 
 impl PgStore {
@@ -52,7 +53,13 @@ impl PgStore {
         q::migrate(&pool).await?;
         let write_pool = pool.clone();
         let writer = Writer::start(move |ops| q::write_batch(write_pool.clone(), ops));
-        Ok(PgStore { pool, writer })
+        let read_pool = pool.clone();
+        let reader = Reader::start(move |devices| q::rejections(read_pool.clone(), devices));
+        Ok(PgStore {
+            pool,
+            writer,
+            reader,
+        })
     }
 }
 

@@ -26,8 +26,8 @@ macro_rules! queries {
         }
 
         pub async fn rejections(
-            pool: &Pool<$db>,
-            devices: &[DeviceKey],
+            pool: Pool<$db>,
+            devices: Vec<DeviceKey>,
         ) -> Result<Vec<Rejection>, sqlx::Error> {
             let mut out = Vec::new();
             for chunk in devices.chunks(CHUNK) {
@@ -39,7 +39,7 @@ macro_rules! queries {
                     b.push_bind(d.app_id.as_str()).push_bind(d.pushkey.as_str());
                 });
                 q.push(")");
-                for row in q.build().fetch_all(pool).await? {
+                for row in q.build().fetch_all(&pool).await? {
                     out.push(Rejection {
                         app_id: row.try_get(0)?,
                         pushkey: row.try_get(1)?,
@@ -322,7 +322,8 @@ pub(crate) use queries;
 
 /// Implements [`Store`] for a backend type whose module `q` holds the shared
 /// queries; `$read`/`$write` name the pools used for reads and for writes, and
-/// the type's `writer` field is its group-commit [`crate::store::batch::Writer`].
+/// the type's `writer` and `reader` fields are its group-commit
+/// [`crate::store::batch::Writer`] and grouped-lookup [`crate::store::batch::Reader`].
 macro_rules! impl_store {
     ($ty:ty, $name:literal, read = $read:ident, write = $write:ident) => {
         impl $crate::store::Store for $ty {
@@ -338,7 +339,7 @@ macro_rules! impl_store {
                 &'a self,
                 devices: &'a [DeviceKey],
             ) -> BoxFuture<'a, Result<Vec<Rejection>, StoreError>> {
-                async move { Ok(q::rejections(&self.$read, devices).await?) }.boxed()
+                self.reader.rejections(devices).boxed()
             }
 
             fn claim<'a>(

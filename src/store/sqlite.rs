@@ -15,7 +15,7 @@ use futures::FutureExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Pool, Sqlite};
 
-use super::batch::Writer;
+use super::batch::{Reader, Writer};
 use super::{
     ClaimKey, ClaimState, DeviceKey, Entry, Expiry, Millis, Rejection, Settlement, Stats,
     StoreError,
@@ -28,8 +28,9 @@ mod q {
 
 pub struct SqliteStore {
     write_pool: Pool<Sqlite>,
-    reader: Pool<Sqlite>,
+    read_pool: Pool<Sqlite>,
     writer: Writer,
+    reader: Reader,
 }
 
 impl SqliteStore {
@@ -54,7 +55,7 @@ impl SqliteStore {
             .await
             .map_err(|e| open_err(e.to_string()))?;
         q::migrate(&write_pool).await?;
-        let reader = SqlitePoolOptions::new()
+        let read_pool = SqlitePoolOptions::new()
             .max_connections(2)
             .test_before_acquire(false)
             .connect_with(options.read_only(true))
@@ -62,10 +63,13 @@ impl SqliteStore {
             .map_err(|e| open_err(e.to_string()))?;
         let pool = write_pool.clone();
         let writer = Writer::start(move |ops| q::write_batch(pool.clone(), ops));
+        let pool = read_pool.clone();
+        let reader = Reader::start(move |devices| q::rejections(pool.clone(), devices));
         Ok(SqliteStore {
             write_pool,
-            reader,
+            read_pool,
             writer,
+            reader,
         })
     }
 }
@@ -79,4 +83,4 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     options.open(path).map(drop)
 }
 
-crate::store::queries::impl_store!(SqliteStore, "sqlite", read = reader, write = write_pool);
+crate::store::queries::impl_store!(SqliteStore, "sqlite", read = read_pool, write = write_pool);

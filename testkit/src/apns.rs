@@ -129,6 +129,7 @@ impl FakeApns {
         let state = inner.clone();
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
+                let _ = tcp.set_nodelay(true);
                 let (acceptor, state) = (acceptor.clone(), state.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
@@ -140,7 +141,9 @@ impl FakeApns {
                     let service = hyper::service::service_fn(move |req| {
                         handle(svc_state.clone(), svc_goaway.clone(), connection, req)
                     });
+                    // Apple allows up to 1,000 concurrent streams per connection.
                     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .max_concurrent_streams(1000)
                         .serve_connection(TokioIo::new(tls), service);
                     tokio::pin!(conn);
                     tokio::select! {

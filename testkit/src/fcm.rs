@@ -122,6 +122,9 @@ impl FakeGoogle {
             .route("/v1/projects/{project}/{action}", post(send))
             .with_state(inner.clone());
         let task = tokio::spawn(async move {
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app).await;
         });
         FakeGoogle { inner, task }

@@ -131,7 +131,8 @@ impl FakeWebPush {
             ..Default::default()
         });
         let counter = inner.clone();
-        let listener = listener.tap_io(move |_| {
+        let listener = listener.tap_io(move |tcp| {
+            let _ = tcp.set_nodelay(true);
             counter.connections.fetch_add(1, Ordering::SeqCst);
         });
         let app = Router::new()

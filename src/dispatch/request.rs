@@ -157,7 +157,24 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
         .iter()
         .map(|e| e.app_id.clone())
         .collect();
-    if !settlement.is_empty() {
+    let claims_only = settlement.enqueue.is_empty()
+        && settlement.remember.is_empty()
+        && settlement.forget.is_empty();
+    if claims_only && !settlement.is_empty() {
+        // The common case, every device delivered: marking the claims settled
+        // need not hold the answer up (a duplicate arriving before it is written
+        // waits for the claim to settle). Queued pushes and changes to the
+        // rejection memory are written before the answer, so the next request sees them.
+        let request_id = request_id.clone();
+        d.after_answer.spawn(
+            async move {
+                if let Err(e) = store.settle(settlement).await {
+                    tracing::error!(request_id, error = %e, "store unavailable: claims and rejections not recorded");
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+    } else if !settlement.is_empty() {
         match store.settle(settlement).await {
             Ok(ids) => {
                 answer.queued = queued;

@@ -29,6 +29,8 @@ mod q {
 
 pub struct PgStore {
     pool: Pool<Postgres>,
+    /// The writer's connection, shared by group commits, outbox takes and expiry.
+    held: q::Held,
     writer: Writer,
     reader: Reader,
 }
@@ -52,11 +54,18 @@ impl PgStore {
             .map_err(|e| open_err(e.to_string()))?;
         q::migrate(&pool).await?;
         let write_pool = pool.clone();
-        let writer = Writer::start(move |ops| q::write_batch(write_pool.clone(), ops));
+        let held = q::Held::default();
+        let writer_held = held.clone();
+        let writer =
+            Writer::start(move |ops| q::write_batch(write_pool.clone(), writer_held.clone(), ops));
         let read_pool = pool.clone();
-        let reader = Reader::start(move |devices| q::rejections(read_pool.clone(), devices));
+        let reader_held = q::Held::default();
+        let reader = Reader::start(move |devices| {
+            q::rejections_held(read_pool.clone(), reader_held.clone(), devices)
+        });
         Ok(PgStore {
             pool,
+            held,
             writer,
             reader,
         })

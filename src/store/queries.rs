@@ -25,9 +25,46 @@ macro_rules! queries {
             sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
         }
 
-        pub async fn rejections(
+        /// The connection a grouping task (writer or reader) keeps between
+        /// groups: taking one from the pool for each group would cost a ping
+        /// on every return. Dropped after an error, taken again when next needed.
+        pub type Held = std::sync::Arc<tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<$db>>>>;
+
+        /// Runs `$body` with `$conn` bound to the held connection (taken from
+        /// `$pool` if there is none); drops the connection if `$body` fails.
+        macro_rules! on_held {
+            ($pool:expr, $held:expr, |$conn:ident| $body:expr) => {{
+                let mut guard = $held.lock().await;
+                let acquired = match guard.is_none() {
+                    true => $pool.acquire().await.map(|c| *guard = Some(c)),
+                    false => Ok(()),
+                };
+                match (acquired, guard.as_mut()) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), Some($conn)) => {
+                        let result = $body.await;
+                        if result.is_err() {
+                            *guard = None;
+                        }
+                        result
+                    }
+                    (Ok(()), None) => Err(sqlx::Error::PoolClosed),
+                }
+            }};
+        }
+
+        /// Remembered rejections among `devices`, on the reader's held connection.
+        pub async fn rejections_held(
             pool: Pool<$db>,
+            held: Held,
             devices: Vec<DeviceKey>,
+        ) -> Result<Vec<Rejection>, sqlx::Error> {
+            on_held!(pool, held, |conn| rejections(&mut **conn, &devices))
+        }
+
+        pub async fn rejections(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            devices: &[DeviceKey],
         ) -> Result<Vec<Rejection>, sqlx::Error> {
             let mut out = Vec::new();
             for chunk in devices.chunks(CHUNK) {
@@ -39,7 +76,7 @@ macro_rules! queries {
                     b.push_bind(d.app_id.as_str()).push_bind(d.pushkey.as_str());
                 });
                 q.push(")");
-                for row in q.build().fetch_all(&pool).await? {
+                for row in q.build().fetch_all(&mut *conn).await? {
                     out.push(Rejection {
                         app_id: row.try_get(0)?,
                         pushkey: row.try_get(1)?,
@@ -216,11 +253,11 @@ macro_rules! queries {
         /// A group of operations in one transaction and (up to [`CHUNK`]
         /// keys) two statements: settlements first, then claims.
         async fn in_one_transaction(
-            pool: &Pool<$db>,
+            conn: &mut <$db as sqlx::Database>::Connection,
             ops: &[Op],
         ) -> Result<Vec<Done>, sqlx::Error> {
             let merged = $crate::store::batch::merge(ops);
-            let mut tx = pool.begin().await?;
+            let mut tx = sqlx::Connection::begin(conn).await?;
             let ids = settle(&mut *tx, &merged.settlement).await?;
             let granted = if merged.claims.is_empty() {
                 Vec::new()
@@ -232,9 +269,11 @@ macro_rules! queries {
         }
 
         /// Writes a group of operations (see [`crate::store::batch`]) and answers each.
-        pub async fn write_batch(pool: Pool<$db>, ops: Vec<Op>) {
+        pub async fn write_batch(pool: Pool<$db>, held: Held, ops: Vec<Op>) {
             if ops.len() > 1 {
-                match in_one_transaction(&pool, &ops).await {
+                let grouped: Result<_, sqlx::Error> =
+                    on_held!(pool, held, |conn| in_one_transaction(&mut **conn, &ops));
+                match grouped {
                     Ok(done) => {
                         for (op, d) in ops.into_iter().zip(done) {
                             op.answer(Ok(d));
@@ -245,15 +284,26 @@ macro_rules! queries {
                 }
             }
             for op in ops {
-                let result = in_one_transaction(&pool, std::slice::from_ref(&op))
-                    .await
-                    .map(|mut d| d.remove(0));
-                op.answer(result);
+                let result: Result<_, sqlx::Error> = on_held!(pool, held, |conn| {
+                    in_one_transaction(&mut **conn, std::slice::from_ref(&op))
+                });
+                op.answer(result.map(|mut d| d.remove(0)));
             }
         }
 
+        /// On the writer's held connection: SQLite has one writer at a time.
         pub async fn take_due(
             pool: &Pool<$db>,
+            held: &Held,
+            now: Millis,
+            lease_until: Millis,
+            limit: i64,
+        ) -> Result<Vec<Entry>, sqlx::Error> {
+            on_held!(pool, held, |conn| take_due_on(&mut **conn, now, lease_until, limit))
+        }
+
+        async fn take_due_on(
+            conn: &mut <$db as sqlx::Database>::Connection,
             now: Millis,
             lease_until: Millis,
             limit: i64,
@@ -267,7 +317,7 @@ macro_rules! queries {
             .bind(lease_until)
             .bind(now)
             .bind(limit)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?;
             rows.into_iter()
                 .map(|row| {
@@ -281,14 +331,22 @@ macro_rules! queries {
                 .collect()
         }
 
-        pub async fn expire(pool: &Pool<$db>, e: Expiry) -> Result<u64, sqlx::Error> {
+        /// On the writer's held connection: SQLite has one writer at a time.
+        pub async fn expire(pool: &Pool<$db>, held: &Held, e: Expiry) -> Result<u64, sqlx::Error> {
+            on_held!(pool, held, |conn| expire_on(&mut **conn, e))
+        }
+
+        async fn expire_on(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            e: Expiry,
+        ) -> Result<u64, sqlx::Error> {
             let claims = sqlx::query(
                 "DELETE FROM claims WHERE (app_id, pushkey, event_id) IN \
                  (SELECT app_id, pushkey, event_id FROM claims WHERE until_ms < $1 LIMIT $2)",
             )
             .bind(e.claims_before)
             .bind(e.batch)
-            .execute(pool)
+            .execute(&mut *conn)
             .await?;
             let rejections = sqlx::query(
                 "DELETE FROM rejections WHERE (app_id, pushkey) IN \
@@ -296,7 +354,7 @@ macro_rules! queries {
             )
             .bind(e.rejections_before)
             .bind(e.batch)
-            .execute(pool)
+            .execute(&mut *conn)
             .await?;
             Ok(claims.rows_affected() + rejections.rows_affected())
         }
@@ -322,7 +380,8 @@ pub(crate) use queries;
 
 /// Implements [`Store`] for a backend type whose module `q` holds the shared
 /// queries; `$read`/`$write` name the pools used for reads and for writes, and
-/// the type's `writer` and `reader` fields are its group-commit
+/// `held` is the writer's connection (see `Held`); the type's `writer` and
+/// `reader` fields are its group-commit
 /// [`crate::store::batch::Writer`] and grouped-lookup [`crate::store::batch::Reader`].
 macro_rules! impl_store {
     ($ty:ty, $name:literal, read = $read:ident, write = $write:ident) => {
@@ -371,11 +430,14 @@ macro_rules! impl_store {
                 lease_until: Millis,
                 limit: i64,
             ) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>> {
-                async move { Ok(q::take_due(&self.$write, now, lease_until, limit).await?) }.boxed()
+                async move {
+                    Ok(q::take_due(&self.$write, &self.held, now, lease_until, limit).await?)
+                }
+                .boxed()
             }
 
             fn expire(&self, e: Expiry) -> BoxFuture<'_, Result<u64, StoreError>> {
-                async move { Ok(q::expire(&self.$write, e).await?) }.boxed()
+                async move { Ok(q::expire(&self.$write, &self.held, e).await?) }.boxed()
             }
 
             fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>> {

@@ -29,6 +29,8 @@ mod q {
 pub struct SqliteStore {
     write_pool: Pool<Sqlite>,
     read_pool: Pool<Sqlite>,
+    /// The writer's connection, shared by group commits, outbox takes and expiry.
+    held: q::Held,
     writer: Writer,
     reader: Reader,
 }
@@ -62,12 +64,19 @@ impl SqliteStore {
             .await
             .map_err(|e| open_err(e.to_string()))?;
         let pool = write_pool.clone();
-        let writer = Writer::start(move |ops| q::write_batch(pool.clone(), ops));
+        let held = q::Held::default();
+        let writer_held = held.clone();
+        let writer =
+            Writer::start(move |ops| q::write_batch(pool.clone(), writer_held.clone(), ops));
         let pool = read_pool.clone();
-        let reader = Reader::start(move |devices| q::rejections(pool.clone(), devices));
+        let reader_held = q::Held::default();
+        let reader = Reader::start(move |devices| {
+            q::rejections_held(pool.clone(), reader_held.clone(), devices)
+        });
         Ok(SqliteStore {
             write_pool,
             read_pool,
+            held,
             writer,
             reader,
         })

@@ -150,7 +150,7 @@ async fn main() -> ExitCode {
 }
 
 fn warmup(args: &Args) -> Duration {
-    Duration::from_millis(if args.quick { 500 } else { 1000 })
+    Duration::from_millis(if args.quick { 500 } else { 2000 })
 }
 
 fn command_output(cmd: &str, args: &[&str]) -> Option<String> {

@@ -197,3 +197,43 @@ pub fn to_json(rows: &[Row], meta: Value) -> Value {
         .collect();
     json!({"meta": meta, "results": rows.iter().map(row).collect::<Vec<_>>(), "targets": targets})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank_over_whole_microseconds() {
+        let us: Vec<u32> = (1..=1000).map(|i| i * 1000).collect(); // 1 ms .. 1000 ms
+        assert_eq!(quantile_ms(&us, 0.50), 500.0);
+        assert_eq!(quantile_ms(&us, 0.99), 990.0);
+        assert_eq!(quantile_ms(&us, 0.999), 999.0);
+        assert_eq!(quantile_ms(&us, 1.0), 1000.0);
+        assert_eq!(quantile_ms(&[], 0.5), 0.0);
+        assert_eq!(quantile_ms(&[1500], 0.999), 1.5);
+    }
+
+    #[test]
+    fn medians_keep_every_error_and_the_highest_rss() {
+        let run = |rate: f64, rss: f64, errors: u64| Measured {
+            notifications_per_s: rate,
+            rss_peak_mib: rss,
+            errors,
+            ..Measured::default()
+        };
+        let row = Row {
+            case: "apns",
+            concurrency: 64,
+            runs: vec![
+                run(300.0, 20.0, 0),
+                run(100.0, 31.0, 2),
+                run(200.0, 25.0, 0),
+            ],
+        };
+        let m = row.median();
+        assert_eq!(m.notifications_per_s, 200.0);
+        assert_eq!(m.rss_peak_mib, 31.0);
+        assert_eq!(m.errors, 2);
+        assert!(row.failed());
+    }
+}

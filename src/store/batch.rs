@@ -279,3 +279,102 @@ impl Merged<'_> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewEntry;
+
+    fn key(p: &str) -> ClaimKey {
+        ClaimKey {
+            app_id: "a".into(),
+            pushkey: p.into(),
+            event_id: "$e".into(),
+        }
+    }
+
+    fn entry(p: &str) -> NewEntry {
+        NewEntry {
+            app_id: "a".into(),
+            pushkey: p.into(),
+            body: "{}".into(),
+            created_at: 0,
+            due_at: 0,
+            attempts: 1,
+            last_error: None,
+        }
+    }
+
+    fn claim(keys: &[&str], now: Millis) -> Op {
+        Op::Claim {
+            keys: keys.iter().map(|k| key(k)).collect(),
+            now,
+            lease_until: now + 100,
+            settled_before: now - 1000,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn settle(entries: &[&str], now: Millis) -> Op {
+        Op::Settle {
+            settlement: Settlement {
+                now,
+                enqueue: entries.iter().map(|p| entry(p)).collect(),
+                ..Settlement::default()
+            },
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_group_merges_into_one_settlement_and_one_claim_list_and_splits_back() {
+        let ops = vec![
+            claim(&["x", "shared"], 10),
+            settle(&["q1", "q2"], 12),
+            claim(&["shared", "y"], 11),
+            settle(&[], 9),
+            settle(&["q3"], 8),
+        ];
+        let m = merge(&ops);
+        // A key claimed twice goes to its first claimant; claims use the latest clock.
+        let claimed: Vec<&str> = m.claims.iter().map(|(k, _)| k.pushkey.as_str()).collect();
+        assert_eq!(claimed, ["x", "shared", "y"]);
+        assert_eq!(
+            m.claims[2].1, 111,
+            "each key keeps its own claimant's lease"
+        );
+        assert_eq!((m.now, m.settled_before), (11, -989));
+        assert_eq!(m.settlement.now, 12);
+        let queued: Vec<&str> = m
+            .settlement
+            .enqueue
+            .iter()
+            .map(|e| e.pushkey.as_str())
+            .collect();
+        assert_eq!(queued, ["q1", "q2", "q3"]);
+
+        // The store granted "x", "shared" and "y", and gave the three entries ids 7, 8, 9.
+        let done = m.split(&ops, vec![7, 8, 9], vec![key("y"), key("shared"), key("x")]);
+        let shown: Vec<String> = done
+            .iter()
+            .map(|d| match d {
+                Done::Claimed(k) => {
+                    let mut k: Vec<&str> = k.iter().map(|k| k.pushkey.as_str()).collect();
+                    k.sort();
+                    format!("claimed {k:?}")
+                }
+                Done::Settled(ids) => format!("settled {ids:?}"),
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                r#"claimed ["shared", "x"]"#,
+                "settled [7, 8]",
+                r#"claimed ["y"]"#,
+                "settled []",
+                "settled [9]",
+            ]
+        );
+    }
+}

@@ -50,7 +50,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             // 1 MiB of page cache per connection (SQLite's default is 2 MiB): the OS caches the file anyway.
-            .pragma("cache_size", "-1024");
+            .pragma("cache_size", "-1024")
+            // Grouped statements differ in their number of rows, so most prepared
+            // statements are used rarely; sqlx's default of 100 per connection
+            // held megabytes of them.
+            .statement_cache_capacity(16);
         // A local file has no connection to lose: skip sqlx's ping before each use.
         let write_pool = SqlitePoolOptions::new()
             .max_connections(1)

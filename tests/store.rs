@@ -72,7 +72,7 @@ on_both_backends!(
     concurrent_workers_never_take_the_same_entry,
     expiry_deletes_old_rows_in_bounded_batches,
     lists_longer_than_one_statement_chunk,
-    concurrent_writes_grouped_in_one_transaction_answer_each_caller,
+    concurrent_claims_and_settlements_each_get_their_own_answer,
 );
 
 fn dev(pushkey: &str) -> DeviceKey {
@@ -427,11 +427,12 @@ async fn lists_longer_than_one_statement_chunk(b: Backend) {
         .all(|(_, st)| *st == ClaimState::Settled { at: 1 }));
 }
 
-/// Claims and settlements of many concurrent callers are written together
-/// (group commit): each caller must still get exactly its own answer, a key
-/// raced for by several claims goes to one of them, and a bad write in a
-/// group fails only its own caller.
-async fn concurrent_writes_grouped_in_one_transaction_answer_each_caller(b: Backend) {
+/// Claims and settlements of many concurrent callers, which the store may write
+/// together (group commit; the merge itself is unit-tested in `store::batch`):
+/// each caller must get exactly its own answer, a key raced for by several
+/// claims goes to one of them, and a bad write among good ones fails only its
+/// own caller.
+async fn concurrent_claims_and_settlements_each_get_their_own_answer(b: Backend) {
     const CALLERS: usize = 40;
     let s = b.store.clone();
     let tasks: Vec<_> = (0..CALLERS)

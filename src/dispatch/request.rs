@@ -169,7 +169,7 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
         d.after_answer.spawn(
             async move {
                 if let Err(e) = store.settle(settlement).await {
-                    tracing::error!(request_id, error = %e, "store unavailable: claims and rejections not recorded");
+                    tracing::error!(request_id, error = %e, "store unavailable: settled claims not recorded");
                 }
             }
             .instrument(tracing::Span::current()),

@@ -46,14 +46,14 @@ impl Op {
             Op::Claim { reply, .. } => {
                 let _ = reply.send(match result {
                     Ok(Done::Claimed(v)) => Ok(v),
-                    Ok(Done::Settled(_)) => Err(StoreError::WriterGone),
+                    Ok(Done::Settled(_)) => Err(StoreError::Stopped),
                     Err(e) => Err(e.into()),
                 });
             }
             Op::Settle { reply, .. } => {
                 let _ = reply.send(match result {
                     Ok(Done::Settled(v)) => Ok(v),
-                    Ok(Done::Claimed(_)) => Err(StoreError::WriterGone),
+                    Ok(Done::Claimed(_)) => Err(StoreError::Stopped),
                     Err(e) => Err(e.into()),
                 });
             }
@@ -150,8 +150,8 @@ impl Reader {
         self.tx
             .send(lookup)
             .await
-            .map_err(|_| StoreError::WriterGone)?;
-        answer.await.map_err(|_| StoreError::WriterGone)?
+            .map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
     }
 }
 
@@ -187,15 +187,15 @@ impl Writer {
             settled_before,
             reply,
         };
-        self.tx.send(op).await.map_err(|_| StoreError::WriterGone)?;
-        answer.await.map_err(|_| StoreError::WriterGone)?
+        self.tx.send(op).await.map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
     }
 
     pub async fn settle(&self, settlement: Settlement) -> Result<Vec<i64>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let op = Op::Settle { settlement, reply };
-        self.tx.send(op).await.map_err(|_| StoreError::WriterGone)?;
-        answer.await.map_err(|_| StoreError::WriterGone)?
+        self.tx.send(op).await.map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
     }
 }
 

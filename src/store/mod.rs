@@ -39,7 +39,7 @@ pub enum StoreError {
     #[error("store query failed: {0}")]
     Query(#[from] sqlx::Error),
     #[error("the store's reader or writer task has stopped")]
-    WriterGone,
+    Stopped,
 }
 
 /// A device as the store knows it.

@@ -53,16 +53,7 @@ impl PgStore {
             .await
             .map_err(|e| open_err(e.to_string()))?;
         q::migrate(&pool).await?;
-        let write_pool = pool.clone();
-        let held = q::Held::default();
-        let writer_held = held.clone();
-        let writer =
-            Writer::start(move |ops| q::write_batch(write_pool.clone(), writer_held.clone(), ops));
-        let read_pool = pool.clone();
-        let reader_held = q::Held::default();
-        let reader = Reader::start(move |devices| {
-            q::rejections_held(read_pool.clone(), reader_held.clone(), devices)
-        });
+        let (held, writer, reader) = q::start_grouping(pool.clone(), pool.clone());
         Ok(PgStore {
             pool,
             held,

@@ -35,22 +35,41 @@ macro_rules! queries {
         macro_rules! on_held {
             ($pool:expr, $held:expr, |$conn:ident| $body:expr) => {{
                 let mut guard = $held.lock().await;
-                let acquired = match guard.is_none() {
-                    true => $pool.acquire().await.map(|c| *guard = Some(c)),
-                    false => Ok(()),
+                let conn = match guard.take() {
+                    Some(c) => Ok(c),
+                    None => $pool.acquire().await,
                 };
-                match (acquired, guard.as_mut()) {
-                    (Err(e), _) => Err(e),
-                    (Ok(()), Some($conn)) => {
+                match conn {
+                    Err(e) => Err(e),
+                    Ok(mut $conn) => {
                         let result = $body.await;
-                        if result.is_err() {
-                            *guard = None;
+                        // Kept only while it works.
+                        if result.is_ok() {
+                            *guard = Some($conn);
                         }
                         result
                     }
-                    (Ok(()), None) => Err(sqlx::Error::PoolClosed),
                 }
             }};
+        }
+
+        /// Starts the group-commit writer on `write_pool` and the grouped
+        /// rejection reader on `read_pool`; returns the writer's held connection
+        /// (outbox takes and expiry share it), the writer and the reader.
+        pub fn start_grouping(
+            write_pool: Pool<$db>,
+            read_pool: Pool<$db>,
+        ) -> (Held, $crate::store::batch::Writer, $crate::store::batch::Reader) {
+            let held = Held::default();
+            let writer_held = held.clone();
+            let writer = $crate::store::batch::Writer::start(move |ops| {
+                write_batch(write_pool.clone(), writer_held.clone(), ops)
+            });
+            let reader_held = Held::default();
+            let reader = $crate::store::batch::Reader::start(move |devices| {
+                rejections_held(read_pool.clone(), reader_held.clone(), devices)
+            });
+            (held, writer, reader)
         }
 
         /// Remembered rejections among `devices`, on the reader's held connection.
@@ -59,7 +78,7 @@ macro_rules! queries {
             held: Held,
             devices: Vec<DeviceKey>,
         ) -> Result<Vec<Rejection>, sqlx::Error> {
-            on_held!(pool, held, |conn| rejections(&mut **conn, &devices))
+            on_held!(pool, held, |conn| rejections(&mut conn, &devices))
         }
 
         pub async fn rejections(
@@ -272,7 +291,7 @@ macro_rules! queries {
         pub async fn write_batch(pool: Pool<$db>, held: Held, ops: Vec<Op>) {
             if ops.len() > 1 {
                 let grouped: Result<_, sqlx::Error> =
-                    on_held!(pool, held, |conn| in_one_transaction(&mut **conn, &ops));
+                    on_held!(pool, held, |conn| in_one_transaction(&mut conn, &ops));
                 match grouped {
                     Ok(done) => {
                         for (op, d) in ops.into_iter().zip(done) {
@@ -285,7 +304,7 @@ macro_rules! queries {
             }
             for op in ops {
                 let result: Result<_, sqlx::Error> = on_held!(pool, held, |conn| {
-                    in_one_transaction(&mut **conn, std::slice::from_ref(&op))
+                    in_one_transaction(&mut conn, std::slice::from_ref(&op))
                 });
                 op.answer(result.map(|mut d| d.remove(0)));
             }
@@ -299,7 +318,7 @@ macro_rules! queries {
             lease_until: Millis,
             limit: i64,
         ) -> Result<Vec<Entry>, sqlx::Error> {
-            on_held!(pool, held, |conn| take_due_on(&mut **conn, now, lease_until, limit))
+            on_held!(pool, held, |conn| take_due_on(&mut conn, now, lease_until, limit))
         }
 
         async fn take_due_on(
@@ -333,7 +352,7 @@ macro_rules! queries {
 
         /// On the writer's held connection: SQLite has one writer at a time.
         pub async fn expire(pool: &Pool<$db>, held: &Held, e: Expiry) -> Result<u64, sqlx::Error> {
-            on_held!(pool, held, |conn| expire_on(&mut **conn, e))
+            on_held!(pool, held, |conn| expire_on(&mut conn, e))
         }
 
         async fn expire_on(

@@ -69,16 +69,7 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(|e| open_err(e.to_string()))?;
-        let pool = write_pool.clone();
-        let held = q::Held::default();
-        let writer_held = held.clone();
-        let writer =
-            Writer::start(move |ops| q::write_batch(pool.clone(), writer_held.clone(), ops));
-        let pool = read_pool.clone();
-        let reader_held = q::Held::default();
-        let reader = Reader::start(move |devices| {
-            q::rejections_held(pool.clone(), reader_held.clone(), devices)
-        });
+        let (held, writer, reader) = q::start_grouping(write_pool.clone(), read_pool.clone());
         Ok(SqliteStore {
             write_pool,
             read_pool,

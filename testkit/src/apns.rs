@@ -225,6 +225,31 @@ impl FakeApns {
 
 type Body = Full<Bytes>;
 
+/// The device token of a `/3/device/{token}` path ("" when the path is another).
+fn device_token(path: &str) -> &str {
+    path.strip_prefix("/3/device/").unwrap_or_default()
+}
+
+fn is_device_token(token: &str) -> bool {
+    !token.is_empty() && token.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Apple's payload limit: 5 KiB for VoIP pushes, 4 KiB for the others.
+fn payload_limit(push_type: Option<&str>) -> usize {
+    if push_type == Some("voip") {
+        5120
+    } else {
+        4096
+    }
+}
+
+async fn body_bytes(body: Incoming) -> Bytes {
+    body.collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 fn reply(status: u16, reason: Option<Value>, apns_id: &str) -> Response<Body> {
     let body = reason.map(|r| r.to_string()).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(body)));
@@ -259,16 +284,8 @@ async fn handle(
     let apns_id = get("apns-id").unwrap_or_else(|| "00000000-0000-0000-0000-000000000000".into());
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let token = path
-        .strip_prefix("/3/device/")
-        .unwrap_or_default()
-        .to_owned();
+    let body = body_bytes(req.into_body()).await;
+    let token = device_token(&path).to_owned();
 
     let jwt = get("authorization").and_then(|a| a.strip_prefix("bearer ").map(str::to_owned));
     let expired = jwt.as_ref().is_some_and(|j| {
@@ -292,11 +309,7 @@ async fn handle(
     };
     let payload =
         serde_json::from_slice::<Value>(&body).map_err(|e| format!("body is not JSON: {e}"));
-    let limit = if get("apns-push-type").as_deref() == Some("voip") {
-        5120
-    } else {
-        4096
-    };
+    let limit = payload_limit(get("apns-push-type").as_deref());
     let behaviour = inner
         .behaviours
         .lock()
@@ -312,7 +325,7 @@ async fn handle(
         (403, Some(json!({"reason": "InvalidProviderToken"})))
     } else if get("apns-topic").is_none() {
         (400, Some(json!({"reason": "MissingTopic"})))
-    } else if !token.chars().all(|c| c.is_ascii_hexdigit()) {
+    } else if !is_device_token(&token) {
         (400, Some(json!({"reason": "BadDeviceToken"})))
     } else if body.len() > limit {
         (413, Some(json!({"reason": "PayloadTooLarge"})))
@@ -372,11 +385,7 @@ async fn handle(
 /// The benchmark's path: the same checks as [`handle`] for a well-behaved
 /// client (token, provider JWT, topic, JSON within the limit), nothing recorded.
 async fn count_only(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
-    let token_ok = req
-        .uri()
-        .path()
-        .strip_prefix("/3/device/")
-        .is_some_and(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit()));
+    let token_ok = is_device_token(device_token(req.uri().path()));
     let auth_ok = match &inner.auth {
         ApnsAuth::Certificate => true,
         ApnsAuth::Token {
@@ -395,20 +404,20 @@ async fn count_only(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
             }),
     };
     let topic_ok = req.headers().contains_key("apns-topic");
+    let limit = payload_limit(
+        req.headers()
+            .get("apns-push-type")
+            .and_then(|v| v.to_str().ok()),
+    );
     let apns_id = req
         .headers()
         .get("apns-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("00000000-0000-0000-0000-000000000000")
         .to_owned();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body_bytes(req.into_body()).await;
     let json_ok =
-        body.len() <= 5120 && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
+        body.len() <= limit && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
     inner.load.pause().await;
     let (status, reason) = if !auth_ok {
         (403, Some(json!({"reason": "InvalidProviderToken"})))

@@ -15,7 +15,6 @@ use crate::config::Config;
 use crate::gateway::{build_routes, StartError};
 use crate::notification::{self, ParseError};
 use crate::pushkin::tap::{Exchange, Tap};
-use crate::pushkin::Outcome;
 use crate::telemetry::metrics::Metrics;
 
 /// What to send.
@@ -96,12 +95,7 @@ pub async fn run(config: &Config, t: &TestPush) -> Result<Report, SendTestError>
     let device = &n.devices[0];
     let tap = Tap::default();
     let outcome = route.pushkin.dispatch_traced(&n, device, Some(&tap)).await;
-    let reason = match &outcome {
-        Outcome::Delivered => None,
-        Outcome::Rejected { reason, .. }
-        | Outcome::Failed { reason }
-        | Outcome::Transient { reason, .. } => Some(reason.clone()),
-    };
+    let reason = outcome.reason();
     Ok(Report {
         app: route.key.clone(),
         kind: route.pushkin.type_name(),

@@ -14,7 +14,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for d in &n.devices {
-        if let Ok(p) = webpush::payload::build(&n, d) {
+        {
+            let p = webpush::payload::build(&n, d);
             if let Ok(bytes) = webpush::payload::encode(p) {
                 assert!(bytes.len() <= webpush::payload::MAX_PLAINTEXT);
                 assert!(serde_json::from_slice::<Value>(&bytes).is_ok());

@@ -114,6 +114,30 @@ pub struct DispatchConfig {
     /// First outbox retry delay; doubles per attempt (with jitter) up to `retry_max_delay`.
     pub retry_initial_delay: Duration,
     pub retry_max_delay: Duration,
+    /// `dispatch.rejection_breaker`: stop rejecting when an app's tokens die too fast.
+    pub rejection_breaker: BreakerConfig,
+}
+
+/// `dispatch.rejection_breaker`: per app, when the push service calls more than
+/// `share` of at least `min_tokens` distinct tokens dead within `window`,
+/// token-dead answers are held back (failed, not rejected).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerConfig {
+    pub enabled: bool,
+    pub share: f64,
+    pub min_tokens: usize,
+    pub window: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            enabled: true,
+            share: 0.5,
+            min_tokens: 20,
+            window: Duration::from_secs(300),
+        }
+    }
 }
 
 /// `store`: where the outbox, the rejection memory and the de-duplication
@@ -160,6 +184,7 @@ impl Default for DispatchConfig {
             rejection_ttl: Duration::from_secs(30 * 24 * 3600),
             retry_initial_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(300),
+            rejection_breaker: BreakerConfig::default(),
         }
     }
 }
@@ -470,6 +495,7 @@ fn read_dispatch(s: Option<Section<'_>>, p: &mut Problems) -> DispatchConfig {
         rejection_ttl: s.duration("rejection_ttl", d.rejection_ttl, p),
         retry_initial_delay: s.duration("retry_initial_delay", d.retry_initial_delay, p),
         retry_max_delay: s.duration("retry_max_delay", d.retry_max_delay, p),
+        rejection_breaker: read_breaker(s.section("rejection_breaker", p), p),
     };
     for (key, v) in [
         ("connect_timeout", cfg.connect_timeout),
@@ -488,6 +514,22 @@ fn read_dispatch(s: Option<Section<'_>>, p: &mut Problems) -> DispatchConfig {
             s.key_path("retry_max_delay"),
             "must not be shorter than retry_initial_delay",
         );
+    }
+    s.finish(p);
+    cfg
+}
+
+fn read_breaker(s: Option<Section<'_>>, p: &mut Problems) -> BreakerConfig {
+    let d = BreakerConfig::default();
+    let Some(mut s) = s else { return d };
+    let cfg = BreakerConfig {
+        enabled: s.bool("enabled", d.enabled, p),
+        share: s.fraction("share", d.share, p),
+        min_tokens: s.uint("min_tokens", d.min_tokens as u64, 1, 1_000_000, p) as usize,
+        window: s.duration("window", d.window, p),
+    };
+    if cfg.window < Duration::from_secs(1) {
+        p.error(s.key_path("window"), "must be at least 1s");
     }
     s.finish(p);
     cfg

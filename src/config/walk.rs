@@ -170,6 +170,30 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A share: a number greater than 0 and at most 1, or a percentage string such as `50%`.
+    pub fn fraction(&mut self, key: &'a str, default: f64, p: &mut Problems) -> f64 {
+        let parsed = match self.raw(key) {
+            None => return default,
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) => s
+                .trim()
+                .strip_suffix('%')
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map(|v| v / 100.0),
+            Some(_) => None,
+        };
+        match parsed {
+            Some(v) if v > 0.0 && v <= 1.0 => v,
+            _ => {
+                p.error(
+                    self.key_path(key),
+                    "expected a share greater than 0 and at most 1 (e.g. 0.5 or \"50%\")",
+                );
+                default
+            }
+        }
+    }
+
     /// A duration: a number of seconds, or a string such as `500ms`, `2s`, `10m`, `1h`.
     pub fn duration(&mut self, key: &'a str, default: Duration, p: &mut Problems) -> Duration {
         let parsed = match self.raw(key) {

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Fate;
 use crate::notification::Notification;
 use crate::store::{now_ms, ClaimKey, ClaimState, Millis, Store};
 
@@ -49,11 +48,11 @@ pub(super) struct Window {
     pub settled_before: Millis,
 }
 
-/// Claims every undecided device of `n` in one query.
+/// Claims every undecided device of `n` (`decided[i]` false) in one query.
 pub(super) async fn claim_all(
     store: &dyn Store,
     n: &Notification,
-    fates: &[Option<Fate>],
+    decided: &[bool],
     w: &Window,
     request_id: &str,
 ) -> Vec<Claim> {
@@ -64,7 +63,7 @@ pub(super) async fn claim_all(
     let mut seen = HashSet::new();
     let mut keys = Vec::new();
     for (i, d) in n.devices.iter().enumerate() {
-        if fates[i].is_some() {
+        if decided[i] {
             continue;
         }
         let key = ClaimKey {

@@ -6,11 +6,14 @@
 //!   the store before the answer;
 //! - [`outbox`]: the background worker that retries queued pushes, and the
 //!   housekeeping of expired rows;
+//! - [`breaker`]: the rejection breaker that holds token-dead answers back
+//!   when an app's tokens die too fast (a configuration mistake);
 //! - this module: the dispatcher itself, the per-device send and its log line.
 //!
 //! Without a store the dispatcher is stateless: it waits for every device and
 //! any temporary failure makes the request a 502 so that the homeserver retries.
 
+mod breaker;
 mod dedup;
 pub mod outbox;
 mod request;
@@ -18,20 +21,19 @@ mod request;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::DispatchConfig;
 use crate::notification::{Device, Notification};
+use crate::pushkin::outcome::Cause;
 use crate::pushkin::Outcome;
-use crate::routing::{RouteError, Routes};
-use crate::store::Store;
+use crate::routing::{Route, RouteError, Routes};
+use crate::store::{now_ms, Store};
 use crate::telemetry::metrics::{Metrics, UNROUTED};
 use crate::telemetry::redact;
-
-/// The reason of the temporary failure given to a device whose app is at its
-/// `inflight_request_limit`.
-pub const INFLIGHT_LIMIT_REASON: &str = "inflight_request_limit reached for this app";
+use breaker::Breakers;
 
 pub struct Dispatcher {
     /// Replaced whole on reload; each request keeps the snapshot it started with.
@@ -42,6 +44,7 @@ pub struct Dispatcher {
     /// Work that goes on after a request is answered (following pushes still
     /// in flight), waited for at shutdown so that its results are recorded.
     after_answer: TaskTracker,
+    breakers: Breakers,
 }
 
 /// What the gateway did for one device.
@@ -64,7 +67,7 @@ impl Fate {
     pub fn is_rejected(&self) -> bool {
         matches!(
             self,
-            Fate::Pushed(Outcome::Rejected { .. }) | Fate::Unroutable(_) | Fate::Remembered { .. }
+            Fate::Pushed(Outcome::Rejected(_)) | Fate::Unroutable(_) | Fate::Remembered { .. }
         )
     }
 
@@ -114,7 +117,7 @@ impl Answer {
         }
         match fate {
             Fate::Pushed(Outcome::Delivered) => self.delivered += 1,
-            Fate::Pushed(Outcome::Failed { .. }) => self.failed += 1,
+            Fate::Pushed(Outcome::Failed(_)) => self.failed += 1,
             Fate::Duplicate => self.duplicates += 1,
             _ => {}
         }
@@ -131,6 +134,7 @@ impl Dispatcher {
         Dispatcher {
             routes: RwLock::new(Arc::new(routes)),
             store,
+            breakers: Breakers::new(policy.rejection_breaker.clone()),
             policy,
             metrics,
             after_answer: TaskTracker::new(),
@@ -145,13 +149,20 @@ impl Dispatcher {
         }
     }
 
-    /// Puts new apps in force for the requests that start from now on.
+    /// Puts new apps in force for the requests that start from now on, and
+    /// resets the rejection breakers (the operator fixed the config, or says so).
     pub fn replace_routes(&self, routes: Routes) {
         let new = Arc::new(routes);
         match self.routes.write() {
             Ok(mut r) => *r = new,
             Err(poisoned) => *poisoned.into_inner() = new,
         }
+        self.breakers.reset(&self.metrics);
+    }
+
+    /// The apps whose rejection breaker is open, for `/ready`.
+    pub fn rejection_breakers_open(&self) -> Vec<String> {
+        self.breakers.open(now_ms(), &self.metrics)
     }
 
     /// Waits (up to `within`) for the work still running after answers; true when all finished.
@@ -202,39 +213,61 @@ impl Dispatcher {
         }
     }
 
-    /// Sends to one device through its app's pushkin and logs the result.
+    /// Sends to one device through its app's pushkin, and logs and counts the result.
     async fn send(&self, routes: &Routes, n: &Notification, d: &Device, request_id: &str) -> Fate {
-        let fate = match routes.find(&d.app_id) {
-            Err(e) => Fate::Unroutable(e),
-            Ok(route) => match route.inflight.try_acquire() {
-                Err(_) => {
-                    self.metrics.inflight_limit_hit(&route.key);
-                    Fate::Pushed(Outcome::transient(INFLIGHT_LIMIT_REASON))
-                }
-                Ok(_permit) => {
-                    let span = tracing::info_span!(
-                        "dispatch",
-                        app = %route.key,
-                        pushkin = route.pushkin.type_name(),
-                        outcome = tracing::field::Empty
-                    );
-                    let outcome = route.pushkin.dispatch(n, d).instrument(span.clone()).await;
-                    span.record("outcome", outcome.kind());
-                    Fate::Pushed(outcome)
-                }
-            },
+        match routes.find(&d.app_id) {
+            Err(e) => {
+                let fate = Fate::Unroutable(e);
+                self.log_and_count(UNROUTED, request_id, d, &fate);
+                fate
+            }
+            Ok(route) => self.send_on(route, n, d, request_id).await,
+        }
+    }
+
+    /// [`Dispatcher::send`] on a route already found.
+    async fn send_on(&self, route: &Route, n: &Notification, d: &Device, request_id: &str) -> Fate {
+        let outcome = match route.inflight.try_acquire() {
+            Err(_) => {
+                self.metrics.inflight_limit_hit(&route.key);
+                Outcome::temporary(Cause::InflightLimit)
+            }
+            Ok(_permit) => {
+                let span = tracing::info_span!(
+                    "dispatch",
+                    app = %route.key,
+                    pushkin = route.pushkin.type_name(),
+                    outcome = tracing::field::Empty
+                );
+                // A panic in one send is one push tried again later, not a lost
+                // request or a dead outbox worker.
+                let sent = std::panic::AssertUnwindSafe(route.pushkin.dispatch(n, d))
+                    .catch_unwind()
+                    .instrument(span.clone())
+                    .await;
+                let outcome = sent.unwrap_or_else(|_| {
+                    self.metrics.send_panicked();
+                    tracing::error!(request_id, app = %route.key, "a send panicked (a bug): the push is tried again");
+                    Outcome::temporary(Cause::Panicked)
+                });
+                span.record("outcome", outcome.kind());
+                outcome
+            }
         };
-        self.record(routes, request_id, d, &fate);
+        let outcome = self
+            .breakers
+            .judge(&route.key, &d.pushkey, outcome, now_ms(), &self.metrics);
+        let fate = Fate::Pushed(outcome);
+        self.log_and_count(&route.key, request_id, d, &fate);
         fate
     }
 
-    /// Every outcome is counted and logged once.
-    fn record(&self, routes: &Routes, request_id: &str, d: &Device, fate: &Fate) {
-        let app = routes
-            .find(&d.app_id)
-            .map(|r| r.key.as_str())
-            .unwrap_or(UNROUTED);
+    /// Every outcome is counted and logged once; `app` is the config key.
+    fn log_and_count(&self, app: &str, request_id: &str, d: &Device, fate: &Fate) {
         self.metrics.outcome(app, fate.metric_label());
+        if let Fate::Pushed(Outcome::Failed(cause)) = fate {
+            self.metrics.failure(app, cause.failure_code());
+        }
         log_fate(request_id, d, fate);
     }
 
@@ -248,70 +281,52 @@ impl Dispatcher {
 fn log_fate(request_id: &str, d: &Device, fate: &Fate) {
     let pushkey = redact(&d.pushkey);
     let app_id = d.app_id.as_str();
+    let outcome = fate.kind();
     match fate {
-        Fate::Pushed(Outcome::Delivered) => {
-            tracing::debug!(request_id, app_id, pushkey, outcome = "delivered", "device")
+        Fate::Pushed(Outcome::Delivered) | Fate::Duplicate => {
+            tracing::debug!(request_id, app_id, pushkey, outcome, "device")
         }
-        Fate::Pushed(Outcome::Rejected { reason, .. }) => {
-            tracing::info!(
-                request_id,
-                app_id,
-                pushkey,
-                outcome = "rejected",
-                reason,
-                "device"
-            )
+        Fate::Pushed(o @ Outcome::Rejected(_)) => {
+            let reason = o.reason().unwrap_or_default();
+            tracing::info!(request_id, app_id, pushkey, outcome, reason, "device")
         }
         Fate::Unroutable(e) => {
             let reason = e.to_string();
-            tracing::info!(
-                request_id,
-                app_id,
-                pushkey,
-                outcome = "rejected",
-                reason,
-                "device"
-            )
+            tracing::info!(request_id, app_id, pushkey, outcome, reason, "device")
         }
         Fate::Remembered { reason } => tracing::info!(
             request_id,
             app_id,
             pushkey,
-            outcome = "rejected",
+            outcome,
             reason,
             remembered = true,
             "device"
         ),
-        Fate::Pushed(Outcome::Failed { reason }) => {
-            tracing::warn!(
-                request_id,
-                app_id,
-                pushkey,
-                outcome = "failed",
-                reason,
-                "device"
-            )
+        Fate::Pushed(Outcome::Failed(cause)) => {
+            let reason = cause.to_string();
+            let code = cause.failure_code();
+            // A configuration matter fails every push of the app: the operator must hear of it.
+            if code == "configuration" {
+                tracing::error!(request_id, app_id, pushkey, outcome, code, reason, "device")
+            } else {
+                tracing::warn!(request_id, app_id, pushkey, outcome, code, reason, "device")
+            }
         }
-        Fate::Pushed(Outcome::Transient {
-            reason,
-            retry_after,
-        }) => tracing::warn!(
+        Fate::Pushed(Outcome::Temporary { cause, retry_after }) => tracing::warn!(
             request_id,
             app_id,
             pushkey,
-            outcome = "temporary",
-            reason,
+            outcome,
+            reason = %cause,
             retry_after_s = retry_after.map(|r| r.as_secs()),
             "device"
         ),
-        Fate::Duplicate => {
-            tracing::debug!(request_id, app_id, pushkey, outcome = "duplicate", "device")
-        }
         Fate::Contended => tracing::warn!(
             request_id,
             app_id,
             pushkey,
-            outcome = "temporary",
+            outcome,
             reason = "the same push is still being sent by another request",
             "device"
         ),

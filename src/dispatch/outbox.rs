@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::{Dispatcher, Fate};
 use crate::config::DispatchConfig;
 use crate::notification::{self, Device};
+use crate::pushkin::outcome::{Cause, Rejected};
 use crate::pushkin::Outcome;
 use crate::store::{now_ms, Entry, Expiry, Millis, Rejection, Settlement, Store};
 use crate::telemetry::redact;
@@ -84,11 +85,13 @@ async fn round(d: &Dispatcher, store: &dyn Store, entries: Vec<Entry>) {
             Ok(n) => n,
             Err(err) => {
                 tracing::error!(entry = e.id, error = %err, "outbox: unreadable entry deleted");
-                return (e, Some((Fate::Pushed(Outcome::failed("unreadable")), None)));
+                let why = Cause::Local("unreadable outbox entry".into());
+                return (e, Some((Fate::Pushed(Outcome::failed(why)), None)));
             }
         };
         let Some(dev) = n.devices.first() else {
-            return (e, Some((Fate::Pushed(Outcome::failed("no device")), None)));
+            let why = Cause::Local("outbox entry without a device".into());
+            return (e, Some((Fate::Pushed(Outcome::failed(why)), None)));
         };
         if now - e.created_at > max_age {
             d.metrics.dropped(&d.app_label(&dev.app_id));
@@ -130,21 +133,24 @@ pub(super) fn record(
     device: Option<&Device>,
 ) {
     match fate {
-        Fate::Pushed(Outcome::Transient {
-            reason,
-            retry_after,
-        }) => {
+        Fate::Pushed(Outcome::Temporary { cause, retry_after }) => {
             let due = s.now + backoff(&d.policy, attempts, *retry_after).as_millis() as Millis;
-            s.reschedule.push((id, due, attempts, reason.clone()));
+            s.reschedule.push((id, due, attempts, cause.to_string()));
         }
-        Fate::Pushed(Outcome::Rejected { reason, since_ms }) => {
-            if let Some(dev) = device {
+        Fate::Pushed(o @ Outcome::Rejected(Rejected::TokenDead { since_ms, .. })) => {
+            // Remembered under the key of what the push service judged.
+            let key = device.and_then(|dev| {
+                let routes = d.routes();
+                let route = routes.find(&dev.app_id).ok()?;
+                Some((dev, route.pushkin.memory_key(dev)?))
+            });
+            if let Some((dev, key)) = key {
                 tracing::debug!(app_id = %dev.app_id, pushkey = redact(&dev.pushkey), "outbox: pushkey rejected");
                 s.remember.push(Rejection {
                     app_id: dev.app_id.clone(),
-                    pushkey: dev.pushkey.clone(),
+                    pushkey: key,
                     rejected_at: since_ms.map(|t| t as Millis).unwrap_or(s.now),
-                    reason: reason.clone(),
+                    reason: o.reason().unwrap_or_default(),
                 });
             }
             s.delete.push(id);

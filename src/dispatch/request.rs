@@ -1,16 +1,22 @@
 //! One `/notify` request, from the devices to the answer.
 //!
-//! 1. Rejection memory: devices whose pushkey is known dead are answered
+//! Each device is a [`DeviceTask`] that carries its route (looked up once),
+//! its rejection-memory key, its de-duplication claim and its fate through
+//! these steps:
+//! 1. Routing: an unknown or ambiguous app id, or pusher data the app's
+//!    pushkin can never serve, is answered rejected at once — without a claim
+//!    and never remembered (it is the request's own doing).
+//! 2. Rejection memory: devices whose token is known dead are answered
 //!    rejected at once (unless `pushkey_ts` says the app registered it again).
-//! 2. Claims: devices already pushed for this event are not pushed again.
-//! 3. Every remaining device is sent concurrently.
-//! 4. Answer budget: at `dispatch.answer_within`, devices still in flight or
+//! 3. Claims: devices already pushed for this event are not pushed again.
+//! 4. Every remaining device is sent concurrently.
+//! 5. Answer budget: at `dispatch.answer_within`, devices still in flight or
 //!    failed temporarily go to the outbox, in the same transaction that
 //!    settles the claims and remembers new rejections; only then is the
 //!    request answered. Devices still in flight are followed to their end
 //!    after the answer and their outbox entries updated.
 //!
-//! Without a store, steps 1, 2 and 4 are skipped: the request waits for every
+//! Without a store, steps 2, 3 and 5 are skipped: the request waits for every
 //! device and a temporary failure cannot be queued (the answer is a 502).
 
 use std::collections::HashMap;
@@ -23,18 +29,56 @@ use tracing::Instrument;
 
 use super::dedup::{self, Claim, Waited, Window};
 use super::outbox::backoff;
-use super::{Answer, Dispatcher, Fate, INFLIGHT_LIMIT_REASON};
+use super::{Answer, Dispatcher, Fate};
 use crate::notification::{self, Device, Notification};
+use crate::pushkin::outcome::{Cause, Rejected};
 use crate::pushkin::Outcome;
-use crate::routing::Routes;
+use crate::routing::Route;
 use crate::store::{now_ms, DeviceKey, Millis, NewEntry, Rejection, Settlement, Store};
+use crate::telemetry::metrics::UNROUTED;
+
+/// One device of the request on its way to an answer.
+struct DeviceTask {
+    /// `None` when the app id has no route (the fate says why).
+    route: Option<Arc<Route>>,
+    /// Where the rejection memory keeps this device's token.
+    memory_key: Option<String>,
+    claim: Claim,
+    /// `None` while undecided (to be sent, or still in flight at the answer).
+    fate: Option<Fate>,
+}
+
+impl DeviceTask {
+    /// Step 1: the route, and the decisions that need no send.
+    fn route(routes: &crate::routing::Routes, dev: &Device) -> DeviceTask {
+        let (route, fate) = match routes.find(&dev.app_id) {
+            Err(e) => (None, Some(Fate::Unroutable(e))),
+            Ok(route) => {
+                let fate = route
+                    .pushkin
+                    .unusable(dev)
+                    .map(|u| Fate::Pushed(Outcome::unusable(u)));
+                (Some(route.clone()), fate)
+            }
+        };
+        DeviceTask {
+            memory_key: route.as_ref().and_then(|r| r.pushkin.memory_key(dev)),
+            route,
+            claim: Claim::None,
+            fate,
+        }
+    }
+
+    /// The app as metrics and logs name it.
+    fn app(&self) -> &str {
+        self.route.as_ref().map_or(UNROUTED, |r| r.key.as_str())
+    }
+}
 
 pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: String) -> Answer {
     let started = Instant::now();
     let store = d.store.clone();
     let now = now_ms();
-    let count = n.devices.len();
-    let mut fates: Vec<Option<Fate>> = vec![None; count];
     let mut settlement = Settlement {
         now,
         ..Settlement::default()
@@ -42,49 +86,59 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
 
     // In-flight requests finish on the apps they started with, whatever a reload does.
     let routes = d.routes();
-    for dev in &n.devices {
-        if let Ok(route) = routes.find(&dev.app_id) {
+    let mut tasks: Vec<DeviceTask> = n
+        .devices
+        .iter()
+        .map(|dev| DeviceTask::route(&routes, dev))
+        .collect();
+    for t in &tasks {
+        if let Some(route) = &t.route {
             d.metrics.routed(&route.key);
         }
     }
 
-    let mut claims = vec![Claim::None; count];
     if let Some(store) = &store {
-        consult_memory(&**store, &n, &mut fates, &mut settlement, &request_id).await;
+        consult_memory(&**store, &n, &mut tasks, &mut settlement, &request_id).await;
         let window = Window {
             now,
             lease_until: now + d.lease().as_millis() as Millis,
             settled_before: now - d.policy.dedup_window.as_millis() as Millis,
         };
-        claims = dedup::claim_all(&**store, &n, &fates, &window, &request_id).await;
-    }
-    for (i, c) in claims.iter().enumerate() {
-        if matches!(c, Claim::Twin | Claim::Settled) {
-            fates[i] = Some(Fate::Duplicate);
+        let decided: Vec<bool> = tasks.iter().map(|t| t.fate.is_some()).collect();
+        let claims = dedup::claim_all(&**store, &n, &decided, &window, &request_id).await;
+        for (t, claim) in tasks.iter_mut().zip(claims) {
+            if matches!(claim, Claim::Twin | Claim::Settled) {
+                t.fate = Some(Fate::Duplicate);
+            }
+            t.claim = claim;
         }
     }
-    for (i, f) in fates.iter().enumerate() {
-        if let Some(f) = f {
-            d.record(&routes, &request_id, &n.devices[i], f);
+    for (t, dev) in tasks.iter().zip(&n.devices) {
+        if let Some(f) = &t.fate {
+            d.log_and_count(t.app(), &request_id, dev, f);
         }
     }
 
     // Send everything undecided at once; results arrive on `rx` in completion order.
-    let to_send: Vec<usize> = (0..count).filter(|&i| fates[i].is_none()).collect();
+    let to_send: Vec<(usize, Arc<Route>, Claim)> = tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.fate.is_none())
+        .filter_map(|(i, t)| Some((i, t.route.clone()?, t.claim.clone())))
+        .collect();
     let deadline = started + d.policy.answer_within;
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Fate)>();
+    let mut waiting = to_send.len();
     {
-        let (d, routes, n) = (d.clone(), routes.clone(), n.clone());
-        let (claims, request_id) = (claims.clone(), request_id.clone());
-        let to_send = to_send.clone();
+        let (d, n, request_id) = (d.clone(), n.clone(), request_id.clone());
         let tracker = d.after_answer.clone();
         let span = tracing::Span::current();
         let send_all = async move {
-            join_all(to_send.into_iter().map(|i| {
+            join_all(to_send.into_iter().map(|(i, route, claim)| {
                 let tx = tx.clone();
-                let (d, routes, n, claims, request_id) = (&d, &routes, &n, &claims, &request_id);
+                let (d, n, request_id) = (&d, &n, &request_id);
                 async move {
-                    let fate = send_one(d, routes, n, &claims[i], i, deadline, request_id).await;
+                    let fate = send_one(d, &route, n, &claim, i, deadline, request_id).await;
                     let _ = tx.send((i, fate));
                 }
             }))
@@ -93,7 +147,6 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
         tracker.spawn(send_all.instrument(span));
     }
 
-    let mut waiting = to_send.len();
     while waiting > 0 {
         // Without a store nothing can be queued: wait for all (each pushkin bounds its own time).
         let next = if store.is_some() {
@@ -105,50 +158,11 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
             rx.recv().await
         };
         let Some((i, fate)) = next else { break };
-        fates[i] = Some(fate);
+        tasks[i].fate = Some(fate);
         waiting -= 1;
     }
 
-    let mut answer = Answer::default();
-    // Outbox entries, with the device index of those still in flight.
-    let mut in_flight: Vec<Option<usize>> = Vec::new();
-    for i in 0..count {
-        let dev = &n.devices[i];
-        let claim = &claims[i];
-        let fate = match &fates[i] {
-            // Another request is sending it: it is not ours to queue.
-            None if matches!(claim, Claim::Waiting(_)) => Fate::Contended,
-            None => {
-                settlement.enqueue.push(entry(
-                    &n,
-                    dev,
-                    now,
-                    now + d.lease().as_millis() as Millis,
-                    "still in flight when the answer was due",
-                ));
-                in_flight.push(Some(i));
-                if let Some(k) = claim.key() {
-                    settlement.settle_claims.push(k.clone());
-                }
-                continue;
-            }
-            Some(f) => f.clone(),
-        };
-        if let Fate::Pushed(o) = &fate {
-            if let Some(k) = claim.key() {
-                settlement.settle_claims.push(k.clone());
-            }
-            let queue = Queue {
-                d: &d,
-                has_store: store.is_some(),
-            };
-            queue.record(&n, dev, o, &mut settlement, &mut in_flight, &mut answer);
-        }
-        if fate == Fate::Contended {
-            answer.unqueued += 1;
-        }
-        answer.tally(dev, &fate);
-    }
+    let (mut answer, in_flight) = decide(&d, &n, &tasks, &mut settlement, store.is_some());
 
     let Some(store) = store else { return answer };
     let queued = settlement.enqueue.len();
@@ -201,10 +215,86 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
     answer
 }
 
+/// The answer, and what the store must learn, from the device states alone.
+/// Returns, per new outbox entry, the device index of those still in flight.
+fn decide(
+    d: &Dispatcher,
+    n: &Notification,
+    tasks: &[DeviceTask],
+    settlement: &mut Settlement,
+    has_store: bool,
+) -> (Answer, Vec<Option<usize>>) {
+    let now = settlement.now;
+    let mut answer = Answer::default();
+    let mut in_flight: Vec<Option<usize>> = Vec::new();
+    for (i, (t, dev)) in tasks.iter().zip(&n.devices).enumerate() {
+        let fate = match &t.fate {
+            // Another request is sending it: it is not ours to queue.
+            None if matches!(t.claim, Claim::Waiting(_)) => Fate::Contended,
+            None => {
+                settlement.enqueue.push(entry(
+                    n,
+                    dev,
+                    now,
+                    now + d.lease().as_millis() as Millis,
+                    "still in flight when the answer was due",
+                ));
+                in_flight.push(Some(i));
+                if let Some(k) = t.claim.key() {
+                    settlement.settle_claims.push(k.clone());
+                }
+                continue;
+            }
+            Some(f) => f.clone(),
+        };
+        if let Fate::Pushed(o) = &fate {
+            // Whatever the push service said, this device's push is finished
+            // (or queued): a retry of this request is answered as a duplicate.
+            if let Some(k) = t.claim.key() {
+                settlement.settle_claims.push(k.clone());
+            }
+            match o {
+                Outcome::Rejected(Rejected::TokenDead { since_ms, .. }) => {
+                    if let Some(key) = &t.memory_key {
+                        settlement.remember.push(Rejection {
+                            app_id: dev.app_id.clone(),
+                            pushkey: key.clone(),
+                            rejected_at: since_ms.map(|t| t as Millis).unwrap_or(now),
+                            reason: o.reason().unwrap_or_default(),
+                        });
+                    }
+                }
+                Outcome::Temporary { cause, retry_after } if has_store => {
+                    let due = now + backoff(&d.policy, 1, *retry_after).as_millis() as Millis;
+                    settlement
+                        .enqueue
+                        .push(entry(n, dev, now, due, &cause.to_string()));
+                    in_flight.push(None);
+                }
+                Outcome::Temporary { cause, .. } => {
+                    answer.unqueued += 1;
+                    if *cause == Cause::InflightLimit {
+                        answer.overloaded += 1;
+                    }
+                }
+                // Rejected for the request's own data (never remembered), delivered or failed.
+                Outcome::Rejected(Rejected::Unusable(_))
+                | Outcome::Delivered
+                | Outcome::Failed(_) => {}
+            }
+        }
+        if fate == Fate::Contended {
+            answer.unqueued += 1;
+        }
+        answer.tally(dev, &fate);
+    }
+    (answer, in_flight)
+}
+
 /// Sends one device, first waiting for another request's claim on it if there is one.
 async fn send_one(
     d: &Dispatcher,
-    routes: &Routes,
+    route: &Route,
     n: &Notification,
     claim: &Claim,
     i: usize,
@@ -218,34 +308,40 @@ async fn send_one(
         match waited {
             Waited::TookOver => {}
             Waited::Settled => {
-                d.record(routes, request_id, dev, &Fate::Duplicate);
+                d.log_and_count(&route.key, request_id, dev, &Fate::Duplicate);
                 return Fate::Duplicate;
             }
             Waited::Timeout => {
-                d.record(routes, request_id, dev, &Fate::Contended);
+                d.log_and_count(&route.key, request_id, dev, &Fate::Contended);
                 return Fate::Contended;
             }
         }
     }
-    d.send(routes, n, dev, request_id).await
+    d.send_on(route, n, dev, request_id).await
 }
 
-/// Looks up remembered rejections for every device in one query.
+/// Looks up remembered rejections for every undecided device in one query.
 async fn consult_memory(
     store: &dyn Store,
     n: &Notification,
-    fates: &mut [Option<Fate>],
+    tasks: &mut [DeviceTask],
     settlement: &mut Settlement,
     request_id: &str,
 ) {
-    let mut keys: Vec<DeviceKey> = n
-        .devices
+    let mut keys: Vec<DeviceKey> = tasks
         .iter()
-        .map(|d| DeviceKey {
-            app_id: d.app_id.clone(),
-            pushkey: d.pushkey.clone(),
+        .zip(&n.devices)
+        .filter(|(t, _)| t.fate.is_none())
+        .filter_map(|(t, dev)| {
+            Some(DeviceKey {
+                app_id: dev.app_id.clone(),
+                pushkey: t.memory_key.clone()?,
+            })
         })
         .collect();
+    if keys.is_empty() {
+        return;
+    }
     keys.sort();
     keys.dedup();
     let found = match store.rejections(&keys).await {
@@ -256,8 +352,11 @@ async fn consult_memory(
         }
     };
     for r in found {
-        for (i, dev) in n.devices.iter().enumerate() {
-            if dev.app_id != r.app_id || dev.pushkey != r.pushkey {
+        for (t, dev) in tasks.iter_mut().zip(&n.devices) {
+            if t.fate.is_some()
+                || dev.app_id != r.app_id
+                || t.memory_key.as_deref() != Some(r.pushkey.as_str())
+            {
                 continue;
             }
             // The app registered this same token again after it was found dead.
@@ -273,53 +372,10 @@ async fn consult_memory(
                     settlement.forget.push(key);
                 }
             } else {
-                fates[i] = Some(Fate::Remembered {
+                t.fate = Some(Fate::Remembered {
                     reason: r.reason.clone(),
                 });
             }
-        }
-    }
-}
-
-struct Queue<'a> {
-    d: &'a Dispatcher,
-    has_store: bool,
-}
-
-impl Queue<'_> {
-    /// Remembers a rejection, queues a temporary failure (or counts it as unqueued without a store).
-    fn record(
-        &self,
-        n: &Notification,
-        dev: &Device,
-        o: &Outcome,
-        settlement: &mut Settlement,
-        in_flight: &mut Vec<Option<usize>>,
-        answer: &mut Answer,
-    ) {
-        let now = settlement.now;
-        match o {
-            Outcome::Rejected { reason, since_ms } => settlement.remember.push(Rejection {
-                app_id: dev.app_id.clone(),
-                pushkey: dev.pushkey.clone(),
-                rejected_at: since_ms.map(|t| t as Millis).unwrap_or(now),
-                reason: reason.clone(),
-            }),
-            Outcome::Transient {
-                reason,
-                retry_after,
-            } if self.has_store => {
-                let due = now + backoff(&self.d.policy, 1, *retry_after).as_millis() as Millis;
-                settlement.enqueue.push(entry(n, dev, now, due, reason));
-                in_flight.push(None);
-            }
-            Outcome::Transient { reason, .. } => {
-                answer.unqueued += 1;
-                if reason == INFLIGHT_LIMIT_REASON {
-                    answer.overloaded += 1;
-                }
-            }
-            Outcome::Delivered | Outcome::Failed { .. } => {}
         }
     }
 }

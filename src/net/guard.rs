@@ -6,7 +6,8 @@
 //! The check runs inside the client's DNS resolver, on the addresses that the
 //! connection will use, so a name that resolves to 127.0.0.1 (or is re-bound
 //! between a check and the connect) is refused too. Literal IP hosts skip DNS
-//! in the client, so callers check them with [`AddressGuard::check_host`].
+//! in the client, so callers check them with [`AddressGuard::check`].
+//! A configured proxy is never judged (see [`AddressGuard::exempt`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -25,18 +26,13 @@ pub struct Refused {
 #[derive(Debug, Clone, Default)]
 pub struct AddressGuard {
     pub allow_private: bool,
+    /// A host resolved without judging it: the configured proxy, which the
+    /// operator chose (it is often on a private network). Endpoints are judged
+    /// before the request when a proxy is in use (the proxy resolves them).
+    pub exempt: Option<String>,
 }
 
 impl AddressGuard {
-    /// Checks a host that is an IP literal (`[::1]` or `127.0.0.1`); names pass (the resolver checks them).
-    pub fn check_host(&self, host: &str) -> Result<(), Refused> {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        match bare.parse::<IpAddr>() {
-            Ok(ip) => self.check(host, ip),
-            Err(_) => Ok(()),
-        }
-    }
-
     pub fn check(&self, host: &str, ip: IpAddr) -> Result<(), Refused> {
         if self.allow_private {
             return Ok(());
@@ -59,9 +55,11 @@ impl Resolve for AddressGuard {
         Box::pin(async move {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            // One forbidden address refuses the name: a mix is how rebinding attacks start.
-            for a in &addrs {
-                guard.check(&host, a.ip())?;
+            if guard.exempt.as_deref() != Some(host.as_str()) {
+                // One forbidden address refuses the name: a mix is how rebinding attacks start.
+                for a in &addrs {
+                    guard.check(&host, a.ip())?;
+                }
             }
             let it: Addrs = Box::new(addrs.into_iter());
             Ok(it)

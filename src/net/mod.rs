@@ -104,7 +104,13 @@ pub fn build_client(o: &ClientOptions<'_>) -> Result<reqwest::Client, NetError> 
         b = b.identity(identity);
     }
     if let Some(guard) = &o.guard {
-        b = b.dns_resolver(Arc::new(guard.clone()));
+        let mut guard = guard.clone();
+        // The proxy is the operator's choice: never refused by the guard.
+        guard.exempt = o
+            .proxy
+            .and_then(|p| url::Url::parse(p).ok())
+            .and_then(|u| u.host_str().map(str::to_owned));
+        b = b.dns_resolver(Arc::new(guard));
     }
     if let Some(counter) = &o.connections {
         b = b.connector_layer(count::CountConnections(counter.clone()));
@@ -122,6 +128,24 @@ pub fn refused_by_guard(err: &reqwest::Error) -> Option<&Refused> {
         source = e.source();
     }
     None
+}
+
+/// Whether a request failed because a name could not be resolved (the
+/// system resolver's "failed to lookup address" / "temporary failure in name
+/// resolution", or hyper's `dns error`).
+pub fn is_dns_failure(err: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        let text = e.to_string().to_ascii_lowercase();
+        if text.contains("dns error")
+            || text.contains("failed to lookup address")
+            || text.contains("name resolution")
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// A short, loggable description of a transport error (no URLs: they may hold secrets).

@@ -6,8 +6,12 @@
 
 pub mod apns;
 pub mod fcm;
+pub mod outcome;
 pub mod tap;
 pub mod webpush;
+
+pub use outcome::Outcome;
+use outcome::Unusable;
 
 use std::time::Duration;
 
@@ -29,63 +33,24 @@ pub struct Settings<'a> {
 
 use crate::notification::{Device, Notification};
 
-/// What happened to one device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The push service accepted the push (or there was nothing to send).
-    Delivered,
-    /// The pushkey must not be used again: the homeserver should delete the pusher.
-    /// `since_ms`: when the push service says the token stopped being valid (APNs 410).
-    Rejected {
-        reason: String,
-        since_ms: Option<u64>,
-    },
-    /// This push cannot be delivered, but the pushkey is fine (e.g. payload too large):
-    /// logged, not retried, not rejected.
-    Failed { reason: String },
-    /// Try again later: upstream unavailable, rate-limited, timed out.
-    Transient {
-        reason: String,
-        retry_after: Option<Duration>,
-    },
-}
-
-impl Outcome {
-    pub fn rejected(reason: impl Into<String>) -> Self {
-        Outcome::Rejected {
-            reason: reason.into(),
-            since_ms: None,
-        }
-    }
-
-    pub fn failed(reason: impl Into<String>) -> Self {
-        Outcome::Failed {
-            reason: reason.into(),
-        }
-    }
-
-    pub fn transient(reason: impl Into<String>) -> Self {
-        Outcome::Transient {
-            reason: reason.into(),
-            retry_after: None,
-        }
-    }
-
-    /// Short name for logs and counters.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Outcome::Delivered => "delivered",
-            Outcome::Rejected { .. } => "rejected",
-            Outcome::Failed { .. } => "failed",
-            Outcome::Transient { .. } => "temporary",
-        }
-    }
-}
-
 /// A push service.
 pub trait Pushkin: Send + Sync {
     /// The pushkin type (`webpush`, `apns`, `gcm`), for logs.
     fn type_name(&self) -> &'static str;
+
+    /// Pusher data that can never be served, decided without sending (the
+    /// same decision [`Pushkin::dispatch`] would make): such a device is
+    /// answered rejected without a de-duplication claim and never remembered.
+    fn unusable(&self, _device: &Device) -> Option<Unusable> {
+        None
+    }
+
+    /// The key under which the rejection memory remembers this device's
+    /// token when the push service declares it dead: what the service judged.
+    /// `None`: nothing to remember or look up.
+    fn memory_key(&self, device: &Device) -> Option<String> {
+        Some(device.pushkey.clone())
+    }
 
     /// Sends `notification` to one `device` and says what happened. Never panics
     /// on input, never takes longer than the configured upstream timeout.

@@ -85,6 +85,10 @@ pub struct Metrics {
     store_up: IntGauge,
     store_rows: IntGaugeVec,
     outbox_oldest: Gauge,
+    failures: IntCounterVec,
+    breaker_open: IntGaugeVec,
+    breaker_trips: IntCounterVec,
+    send_panics: IntCounter,
 }
 
 /// Registers every family up front, so a scrape shows each one (at zero)
@@ -249,6 +253,27 @@ impl Metrics {
                 )
                 .expect("valid metric name"),
             ),
+            failures: b.counter_vec(
+                "pushgate_failures_total",
+                "Pushes that failed for good while the pusher stays, per app and reason \
+                 (endpoint_refused, endpoint_not_allowed, payload_too_large, bad_request, \
+                 configuration, breaker_open, other)",
+                &["pushkin", "reason"],
+            ),
+            breaker_open: b.gauge_vec(
+                "pushgate_rejection_breaker_open",
+                "1 while the app's rejection breaker holds token-dead answers back",
+                &["pushkin"],
+            ),
+            breaker_trips: b.counter_vec(
+                "pushgate_rejection_breaker_trips_total",
+                "Times the app's rejection breaker opened",
+                &["pushkin"],
+            ),
+            send_panics: b.counter(
+                "pushgate_send_panics_total",
+                "Sends that panicked (a bug); each push was treated as a temporary failure",
+            ),
             registry: b.registry,
         };
         m.requests_in_flight.with_label_values(&[NOTIFY_RESOURCE]);
@@ -309,6 +334,25 @@ impl Metrics {
         self.outcomes.with_label_values(&[app, outcome]).inc();
     }
 
+    /// A push failed for good; `reason` is one of a small fixed set of codes.
+    pub fn failure(&self, app: &str, reason: &str) {
+        self.failures.with_label_values(&[app, reason]).inc();
+    }
+
+    /// The rejection breaker of `app` opened (`true`) or closed.
+    pub fn breaker(&self, app: &str, open: bool) {
+        self.breaker_open
+            .with_label_values(&[app])
+            .set(i64::from(open));
+        if open {
+            self.breaker_trips.with_label_values(&[app]).inc();
+        }
+    }
+
+    pub fn send_panicked(&self) {
+        self.send_panics.inc();
+    }
+
     pub fn inflight_limit_hit(&self, app: &str) {
         self.inflight_limit_drop.with_label_values(&[app]).inc();
     }
@@ -334,9 +378,11 @@ impl Metrics {
             &self.inflight_limit_drop,
             &self.outbox_queued,
             &self.outbox_dropped,
+            &self.breaker_trips,
         ] {
             family.with_label_values(&[app]);
         }
+        self.breaker_open.with_label_values(&[app]);
         for outcome in OUTCOMES {
             self.outcomes.with_label_values(&[app, outcome]);
         }

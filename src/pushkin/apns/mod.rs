@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::outcome::{Cause, Unusable};
 use super::tap::Tap;
 use super::{parse_retry_after, Outcome, Pushkin, Settings};
 use crate::config::{ApnsAuth, ApnsConfig, ApnsPlatform};
@@ -52,6 +53,12 @@ pub enum ApnsError {
         path: String,
         source: reqwest::Error,
     },
+}
+
+/// What the attempt loop does next, when the answer was not final.
+enum Step {
+    Renew(super::outcome::Answer),
+    Retry(Cause, Option<Duration>),
 }
 
 pub struct Apns {
@@ -141,15 +148,15 @@ impl Apns {
     async fn send(&self, n: &Notification, d: &Device, tap: Option<&Tap>) -> Outcome {
         let token = match device_token(&d.pushkey, self.convert_to_hex) {
             Ok(t) => t,
-            Err(why) => return Outcome::rejected(why),
+            Err(why) => return Outcome::unusable(Unusable::MalformedToken(why)),
         };
         let payload = match payload::build(n, d, self.send_badge_counts) {
             Ok(Some(p)) => p,
             Ok(None) => return Outcome::Delivered,
-            Err(e @ payload::PayloadError::BadDefaultPayload) => {
-                return Outcome::rejected(e.to_string())
+            Err(payload::PayloadError::BadDefaultPayload) => {
+                return Outcome::unusable(Unusable::BadDefaultPayload)
             }
-            Err(e) => return Outcome::failed(e.to_string()),
+            Err(e) => return Outcome::failed(Cause::Local(e.to_string())),
         };
         let voip = self.push_type.as_deref() == Some("voip");
         let limit = if voip {
@@ -159,8 +166,9 @@ impl Apns {
         };
         let body = match payload::encode(payload, limit) {
             Ok(b) => bytes::Bytes::from(b),
-            // Nothing could be shortened: this push can never be delivered (ours: the reference answers 500).
-            Err(e) => return Outcome::rejected(e.to_string()),
+            // Nothing could be shortened: this push can never be delivered, but
+            // the token is fine (ours: the reference answers 500).
+            Err(e) => return Outcome::failed(Cause::PayloadTooLarge(e.to_string())),
         };
         let url = format!("{}/3/device/{token}", self.base);
         let deadline = Instant::now() + self.budget;
@@ -175,7 +183,12 @@ impl Apns {
                 .build()
             {
                 Ok(r) => r,
-                Err(e) => return Outcome::failed(format!("bad request: {}", net::describe(&e))),
+                Err(e) => {
+                    return Outcome::failed(Cause::Local(format!(
+                        "bad request: {}",
+                        net::describe(&e)
+                    )))
+                }
             };
             let tapped = tap.map(|t| (t, t.sent(&request, None)));
             let call = self.metrics.request();
@@ -184,22 +197,19 @@ impl Apns {
                 self.client.execute(request).instrument(call.span()),
             )
             .await;
-            let verdict = match sent {
+            let step = match sent {
                 Err(_) => {
                     if let Some((t, i)) = tapped {
                         t.failed(i, "no answer in time".into());
                     }
-                    return Outcome::transient("APNs did not answer in time");
+                    return Outcome::temporary(Cause::Timeout("APNs"));
                 }
                 Ok(Err(e)) => {
-                    let reason = net::describe(&e);
+                    let cause = Cause::transport(&e);
                     if let Some((t, i)) = tapped {
-                        t.failed(i, reason.clone());
+                        t.failed(i, cause.to_string());
                     }
-                    Verdict::Retry {
-                        reason,
-                        after: None,
-                    }
+                    Step::Retry(cause, None)
                 }
                 Ok(Ok(resp)) => {
                     let status = resp.status().as_u16();
@@ -217,36 +227,35 @@ impl Apns {
                         t.answered(i, status, &headers, &bytes);
                     }
                     let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_default();
-                    let verdict = judge(status, &body, retry_after);
                     tracing::debug!(
                         apns_id,
                         status,
                         reason = body.reason.as_deref().unwrap_or(""),
                         "APNs answered"
                     );
-                    verdict
+                    match judge(status, &body, retry_after) {
+                        Verdict::Final(outcome) => return outcome,
+                        Verdict::RenewToken(answer) => Step::Renew(answer),
+                        Verdict::Retry { answer, after } => {
+                            Step::Retry(Cause::Answer(answer), after)
+                        }
+                    }
                 }
             };
             drop(call);
-            match verdict {
-                Verdict::Delivered => return Outcome::Delivered,
-                Verdict::Rejected { reason, since_ms } => {
-                    return Outcome::Rejected { reason, since_ms }
-                }
-                Verdict::Failed { reason } => return Outcome::failed(reason),
-                Verdict::Credentials { reason } => return Outcome::transient(reason),
-                Verdict::RenewToken { reason } => match (&self.token, &jwt) {
+            match step {
+                Step::Renew(answer) => match (&self.token, &jwt) {
                     (Some(t), Some(used)) if !renewed => {
                         t.refused(used);
                         renewed = true;
                     }
-                    _ => return Outcome::transient(reason),
+                    _ => return Outcome::temporary(Cause::Answer(answer)),
                 },
-                Verdict::Retry { reason, after } => {
+                Step::Retry(cause, after) => {
                     let backoff = after.unwrap_or(FIRST_BACKOFF * 2u32.pow(attempt - 1));
                     if attempt >= MAX_ATTEMPTS || Instant::now() + backoff >= deadline {
-                        return Outcome::Transient {
-                            reason,
+                        return Outcome::Temporary {
+                            cause,
                             retry_after: after,
                         };
                     }
@@ -312,30 +321,37 @@ fn collapse_id(room_id: &str) -> String {
 
 /// The device token for the URL path: the base64 pushkey as hex (Sygnal's
 /// `convert_device_token_to_hex`), or the pushkey as given, which must be hex.
-pub fn device_token(pushkey: &str, convert_to_hex: bool) -> Result<String, String> {
+pub fn device_token(pushkey: &str, convert_to_hex: bool) -> Result<String, &'static str> {
     if convert_to_hex {
         let engine = base64::engine::general_purpose::GeneralPurpose::new(
             &base64::alphabet::STANDARD,
             base64::engine::GeneralPurposeConfig::new()
                 .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
         );
-        let bytes = engine.decode(pushkey.trim()).map_err(|_| {
-            "pushkey is not valid base64 (convert_device_token_to_hex is on)".to_owned()
-        })?;
+        let bytes = engine
+            .decode(pushkey.trim())
+            .map_err(|_| "pushkey is not valid base64 (convert_device_token_to_hex is on)")?;
         if bytes.is_empty() {
-            return Err("pushkey decodes to nothing".into());
+            return Err("pushkey decodes to nothing");
         }
         Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
     } else if !pushkey.is_empty() && pushkey.chars().all(|c| c.is_ascii_hexdigit()) {
         Ok(pushkey.to_ascii_lowercase())
     } else {
-        Err("pushkey is not a hex device token (convert_device_token_to_hex is off)".into())
+        Err("pushkey is not a hex device token (convert_device_token_to_hex is off)")
     }
 }
 
 impl Pushkin for Apns {
     fn type_name(&self) -> &'static str {
         "apns"
+    }
+
+    fn unusable(&self, d: &Device) -> Option<Unusable> {
+        if let Err(why) = device_token(&d.pushkey, self.convert_to_hex) {
+            return Some(Unusable::MalformedToken(why));
+        }
+        Unusable::default_payload_of(d)
     }
 
     fn dispatch_traced<'a>(

@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::pushkin::outcome::{Answer, Outcome};
+
 #[derive(Debug, Default, Deserialize)]
 pub struct ErrorBody {
     #[serde(default)]
@@ -48,43 +50,82 @@ impl ErrorDetail {
     }
 }
 
+/// The FCM `errorCode` values Google documents (`FcmError`); anything else is kept as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Code {
+    /// No `errorCode` in the answer.
+    None,
+    UnspecifiedError,
+    InvalidArgument,
+    Unregistered,
+    SenderIdMismatch,
+    QuotaExceeded,
+    Unavailable,
+    Internal,
+    ThirdPartyAuthError,
+    Other(String),
+}
+
+impl Code {
+    pub fn parse(s: &str) -> Code {
+        match s {
+            "" => Code::None,
+            "UNSPECIFIED_ERROR" => Code::UnspecifiedError,
+            "INVALID_ARGUMENT" => Code::InvalidArgument,
+            "UNREGISTERED" => Code::Unregistered,
+            "SENDER_ID_MISMATCH" => Code::SenderIdMismatch,
+            "QUOTA_EXCEEDED" => Code::QuotaExceeded,
+            "UNAVAILABLE" => Code::Unavailable,
+            "INTERNAL" => Code::Internal,
+            "THIRD_PARTY_AUTH_ERROR" => Code::ThirdPartyAuthError,
+            other => Code::Other(other.to_owned()),
+        }
+    }
+}
+
 /// What to do after one FCM answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Delivered,
-    Rejected {
-        reason: String,
-    },
+    /// Done: this is the push's outcome.
+    Final(Outcome),
     /// Refresh the access token and try once more.
-    Reauthenticate {
-        reason: String,
-    },
+    Reauthenticate(Answer),
+    /// Try again later (with backoff, within the push's budget).
     Retry {
-        reason: String,
+        answer: Answer,
         after: Option<Duration>,
-    },
-    Failed {
-        reason: String,
     },
 }
 
 pub fn judge(status: u16, body: &ErrorBody, retry_after: Option<Duration>) -> Verdict {
     let e = &body.error;
-    let code = e.fcm_code().unwrap_or("");
-    let reason =
-        format!("FCM answered {status} {} {code}: {}", e.status, e.message).replace("  ", " ");
-    match (status, code) {
-        (200..=299, _) => Verdict::Delivered,
-        (_, "UNREGISTERED") | (404, _) | (_, "SENDER_ID_MISMATCH") => Verdict::Rejected { reason },
-        (400, _) if e.bad_token() => Verdict::Rejected { reason },
-        (401, _) => Verdict::Reauthenticate { reason },
-        (429, _) | (500..=599, _) | (_, "UNAVAILABLE" | "INTERNAL" | "QUOTA_EXCEEDED") => {
-            Verdict::Retry {
-                reason,
-                after: retry_after,
-            }
-        }
-        _ => Verdict::Failed { reason },
+    let code = Code::parse(e.fcm_code().unwrap_or(""));
+    let text = format!("{} {}: {}", e.status, e.fcm_code().unwrap_or(""), e.message)
+        .replace("  ", " ")
+        .trim()
+        .to_owned();
+    let retry = matches!(
+        code,
+        Code::Unavailable | Code::Internal | Code::QuotaExceeded
+    );
+    let answer = Answer::Fcm {
+        status,
+        about_token: status == 400 && e.bad_token(),
+        code,
+        text,
+    };
+    match status {
+        200..=299 => Verdict::Final(Outcome::Delivered),
+        401 => Verdict::Reauthenticate(answer),
+        429 | 500..=599 => Verdict::Retry {
+            answer,
+            after: retry_after,
+        },
+        _ if retry => Verdict::Retry {
+            answer,
+            after: retry_after,
+        },
+        _ => Verdict::Final(Outcome::from_final_answer(answer, None)),
     }
 }
 
@@ -107,11 +148,9 @@ mod tests {
     #[test]
     fn table() {
         let kind = |v: Verdict| match v {
-            Verdict::Delivered => "delivered",
-            Verdict::Rejected { .. } => "rejected",
-            Verdict::Reauthenticate { .. } => "reauth",
+            Verdict::Final(o) => o.kind(),
+            Verdict::Reauthenticate(_) => "reauth",
             Verdict::Retry { .. } => "retry",
-            Verdict::Failed { .. } => "failed",
         };
         let bad_token = body(
             json!({"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "The registration token is not a valid FCM registration token",
@@ -148,7 +187,7 @@ mod tests {
                     "SENDER_ID_MISMATCH",
                     "SenderId mismatch",
                 ),
-                "rejected",
+                "failed",
             ),
             (
                 401,

@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::outcome::{Cause, Unusable};
 use super::tap::Tap;
 use super::{parse_retry_after, Outcome, Pushkin, Settings};
 use crate::config::FcmConfig;
@@ -38,6 +39,12 @@ pub enum FcmError {
     Net(#[from] NetError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+}
+
+/// What the attempt loop does next, when the answer was not final.
+enum Step {
+    Reauthenticate(super::outcome::Answer),
+    Retry(Cause, Option<Duration>),
 }
 
 pub struct Fcm {
@@ -86,15 +93,15 @@ impl Fcm {
     async fn send(&self, n: &Notification, d: &Device, tap: Option<&Tap>) -> Outcome {
         let body = match message::build(n, d, &self.fcm_options, self.send_badge_counts) {
             Ok(m) => bytes::Bytes::from(m.to_string()),
-            Err(e @ message::MessageError::BadDefaultPayload) => {
-                return Outcome::rejected(e.to_string())
+            Err(message::MessageError::BadDefaultPayload) => {
+                return Outcome::unusable(Unusable::BadDefaultPayload)
             }
-            Err(e) => return Outcome::failed(e.to_string()),
+            Err(e) => return Outcome::failed(Cause::Local(e.to_string())),
         };
         let deadline = Instant::now() + self.budget;
         match tokio::time::timeout_at(deadline, self.attempts(body, deadline, tap)).await {
             Ok(outcome) => outcome,
-            Err(_) => Outcome::transient("FCM did not answer in time"),
+            Err(_) => Outcome::temporary(Cause::Timeout("FCM")),
         }
     }
 
@@ -106,9 +113,13 @@ impl Fcm {
             let token = match self.auth.token().await {
                 Ok(t) => t,
                 // Credentials trouble is ours, not the device's: temporary, so nothing is lost.
-                Err(e) => return Outcome::transient(format!("FCM authentication failed: {e}")),
+                Err(e) => {
+                    return Outcome::temporary(Cause::Credentials(format!(
+                        "FCM authentication failed: {e}"
+                    )))
+                }
             };
-            let verdict = {
+            let step = {
                 let _permit = self.connections.acquire().await;
                 let request = self
                     .client
@@ -120,21 +131,21 @@ impl Fcm {
                 let request = match request {
                     Ok(r) => r,
                     Err(e) => {
-                        return Outcome::failed(format!("bad request: {}", net::describe(&e)))
+                        return Outcome::failed(Cause::Local(format!(
+                            "bad request: {}",
+                            net::describe(&e)
+                        )))
                     }
                 };
                 let tapped = tap.map(|t| (t, t.sent(&request, None)));
                 let call = self.metrics.request();
                 match self.client.execute(request).instrument(call.span()).await {
                     Err(e) => {
-                        let reason = net::describe(&e);
+                        let cause = Cause::transport(&e);
                         if let Some((t, i)) = tapped {
-                            t.failed(i, reason.clone());
+                            t.failed(i, cause.to_string());
                         }
-                        Verdict::Retry {
-                            reason,
-                            after: None,
-                        }
+                        Step::Retry(cause, None)
                     }
                     Ok(resp) => {
                         let status = resp.status().as_u16();
@@ -149,26 +160,29 @@ impl Fcm {
                             t.answered(i, status, &headers, &bytes);
                         }
                         let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
-                        judge(status, &err, retry_after)
+                        match judge(status, &err, retry_after) {
+                            Verdict::Final(outcome) => return outcome,
+                            Verdict::Reauthenticate(answer) => Step::Reauthenticate(answer),
+                            Verdict::Retry { answer, after } => {
+                                Step::Retry(Cause::Answer(answer), after)
+                            }
+                        }
                     }
                 }
             };
-            match verdict {
-                Verdict::Delivered => return Outcome::Delivered,
-                Verdict::Rejected { reason } => return Outcome::rejected(reason),
-                Verdict::Failed { reason } => return Outcome::failed(reason),
-                Verdict::Reauthenticate { reason } => {
+            match step {
+                Step::Reauthenticate(answer) => {
                     if reauthenticated {
-                        return Outcome::transient(reason);
+                        return Outcome::temporary(Cause::Answer(answer));
                     }
                     self.auth.refused(&token);
                     reauthenticated = true;
                 }
-                Verdict::Retry { reason, after } => {
+                Step::Retry(cause, after) => {
                     let backoff = after.unwrap_or(FIRST_BACKOFF * 2u32.pow(attempt - 1));
                     if attempt >= MAX_ATTEMPTS || Instant::now() + backoff >= deadline {
-                        return Outcome::Transient {
-                            reason,
+                        return Outcome::Temporary {
+                            cause,
                             retry_after: after,
                         };
                     }
@@ -182,6 +196,10 @@ impl Fcm {
 impl Pushkin for Fcm {
     fn type_name(&self) -> &'static str {
         "gcm"
+    }
+
+    fn unusable(&self, d: &Device) -> Option<Unusable> {
+        Unusable::default_payload_of(d)
     }
 
     fn dispatch_traced<'a>(

@@ -18,8 +18,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
-use url::Url;
+use url::{Host, Url};
 
+use super::outcome::{Answer, Cause, Unusable};
 use super::tap::Tap;
 use super::{parse_retry_after, Outcome, Pushkin, Settings};
 use crate::config::WebPushConfig;
@@ -48,6 +49,7 @@ impl WebPush {
     pub fn new(cfg: &WebPushConfig, s: &Settings<'_>) -> Result<Self, NetError> {
         let guard = AddressGuard {
             allow_private: cfg.allow_private_endpoints,
+            exempt: None,
         };
         let client = net::build_client(&ClientOptions {
             connect_timeout: s.connect_timeout,
@@ -74,62 +76,73 @@ impl WebPush {
         })
     }
 
-    /// Checks that an endpoint may be used; the error says why not (no path: it may be secret).
-    async fn check_endpoint(&self, url: &Url) -> Result<(), String> {
+    /// Checks that an endpoint may be used. A refusal is this push's failure
+    /// (the pusher stays); a name that cannot be resolved is temporary.
+    async fn check_endpoint(&self, url: &Url) -> Result<(), Outcome> {
+        let not_allowed = |why: String| Err(Outcome::failed(Cause::EndpointNotAllowed(why)));
         match url.scheme() {
             "https" => {}
             "http" if self.allow_http => {}
             other => {
-                return Err(format!(
+                return not_allowed(format!(
                     "endpoint scheme `{other}` is not allowed (https only)"
                 ))
             }
         }
-        let host = url.host_str().ok_or("endpoint has no host")?;
+        let (Some(host), Some(host_str)) = (url.host(), url.host_str()) else {
+            return not_allowed("endpoint has no host".into());
+        };
         if !self.allowed_endpoints.is_empty() {
-            let with_port = url.port().map(|p| format!("{host}:{p}"));
+            let with_port = url.port().map(|p| format!("{host_str}:{p}"));
             let allowed = self.allowed_endpoints.iter().any(|g| {
-                glob_match(g, host) || with_port.as_deref().is_some_and(|hp| glob_match(g, hp))
+                glob_match(g, host_str) || with_port.as_deref().is_some_and(|hp| glob_match(g, hp))
             });
             if !allowed {
-                return Err(format!("endpoint host {host} is not in allowed_endpoints"));
+                return not_allowed(format!(
+                    "endpoint host {host_str} is not in allowed_endpoints"
+                ));
             }
         }
-        self.guard.check_host(host).map_err(|r| r.to_string())?;
-        if self.proxied && !self.guard.allow_private {
-            // Through a proxy our resolver is not used; resolve once here instead.
-            let port = url.port_or_known_default().unwrap_or(443);
-            let addrs = tokio::net::lookup_host((host, port))
-                .await
-                .map_err(|e| format!("cannot resolve {host}: {e}"))?;
-            for a in addrs {
-                self.guard.check(host, a.ip()).map_err(|r| r.to_string())?;
+        let refused = |r: net::Refused| Outcome::failed(Cause::EndpointRefused(r.to_string()));
+        match host {
+            // Literal addresses skip DNS in the client: judged here.
+            Host::Ipv4(ip) => self.guard.check(host_str, ip.into()).map_err(refused)?,
+            Host::Ipv6(ip) => self.guard.check(host_str, ip.into()).map_err(refused)?,
+            Host::Domain(name) if self.proxied && !self.guard.allow_private => {
+                // Through a proxy the client does not resolve the endpoint: resolve
+                // it here with the system resolver and judge what it resolves to.
+                let port = url.port_or_known_default().unwrap_or(443);
+                let addrs = tokio::net::lookup_host((name, port)).await.map_err(|e| {
+                    Outcome::temporary(Cause::Dns(format!("cannot resolve {name}: {e}")))
+                })?;
+                for a in addrs {
+                    self.guard.check(name, a.ip()).map_err(refused)?;
+                }
             }
+            // Resolved and judged by the client's resolver at connect time.
+            Host::Domain(_) => {}
         }
         Ok(())
     }
 
     async fn send(&self, n: &Notification, d: &Device, tap: Option<&Tap>) -> Outcome {
         let Some(sub) = Subscription::from_device(d) else {
-            return Outcome::rejected("incomplete Web Push subscription: needs a P-256 pushkey, data.endpoint and a 16-byte data.auth");
+            return Outcome::unusable(Unusable::IncompleteSubscription);
         };
         if d.data.get("events_only") == Some(&Value::Bool(true)) && n.event_id.is_none() {
             return Outcome::Delivered;
         }
-        if let Err(why) = self.check_endpoint(&sub.endpoint).await {
-            return Outcome::rejected(why);
+        if let Err(outcome) = self.check_endpoint(&sub.endpoint).await {
+            return outcome;
         }
-        let plaintext = match payload::build(n, d).and_then(payload::encode) {
+        let plaintext = match payload::encode(payload::build(n, d)) {
             Ok(p) => p,
-            Err(e @ payload::PayloadError::BadDefaultPayload) => {
-                return Outcome::rejected(e.to_string())
-            }
-            Err(e) => return Outcome::failed(e.to_string()),
+            Err(e) => return Outcome::failed(Cause::PayloadTooLarge(e.to_string())),
         };
         let plain_copy = tap.map(|_| plaintext.clone());
         let body = match web_push_native::encrypt(plaintext, &sub.p256dh, &sub.auth) {
             Ok(b) => b,
-            Err(e) => return Outcome::failed(format!("encryption failed: {e}")),
+            Err(e) => return Outcome::failed(Cause::Local(format!("encryption failed: {e}"))),
         };
         let origin = sub.endpoint.origin().ascii_serialization();
         let mut req = self
@@ -148,7 +161,9 @@ impl WebPush {
         }
         let req = match req.build() {
             Ok(r) => r,
-            Err(e) => return Outcome::failed(format!("bad request: {}", net::describe(&e))),
+            Err(e) => {
+                return Outcome::failed(Cause::Local(format!("bad request: {}", net::describe(&e))))
+            }
         };
         let tapped = tap.map(|t| (t, t.sent(&req, plain_copy.as_deref())));
         let sent = async {
@@ -165,16 +180,21 @@ impl WebPush {
                 if let Some((t, i)) = tapped {
                     t.failed(i, "no answer in time".into());
                 }
-                return Outcome::transient("push service timed out");
+                return Outcome::temporary(Cause::Timeout("push service"));
             }
             Ok(Err(e)) => {
                 if let Some((t, i)) = tapped {
                     t.failed(i, net::describe(&e));
                 }
                 if let Some(refused) = net::refused_by_guard(&e) {
-                    return Outcome::rejected(refused.to_string());
+                    if Some(refused.host.as_str()) == sub.endpoint.host_str() {
+                        return Outcome::failed(Cause::EndpointRefused(refused.to_string()));
+                    }
+                    // Something other than the endpoint was refused (a bug or a
+                    // misconfiguration): never the pusher's fault.
+                    tracing::error!(error = %refused, "the address guard refused a host that is not the endpoint");
                 }
-                return Outcome::transient(net::describe(&e));
+                return Outcome::temporary(Cause::transport(&e));
             }
             Ok(Ok(r)) => r,
         };
@@ -198,19 +218,17 @@ impl WebPush {
     }
 }
 
-/// Maps the push service's status to an outcome (RFC 8030 §5, §8.3).
+/// Maps the push service's status to an outcome (RFC 8030 §5, §8.3);
+/// redirects are not followed, so a 3xx is this push's failure.
 fn map_status(status: u16, retry_after: Option<Duration>) -> Outcome {
+    let answer = Answer::WebPush { status };
     match status {
         200..=299 => Outcome::Delivered,
-        404 | 410 => Outcome::rejected(format!(
-            "push service answered {status}: subscription expired"
-        )),
-        413 => Outcome::failed("push service answered 413: payload too large"),
-        429 | 500..=599 => Outcome::Transient {
-            reason: format!("push service answered {status}"),
+        429 | 500..=599 => Outcome::Temporary {
+            cause: Cause::Answer(answer),
             retry_after,
         },
-        other => Outcome::failed(format!("push service answered {other}")),
+        _ => Outcome::from_final_answer(answer, None),
     }
 }
 
@@ -273,6 +291,21 @@ impl Pushkin for WebPush {
         "webpush"
     }
 
+    /// A Web Push service judges the subscription, named by its endpoint: a
+    /// dead one is remembered by endpoint, so that a request pairing someone's
+    /// p256dh with an endpoint that answers 410 cannot poison that pushkey.
+    fn unusable(&self, d: &Device) -> Option<Unusable> {
+        Subscription::from_device(d)
+            .is_none()
+            .then_some(Unusable::IncompleteSubscription)
+    }
+
+    fn memory_key(&self, d: &Device) -> Option<String> {
+        let endpoint = d.data.get("endpoint")?.as_str()?;
+        let digest = Sha256::digest(endpoint.as_bytes());
+        Some(format!("endpoint:{}", URL_SAFE_NO_PAD.encode(digest)))
+    }
+
     fn dispatch_traced<'a>(
         &'a self,
         n: &'a Notification,
@@ -295,18 +328,26 @@ mod tests {
     #[test]
     fn status_mapping() {
         assert_eq!(map_status(201, None), Outcome::Delivered);
-        assert!(matches!(map_status(410, None), Outcome::Rejected { .. }));
-        assert!(matches!(map_status(404, None), Outcome::Rejected { .. }));
-        assert!(matches!(map_status(413, None), Outcome::Failed { .. }));
-        assert!(matches!(map_status(400, None), Outcome::Failed { .. }));
+        for (status, kind) in [
+            (410, "rejected"),
+            (404, "rejected"),
+            (413, "failed"),
+            (400, "failed"),
+            (401, "failed"),
+            (403, "failed"),
+            (301, "failed"),
+            (503, "temporary"),
+            (500, "temporary"),
+        ] {
+            assert_eq!(map_status(status, None).kind(), kind, "{status}");
+        }
         assert_eq!(
             map_status(429, Some(Duration::from_secs(3))),
-            Outcome::Transient {
-                reason: "push service answered 429".into(),
+            Outcome::Temporary {
+                cause: Cause::Answer(Answer::WebPush { status: 429 }),
                 retry_after: Some(Duration::from_secs(3))
             }
         );
-        assert!(matches!(map_status(503, None), Outcome::Transient { .. }));
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! A forward HTTP proxy on 127.0.0.1: `CONNECT host:port` tunnels (what
 //! clients use for https) and absolute-form requests (`POST http://host/…`,
 //! what clients use for plain http), recording every target it was asked for.
+//! [`FakeProxy::start_redirecting_to`] sends every request to one fixed
+//! loopback address instead, so a test can name a public address and still
+//! reach only a fake on 127.0.0.1.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,9 +18,20 @@ pub struct ProxiedRequest {
     pub target: String,
 }
 
+/// Where the proxy connects for a request.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// Nowhere: answers 502.
+    Blackhole,
+    /// To the requested target.
+    Forward,
+    /// To this address, whatever the target.
+    FixedTarget(SocketAddr),
+}
+
 pub struct FakeProxy {
     port: u16,
-    forward: bool,
+    mode: Mode,
     seen: Arc<Mutex<Vec<ProxiedRequest>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -30,35 +45,51 @@ impl Drop for FakeProxy {
 impl FakeProxy {
     /// A proxy that forwards to the requested targets.
     pub async fn start() -> FakeProxy {
-        Self::spawn(true).await
+        Self::spawn(Mode::Forward).await
     }
 
     /// A proxy that records requests but never connects anywhere (answers 502): tests that
     /// name private addresses use it so that a regression can reach nothing but loopback.
     pub async fn start_blackhole() -> FakeProxy {
-        Self::spawn(false).await
+        Self::spawn(Mode::Blackhole).await
     }
 
-    async fn spawn(forward: bool) -> FakeProxy {
+    /// A proxy that records the requested target but connects every `CONNECT` and
+    /// absolute-form request to `to` (a fake on 127.0.0.1): tests that need an
+    /// endpoint that looks public (an IP literal) reach the fake through it, and
+    /// nothing ever leaves loopback.
+    pub async fn start_redirecting_to(to: SocketAddr) -> FakeProxy {
+        assert!(
+            to.ip().is_loopback(),
+            "the fixed target must be on loopback"
+        );
+        Self::spawn(Mode::FixedTarget(to)).await
+    }
+
+    async fn spawn(mode: Mode) -> FakeProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, log.clone(), forward));
+                tokio::spawn(serve(stream, log.clone(), mode));
             }
         });
         FakeProxy {
             port,
-            forward,
+            mode,
             seen,
             task,
         }
     }
 
     pub fn forwards(&self) -> bool {
-        self.forward
+        !matches!(self.mode, Mode::Blackhole)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn url(&self) -> String {
@@ -70,7 +101,7 @@ impl FakeProxy {
     }
 }
 
-async fn serve(mut client: TcpStream, seen: Arc<Mutex<Vec<ProxiedRequest>>>, forward: bool) {
+async fn serve(mut client: TcpStream, seen: Arc<Mutex<Vec<ProxiedRequest>>>, mode: Mode) {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     // Read up to the end of the request head; a proxy request head is small.
@@ -107,10 +138,10 @@ async fn serve(mut client: TcpStream, seen: Arc<Mutex<Vec<ProxiedRequest>>>, for
             target: target.clone(),
         });
     }
-    let upstream = if forward {
-        TcpStream::connect(&target).await.ok()
-    } else {
-        None
+    let upstream = match mode {
+        Mode::Blackhole => None,
+        Mode::Forward => TcpStream::connect(&target).await.ok(),
+        Mode::FixedTarget(to) => TcpStream::connect(to).await.ok(),
     };
     let Some(mut upstream) = upstream else {
         let _ = client

@@ -1,6 +1,7 @@
 //! A test certificate authority made per test run (never a fixed key on disk):
-//! server certificates for `localhost`/`127.0.0.1` and client certificates,
-//! all in PEM, plus rustls server configs built from them.
+//! server certificates for `localhost`/`127.0.0.1` (or for other names and IP
+//! literals, see [`TestCa::server_config_for`]) and client certificates, all
+//! in PEM, plus rustls server configs built from them.
 
 use std::sync::Arc;
 
@@ -86,9 +87,15 @@ impl TestCa {
     }
 
     pub fn server_cert(&self) -> Issued {
+        self.server_cert_for(&["localhost", "127.0.0.1"])
+    }
+
+    /// A server certificate for these names; an IP literal (`1.1.1.1`, `2606:4700::1111`)
+    /// becomes an IP-address subject alternative name, as clients verify it.
+    pub fn server_cert_for(&self, names: &[&str]) -> Issued {
         self.issue(
-            vec!["localhost".into(), "127.0.0.1".into()],
-            "localhost",
+            names.iter().map(|n| (*n).to_owned()).collect(),
+            names.first().copied().unwrap_or("localhost"),
             ExtendedKeyUsagePurpose::ServerAuth,
         )
     }
@@ -114,7 +121,20 @@ impl TestCa {
         alpn: &[&[u8]],
         require_client_cert: bool,
     ) -> Arc<rustls::ServerConfig> {
-        let issued = self.server_cert();
+        self.server_config_with(self.server_cert(), alpn, require_client_cert)
+    }
+
+    /// A rustls server config (no client certificates) presenting a certificate for `names`.
+    pub fn server_config_for(&self, names: &[&str], alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        self.server_config_with(self.server_cert_for(names), alpn, false)
+    }
+
+    fn server_config_with(
+        &self,
+        issued: Issued,
+        alpn: &[&[u8]],
+        require_client_cert: bool,
+    ) -> Arc<rustls::ServerConfig> {
         let certs = vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("cert")];
         let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).expect("key");
         let builder = rustls::ServerConfig::builder();

@@ -10,6 +10,7 @@ mod guard;
 mod helpers;
 mod metrics;
 mod proxy;
+mod rejections;
 mod routing;
 mod tls;
 mod validation;

@@ -2,6 +2,8 @@
 //! with [`FakeWebPush::subscribe`]. Every request is checked (encoding, TTL,
 //! VAPID, decryption), recorded, and answered with the subscription's
 //! [`Behaviour`] — or 400/401/413 when a check fails, as a real service would.
+//! It speaks plain HTTP, or HTTPS with a test-CA certificate for an origin that
+//! looks public ([`FakeWebPush::start_tls_at`], reached through a redirecting proxy).
 
 pub mod ece;
 pub mod vapid;
@@ -135,13 +137,44 @@ impl FakeWebPush {
             let _ = tcp.set_nodelay(true);
             counter.connections.fetch_add(1, Ordering::SeqCst);
         });
-        let app = Router::new()
-            .route("/push/{name}", post(push))
-            .with_state(inner.clone());
+        let app = router(inner.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         FakeWebPush { inner, port, task }
+    }
+
+    /// A fake that speaks HTTPS (HTTP/1.1) on 127.0.0.1 with the certificate of `tls`, for
+    /// `origin` (e.g. `https://1.1.1.1`): the subscription URLs and the VAPID audience use
+    /// that origin. Tests reach it through [`crate::proxy::FakeProxy::start_redirecting_to`].
+    pub async fn start_tls_at(origin: &str, tls: Arc<rustls::ServerConfig>) -> FakeWebPush {
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake web push");
+        let port = tcp.local_addr().expect("addr").port();
+        let inner = Arc::new(Inner {
+            origin: origin.to_owned(),
+            ..Default::default()
+        });
+        let listener = TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(tls),
+            inner: inner.clone(),
+        };
+        let app = router(inner.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeWebPush { inner, port, task }
+    }
+
+    /// Registers an existing subscription under another name (another endpoint URL with
+    /// the same keys, as when a browser's push service moves a subscription); returns the URL.
+    pub fn subscribe_with(&self, name: &str, sub: &Subscription) -> String {
+        if let Ok(mut subs) = self.inner.subs.lock() {
+            subs.insert(name.to_owned(), (sub.clone(), Behaviour::Status(201)));
+        }
+        format!("{}/push/{name}", self.inner.origin)
     }
 
     pub fn origin(&self) -> String {
@@ -263,6 +296,44 @@ impl FakeWebPush {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.inner.connections.load(Ordering::SeqCst)
+    }
+}
+
+fn router(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route("/push/{name}", post(push))
+        .with_state(inner)
+}
+
+/// Accepts TCP connections and completes the TLS handshake before axum serves them;
+/// a failed handshake is dropped (the client sees the error), the next one is accepted.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    inner: Arc<Inner>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                // Out of descriptors or similar: do not spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            self.inner.connections.fetch_add(1, Ordering::SeqCst);
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 

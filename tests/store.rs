@@ -73,6 +73,7 @@ on_both_backends!(
     expiry_deletes_old_rows_in_bounded_batches,
     lists_longer_than_one_statement_chunk,
     concurrent_claims_and_settlements_each_get_their_own_answer,
+    upgrading_forgets_rejections_that_were_not_the_push_services_word,
 );
 
 fn dev(pushkey: &str) -> DeviceKey {
@@ -536,4 +537,86 @@ async fn concurrent_claims_and_settlements_each_get_their_own_answer(b: Backend)
             _ => assert_eq!(r.expect("a good write succeeds").len(), 1),
         }
     }
+}
+
+/// Schema version 2 drops the remembered rejections that earlier versions
+/// wrote for a request's own data or a configuration matter; the push
+/// services' token-dead answers stay.
+async fn upgrading_forgets_rejections_that_were_not_the_push_services_word(b: Backend) {
+    let kept = [
+        ("apns-gone", "APNs answered 410 Unregistered"),
+        ("apns-bad", "APNs answered 400 BadDeviceToken"),
+        ("apns-topic", "APNs answered 400 DeviceTokenNotForTopic"),
+        ("fcm-gone", "FCM answered 404 NOT_FOUND UNREGISTERED: gone"),
+        (
+            "fcm-token",
+            "FCM answered 400 INVALID_ARGUMENT : The registration token is not valid",
+        ),
+    ];
+    let dropped = [
+        ("bad-default", "data.default_payload must be an object"),
+        (
+            "sender",
+            "FCM answered 403 PERMISSION_DENIED SENDER_ID_MISMATCH: SenderId mismatch",
+        ),
+        ("topic", "APNs answered 400 TopicDisallowed"),
+        ("too-big", "the payload is 5000 bytes even without content"),
+        ("p256dh", "push service answered 410: subscription expired"),
+        (
+            "incomplete",
+            "incomplete Web Push subscription: needs a P-256 pushkey",
+        ),
+        (
+            "guard",
+            "localhost resolves to 127.0.0.1, a loopback address",
+        ),
+    ];
+    let s = Settlement {
+        now: 1000,
+        remember: kept
+            .iter()
+            .chain(&dropped)
+            .map(|(k, r)| rejection(k, 900, r))
+            .collect(),
+        ..Settlement::default()
+    };
+    b.store.settle(s).await.expect("settle");
+    // Back to schema version 1, as a gateway of an earlier release left it.
+    match &b.config {
+        StoreConfig::Sqlite { path } => {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .expect("sqlite");
+            sqlx::query("DELETE FROM pushgate_schema WHERE version >= 2")
+                .execute(&pool)
+                .await
+                .expect("roll back");
+            pool.close().await;
+        }
+        StoreConfig::Postgres { url, .. } => {
+            let pool = sqlx::PgPool::connect(url).await.expect("postgres");
+            sqlx::query("DELETE FROM pushgate_schema WHERE version >= 2")
+                .execute(&pool)
+                .await
+                .expect("roll back");
+            pool.close().await;
+        }
+        StoreConfig::None => unreachable!("a store"),
+    }
+    let upgraded = store::open(&b.config)
+        .await
+        .expect("reopen")
+        .expect("a store");
+    let all: Vec<DeviceKey> = kept.iter().chain(&dropped).map(|(k, _)| dev(k)).collect();
+    let mut left: Vec<String> = upgraded
+        .rejections(&all)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|r| r.pushkey)
+        .collect();
+    left.sort();
+    let mut expected: Vec<String> = kept.iter().map(|(k, _)| k.to_string()).collect();
+    expected.sort();
+    assert_eq!(left, expected);
 }

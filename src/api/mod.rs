@@ -70,13 +70,23 @@ async fn health() -> impl IntoResponse {
 }
 
 /// Ready to take traffic: the store (when there is one) answers within a second.
+/// Apps whose rejection breaker is open are listed, but do not make the
+/// gateway unready: every instance would see the same, and pushes still flow.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let ok = || {
+        let mut body = json!({ "status": "ready" });
+        let open = state.dispatcher.rejection_breakers_open();
+        if !open.is_empty() {
+            body["rejection_breaker_open"] = json!(open);
+        }
+        (StatusCode::OK, Json(body)).into_response()
+    };
     let Some(store) = state.dispatcher.store() else {
-        return (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response();
+        return ok();
     };
     let checked = tokio::time::timeout(std::time::Duration::from_secs(1), store.ping()).await;
     match checked {
-        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response(),
+        Ok(Ok(())) => ok(),
         Ok(Err(e)) => ApiError::NotReady(e.to_string()).into_response(),
         Err(_) => ApiError::NotReady("the store did not answer within 1 s".into()).into_response(),
     }

@@ -15,21 +15,42 @@ pub struct Migration {
 /// - `claims`: one row per (device, event) being sent or sent, for de-duplication;
 ///   `settled = 0` means "being sent, lease until `until_ms`", `settled = 1` means "done at `until_ms`";
 /// - `outbox`: pushes still to deliver, leased to a worker by moving `due_at` forward.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: concat!(
-        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, ",
-        outbox_columns!(),
-        ");",
-        common_tables!()
-    ),
-    postgres: concat!(
-        "CREATE TABLE outbox (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, ",
-        outbox_columns!(),
-        ");",
-        common_tables!()
-    ),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: concat!(
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, ",
+            outbox_columns!(),
+            ");",
+            common_tables!()
+        ),
+        postgres: concat!(
+            "CREATE TABLE outbox (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, ",
+            outbox_columns!(),
+            ");",
+            common_tables!()
+        ),
+    },
+    // Version 2: only the push service's token-dead answers are remembered now.
+    // Rows that earlier versions wrote for the request's own data (a bad
+    // default_payload, an incomplete subscription, a refused endpoint) or for a
+    // configuration matter (SENDER_ID_MISMATCH, TopicDisallowed) would keep
+    // answering `rejected` for up to 30 days: dropped. Web Push rows are now
+    // keyed by endpoint, so the old ones (keyed by p256dh) go too.
+    Migration {
+        version: 2,
+        sqlite: FORGET_WRONG_REJECTIONS,
+        postgres: FORGET_WRONG_REJECTIONS,
+    },
+];
+
+const FORGET_WRONG_REJECTIONS: &str = "DELETE FROM rejections WHERE NOT (\
+     reason LIKE 'APNs answered 410%' \
+     OR reason LIKE 'APNs answered 400 BadDeviceToken%' \
+     OR reason LIKE 'APNs answered 400 DeviceTokenNotForTopic%' \
+     OR reason LIKE 'FCM answered 404%' \
+     OR reason LIKE 'FCM answered 400%' \
+     OR (reason LIKE 'FCM answered %' AND reason LIKE '%UNREGISTERED%'))";
 
 macro_rules! outbox_columns {
     () => {

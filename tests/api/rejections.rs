@@ -64,7 +64,7 @@ async fn assert_metrics(gw: &TestGateway, want: &[(String, f64)]) {
 }
 
 fn failures(app: &str, reason: &str) -> String {
-    format!("pushgate_failures_total{{app=\"{app}\",reason=\"{reason}\"}}")
+    format!("pushgate_failures_total{{pushkin=\"{app}\",reason=\"{reason}\"}}")
 }
 
 // ---------------------------------------------------------------- APNs set-up
@@ -679,11 +679,11 @@ async fn rejection_breaker_trips_on_a_burst_of_bad_device_tokens() {
         &s.gw,
         &[
             (
-                format!("pushgate_rejection_breaker_open{{app=\"{APNS}\"}}"),
+                format!("pushgate_rejection_breaker_open{{pushkin=\"{APNS}\"}}"),
                 1.0,
             ),
             (
-                format!("pushgate_rejection_breaker_trips_total{{app=\"{APNS}\"}}"),
+                format!("pushgate_rejection_breaker_trips_total{{pushkin=\"{APNS}\"}}"),
                 1.0,
             ),
             (failures(APNS, "breaker_open"), 6.0),
@@ -729,7 +729,7 @@ async fn rejection_breaker_does_not_trip_below_min_tokens() {
     assert_ne!(
         sample(
             &text,
-            &format!("pushgate_rejection_breaker_open{{app=\"{APNS}\"}}")
+            &format!("pushgate_rejection_breaker_open{{pushkin=\"{APNS}\"}}")
         ),
         Some(1.0),
         "{text}"

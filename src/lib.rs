@@ -18,6 +18,8 @@ pub mod api;
 pub mod config;
 pub mod dispatch;
 pub mod gateway;
+pub mod glob;
+pub mod keys;
 pub mod net;
 pub mod notification;
 pub mod pushkin;

@@ -20,7 +20,7 @@ fn gen_vapid_writes_a_private_key_and_prints_its_public_key() {
     let public = public.trim();
     let pem = std::fs::read_to_string(&out).expect("key file");
     assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
-    let key = pushgate::config::parse_vapid_key(&pem).expect("P-256 key");
+    let key = pushgate::keys::parse_p256_key(&pem).expect("P-256 key");
     let expected = {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD

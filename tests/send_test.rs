@@ -107,7 +107,7 @@ async fn apns_rejection_is_reported_with_apples_reason_as_json() {
     let key = dir.path().join("key.p8");
     process::vapid_key(&key);
     let pem = std::fs::read_to_string(&key).expect("key");
-    let signing = pushgate::config::parse_vapid_key(&pem).expect("p-256 key");
+    let signing = pushgate::keys::parse_p256_key(&pem).expect("p-256 key");
     let fake = FakeApns::start(
         &ca,
         ApnsAuth::Token {

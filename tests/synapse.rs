@@ -282,9 +282,8 @@ async fn synapse_pushes_through_pushgate_to_every_service() {
     let ca = TestCa::new();
     let apns_key = d.join("apns.p8");
     process::vapid_key(&apns_key);
-    let signing =
-        pushgate::config::parse_vapid_key(&std::fs::read_to_string(&apns_key).expect("key"))
-            .expect("p-256 key");
+    let signing = pushgate::keys::parse_p256_key(&std::fs::read_to_string(&apns_key).expect("key"))
+        .expect("p-256 key");
     let apns = FakeApns::start(
         &ca,
         ApnsAuth::Token {

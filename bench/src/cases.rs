@@ -138,7 +138,7 @@ pub struct Upstreams {
 impl Upstreams {
     /// `apns_key` is the PEM of the P-256 key the gateway signs its APNs JWTs with.
     pub async fn start(apns_key_pem: String, delay: Duration) -> Result<Upstreams, String> {
-        let signing = pushgate::config::parse_vapid_key(&apns_key_pem)
+        let signing = pushgate::keys::parse_p256_key(&apns_key_pem)
             .ok_or("the generated APNs key is not a P-256 key")?;
         let ca = TestCa::new();
         let apns = FakeApns::start(

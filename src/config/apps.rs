@@ -390,7 +390,7 @@ fn check_service_account(bytes: &[u8], path: &Path, key_path: String, p: &mut Pr
         }
     }
     if let Some(Value::String(pem)) = sa.get("private_key") {
-        if let Err(e) = crate::pushkin::fcm::oauth::parse_rsa_key(pem) {
+        if let Err(e) = crate::keys::parse_rsa_key(pem) {
             p.error(
                 key_path,
                 format!(
@@ -413,7 +413,7 @@ fn read_webpush(s: &mut Section<'_>, p: &mut Problems) -> Option<WebPushConfig> 
         return None;
     };
     let key = readable(&key_path, s.key_path("vapid_private_key"), p).and_then(|bytes| {
-        match parse_vapid_key(&String::from_utf8_lossy(&bytes)) {
+        match crate::keys::parse_p256_key(&String::from_utf8_lossy(&bytes)) {
             Some(k) => Some(k),
             None => {
                 p.error(
@@ -440,14 +440,6 @@ fn read_webpush(s: &mut Section<'_>, p: &mut Problems) -> Option<WebPushConfig> 
         ca_file: ca_file(s, p),
     };
     Some(cfg)
-}
-
-/// Reads a P-256 private key from PKCS#8 (`BEGIN PRIVATE KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`) PEM.
-pub fn parse_vapid_key(pem: &str) -> Option<p256::ecdsa::SigningKey> {
-    let secret = p256::SecretKey::from_pkcs8_pem(pem.trim())
-        .or_else(|_| p256::SecretKey::from_sec1_pem(pem.trim()))
-        .ok()?;
-    Some(p256::ecdsa::SigningKey::from(secret))
 }
 
 fn vapid_subject(contact: &str) -> String {

@@ -19,8 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use apps::{
-    parse_vapid_key, ApnsAuth, ApnsConfig, ApnsPlatform, AppConfig, AppKind, FcmConfig, VapidKey,
-    WebPushConfig,
+    ApnsAuth, ApnsConfig, ApnsPlatform, AppConfig, AppKind, FcmConfig, VapidKey, WebPushConfig,
 };
 pub use problems::{ConfigError, Problem, Problems, Severity};
 pub use tls::TlsConfig;

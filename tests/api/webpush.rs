@@ -41,7 +41,7 @@ async fn setup() -> (TestGateway, FakeWebPush) {
     let gw = spawn(WEB_APP).await;
     let fake = FakeWebPush::start().await;
     let pem = std::fs::read_to_string(gw.dir.path().join("vapid.pem")).expect("key");
-    let key = pushgate::config::parse_vapid_key(&pem).expect("vapid key");
+    let key = pushgate::keys::parse_p256_key(&pem).expect("vapid key");
     fake.expect_vapid_key(&pushgate::pushkin::webpush::vapid::public_key_b64(&key));
     (gw, fake)
 }
@@ -321,4 +321,57 @@ async fn max_connections_bounds_concurrent_upstream_requests() {
     assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
     // Six 400 ms requests, two at a time: three waves, never fewer.
     assert!(took >= Duration::from_millis(1200), "took {took:?}");
+}
+
+/// Concurrency is limited per endpoint origin, not per app: endpoints that
+/// hang (an attacker's, or one broken push service) take only their own
+/// origin's slots, and another origin's push goes out at once.
+#[tokio::test]
+async fn hanging_endpoints_do_not_delay_another_origin() {
+    let yaml = "apps:
+  org.example.web:
+    type: webpush
+    vapid_private_key: {vapid}
+    vapid_contact_email: ops@example.org
+    allow_private_endpoints: true
+    allow_http_endpoints: true
+    max_connections: 2
+dispatch:
+  upstream_timeout: 4s
+";
+    let gw = spawn(yaml).await;
+    let slow = FakeWebPush::start().await;
+    let fast = FakeWebPush::start().await;
+    let mut devices = Vec::new();
+    for i in 0..6 {
+        let name = format!("hang{i}");
+        let (endpoint, sub) = slow.subscribe(&name);
+        slow.set_behaviour(&name, Behaviour::Stall);
+        let mut d = device(&endpoint, &sub, json!({}));
+        d["pushkey"] = json!(sub.p256dh());
+        devices.push(d);
+    }
+    let hanging = tokio::spawn({
+        let body = message(devices);
+        let client = gw.client.clone();
+        let url = gw.url("/_matrix/push/v1/notify");
+        async move { client.post(url).json(&body).send().await }
+    });
+    // Let the hanging pushes take every slot of their origin.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (endpoint, sub) = fast.subscribe("quick");
+    let started = Instant::now();
+    let a = gw
+        .notify(&message(vec![device(&endpoint, &sub, json!({}))]))
+        .await;
+    let took = started.elapsed();
+    assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
+    assert_eq!(fast.received().len(), 1);
+    assert!(
+        took < Duration::from_secs(1),
+        "another origin's push waited {took:?} behind hanging endpoints"
+    );
+    // The hanging request ends with a temporary failure (502 without a store).
+    let hung = hanging.await.expect("task").expect("answer");
+    assert_eq!(hung.status().as_u16(), 502);
 }

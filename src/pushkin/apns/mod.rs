@@ -90,7 +90,7 @@ impl Apns {
                 team_id,
             } => {
                 let pem = String::from_utf8_lossy(&read(keyfile)?).into_owned();
-                let key = crate::config::parse_vapid_key(&pem)
+                let key = crate::keys::parse_p256_key(&pem)
                     .ok_or_else(|| ApnsError::Key(keyfile.display().to_string()))?;
                 (
                     Some(ProviderToken::new(

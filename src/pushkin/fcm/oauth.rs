@@ -38,14 +38,6 @@ pub enum AuthError {
     Refused { status: u16, body: String },
 }
 
-/// Parses an RSA private key from PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
-pub fn parse_rsa_key(pem: &str) -> Result<RsaKeyPair, String> {
-    use rustls::pki_types::pem::PemObject;
-    let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| e.to_string())?;
-    RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).map_err(|e| e.to_string())
-}
-
 struct Cached {
     token: Arc<str>,
     fresh_until: Instant,
@@ -73,7 +65,7 @@ impl TokenSource {
             .map_err(|e| AuthError::Read(format!("{}: {e}", path.display())))?;
         let file: KeyFile = serde_json::from_str(&text)
             .map_err(|e| AuthError::Read(format!("{}: {e}", path.display())))?;
-        let key = parse_rsa_key(&file.private_key).map_err(AuthError::Key)?;
+        let key = crate::keys::parse_rsa_key(&file.private_key).map_err(AuthError::Key)?;
         Ok(TokenSource {
             client,
             email: file.client_email,

@@ -8,6 +8,7 @@
 pub mod payload;
 pub mod vapid;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +25,9 @@ use super::outcome::{Answer, Cause, Unusable};
 use super::tap::Tap;
 use super::{parse_retry_after, Outcome, Pushkin, Settings};
 use crate::config::WebPushConfig;
+use crate::glob::glob_match;
 use crate::net::{self, AddressGuard, ClientOptions, NetError};
 use crate::notification::{Device, Notification, Prio};
-use crate::routing::glob_match;
 use crate::telemetry::metrics::Upstream;
 use vapid::Vapid;
 
@@ -39,8 +40,8 @@ pub struct WebPush {
     allowed_endpoints: Vec<String>,
     allow_http: bool,
     ttl: String,
-    /// Bounds concurrent upstream requests (`max_connections`).
-    connections: Semaphore,
+    /// Bounds concurrent upstream requests per endpoint origin (`max_connections`).
+    slots: OriginSlots,
     timeout: Duration,
     metrics: Upstream,
 }
@@ -70,7 +71,7 @@ impl WebPush {
             allowed_endpoints: cfg.allowed_endpoints.clone(),
             allow_http: cfg.allow_http_endpoints,
             ttl: cfg.ttl.as_secs().to_string(),
-            connections: Semaphore::new(cfg.max_connections),
+            slots: OriginSlots::new(cfg.max_connections),
             timeout: s.timeout,
             metrics: s.metrics.clone(),
         })
@@ -166,8 +167,17 @@ impl WebPush {
             }
         };
         let tapped = tap.map(|t| (t, t.sent(&req, plain_copy.as_deref())));
+        // An endpoint outside the well-known push services (or the operator's
+        // allowed_endpoints) may be anyone's server: it gets a short time.
+        let timeout = if self.allowed_endpoints.is_empty() && !is_known_push_service(&sub.endpoint)
+        {
+            self.timeout.min(OTHER_HOST_TIMEOUT)
+        } else {
+            self.timeout
+        };
+        let slots = self.slots.of(&origin);
         let sent = async {
-            let _permit = self.connections.acquire().await;
+            let _permit = slots.acquire().await;
             let call = self.metrics.request();
             let sent = self.client.execute(req).instrument(call.span()).await;
             if let Ok(resp) = &sent {
@@ -175,7 +185,7 @@ impl WebPush {
             }
             sent
         };
-        let response = match tokio::time::timeout(self.timeout, sent).await {
+        let response = match tokio::time::timeout(timeout, sent).await {
             Err(_) => {
                 if let Some((t, i)) = tapped {
                     t.failed(i, "no answer in time".into());
@@ -229,6 +239,63 @@ fn map_status(status: u16, retry_after: Option<Duration>) -> Outcome {
             retry_after,
         },
         _ => Outcome::from_final_answer(answer, None),
+    }
+}
+
+/// Time given to a push to an endpoint that is not a well-known push service.
+const OTHER_HOST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The browsers' push services (host globs).
+const KNOWN_PUSH_SERVICES: &[&str] = &[
+    "fcm.googleapis.com",
+    "updates.push.services.mozilla.com",
+    "*.push.services.mozilla.com",
+    "*.notify.windows.com",
+    "web.push.apple.com",
+    "*.push.apple.com",
+];
+
+fn is_known_push_service(endpoint: &Url) -> bool {
+    endpoint.scheme() == "https"
+        && endpoint
+            .host_str()
+            .is_some_and(|h| KNOWN_PUSH_SERVICES.iter().any(|g| glob_match(g, h)))
+}
+
+/// Concurrency limits per endpoint origin: a slow or hanging push service
+/// (or an attacker's endpoint) holds only its own slots, never another
+/// origin's.
+struct OriginSlots {
+    per_origin: usize,
+    origins: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// Origins tracked before idle ones are forgotten.
+const TRACKED_ORIGINS: usize = 1024;
+
+impl OriginSlots {
+    fn new(per_origin: usize) -> Self {
+        OriginSlots {
+            per_origin,
+            origins: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn of(&self, origin: &str) -> Arc<Semaphore> {
+        let mut origins = match self.origins.lock() {
+            Ok(o) => o,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(s) = origins.get(origin) {
+            return s.clone();
+        }
+        if origins.len() >= TRACKED_ORIGINS {
+            // Forget the origins nobody is sending to (all permits free).
+            origins.retain(|_, s| s.available_permits() < self.per_origin);
+        }
+        let slots = Arc::new(Semaphore::new(self.per_origin));
+        origins.insert(origin.to_owned(), slots.clone());
+        slots
     }
 }
 

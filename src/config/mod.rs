@@ -407,8 +407,11 @@ fn read_http(s: Option<Section<'_>>, p: &mut Problems) -> HttpConfig {
         1000,
         p,
     ) as u32;
-    cfg.http2_keep_alive_interval =
-        s.duration("http2_keep_alive_interval", cfg.http2_keep_alive_interval, p);
+    cfg.http2_keep_alive_interval = s.duration(
+        "http2_keep_alive_interval",
+        cfg.http2_keep_alive_interval,
+        p,
+    );
     cfg.http2_keep_alive_timeout =
         s.duration("http2_keep_alive_timeout", cfg.http2_keep_alive_timeout, p);
     // A zero timer would close every connection at once (or, for hyper, panic).
@@ -512,13 +515,8 @@ fn read_limits(s: Option<Section<'_>>, p: &mut Problems) -> Limits {
             1_000_000,
             p,
         ) as usize,
-        max_connections: s.uint(
-            "max_connections",
-            d.max_connections as u64,
-            1,
-            1_000_000,
-            p,
-        ) as usize,
+        max_connections: s.uint("max_connections", d.max_connections as u64, 1, 1_000_000, p)
+            as usize,
         // Absent (or null): no per-address cap.
         max_connections_per_ip: s
             .raw("max_connections_per_ip")

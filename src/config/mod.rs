@@ -610,3 +610,58 @@ fn read_store(root: &mut Section<'_>, p: &mut Problems) -> StoreConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match Config::from_yaml(yaml, "test.yaml") {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid { problems, .. }) => problems
+                .iter()
+                .filter(|p| p.severity == Severity::Error)
+                .map(|p| p.to_string())
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn inbound_bounds_have_safe_defaults() {
+        let (c, _) = Config::from_yaml("", "test.yaml").expect("valid");
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.http.http2_max_concurrent_streams, 32);
+        assert_eq!(c.http.http2_keep_alive_interval, Duration::from_secs(20));
+        assert_eq!(c.http.http2_keep_alive_timeout, Duration::from_secs(20));
+        assert_eq!(c.limits.max_body_size, 128 * 1024);
+        assert_eq!(c.limits.max_connections, 4096);
+        assert_eq!(c.limits.max_connections_per_ip, None);
+    }
+
+    #[test]
+    fn inbound_bounds_are_read_and_checked_with_their_key_paths() {
+        let (c, _) = Config::from_yaml(
+            "http:\n  header_read_timeout: 2s\n  idle_timeout: 30\n  http2_max_concurrent_streams: 8\nlimits:\n  max_connections: 10\n  max_connections_per_ip: 3\n",
+            "test.yaml",
+        )
+        .expect("valid");
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.http.http2_max_concurrent_streams, 8);
+        assert_eq!(c.limits.max_connections, 10);
+        assert_eq!(c.limits.max_connections_per_ip, Some(3));
+        assert_eq!(
+            errors("http:\n  header_read_timeout: 0s\n  body_read_timeout: soon\n  http2_max_concurrent_streams: 0\nlimits:\n  max_connections: 0\n  max_connections_per_ip: many\n"),
+            vec![
+                "error: http.body_read_timeout: expected a duration: seconds as a number, or a string like \"500ms\", \"2s\", \"10m\"",
+                "error: http.http2_max_concurrent_streams: expected a whole number from 1 to 1000, found 0",
+                "error: http.header_read_timeout: must be more than zero",
+                "error: limits.max_connections: expected a whole number from 1 to 1000000, found 0",
+                "error: limits.max_connections_per_ip: expected a whole number from 1 to 1000000, found a string",
+            ]
+        );
+    }
+}

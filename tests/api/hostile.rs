@@ -378,3 +378,163 @@ async fn connections_past_the_per_address_cap_are_closed_and_counted() {
     wait_for_sample(&gw, "pushgate_inbound_connections", 0.0).await;
     honest_request(&gw).await;
 }
+
+/// One HTTP/2 frame: 9-byte header and payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads one frame: (type, flags, stream, payload).
+async fn read_h2_frame(s: &mut TcpStream) -> std::io::Result<(u8, u8, u32, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await?;
+    Ok((head[3], head[4], stream, payload))
+}
+
+/// A client that ignores `SETTINGS_MAX_CONCURRENT_STREAMS` (raw frames, no
+/// h2 library to hold it back) has every stream past the cap refused.
+#[tokio::test]
+async fn http2_streams_past_the_cap_are_refused_even_when_the_client_ignores_it() {
+    const SETTINGS: u8 = 4;
+    const HEADERS: u8 = 1;
+    const RST_STREAM: u8 = 3;
+    const REFUSED_STREAM: u32 = 7;
+    let gw = spawn(&config(
+        "  header_read_timeout: 5s\n  body_read_timeout: 10s\n  http2_max_concurrent_streams: 8\n",
+        "  max_inflight_requests: 2\n",
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.addr).await.expect("connect");
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    s.write_all(&h2_frame(SETTINGS, 0, 0, &[]))
+        .await
+        .expect("settings");
+    // The server's SETTINGS announce the cap; acknowledging them puts it in force.
+    let mut max_streams = None;
+    let deadline = Instant::now() + CUT_WITHIN;
+    while max_streams.is_none() {
+        assert!(Instant::now() < deadline, "no SETTINGS from the server");
+        let (kind, flags, _, payload) = tokio::time::timeout(CUT_WITHIN, read_h2_frame(&mut s))
+            .await
+            .expect("a frame")
+            .expect("read");
+        if kind == SETTINGS && flags & 1 == 0 {
+            max_streams = payload.chunks(6).find_map(|p| {
+                (u16::from_be_bytes([p[0], p[1]]) == 3)
+                    .then(|| u32::from_be_bytes([p[2], p[3], p[4], p[5]]))
+            });
+            s.write_all(&h2_frame(SETTINGS, 1, 0, &[]))
+                .await
+                .expect("ack");
+        }
+    }
+    assert_eq!(max_streams, Some(8));
+    // HPACK: :method POST, :scheme http, :path and :authority as literals; no END_STREAM.
+    let authority = gw.addr.to_string();
+    let path = "/_matrix/push/v1/notify";
+    let mut block = vec![0x83, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, authority.len() as u8]);
+    block.extend_from_slice(authority.as_bytes());
+    let streams: Vec<u32> = (0..12).map(|i| 1 + 2 * i).collect();
+    for id in &streams {
+        // END_HEADERS only: each stream waits for a body that never comes.
+        s.write_all(&h2_frame(HEADERS, 0x4, *id, &block))
+            .await
+            .expect("headers");
+    }
+    let mut refused = Vec::new();
+    while refused.len() < 4 {
+        let (kind, _, stream, payload) = tokio::time::timeout(CUT_WITHIN, read_h2_frame(&mut s))
+            .await
+            .expect("the streams past the cap are refused")
+            .expect("read");
+        if kind == RST_STREAM {
+            let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+            refused.push((stream, code));
+        }
+    }
+    assert_eq!(
+        refused,
+        streams[8..]
+            .iter()
+            .map(|id| (*id, REFUSED_STREAM))
+            .collect::<Vec<_>>()
+    );
+    wait_for_sample(&gw, IN_FLIGHT, 8.0).await;
+    let honest = honest_request(&gw).await;
+    eprintln!("h2 raw client ignoring the cap of 8: streams {:?} refused; honest request answered in {honest:?}", refused.iter().map(|r| r.0).collect::<Vec<_>>());
+}
+
+/// Over TLS: a client that opens a connection and stalls its handshake is cut
+/// at `http.header_read_timeout`; a homeserver's HTTPS request is answered meanwhile.
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_cut_at_the_header_read_timeout() {
+    pushgate::net::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = testkit::tls::TestCa::new();
+    let issued = ca.server_cert();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, &issued.cert_pem).expect("cert");
+    std::fs::write(&key, &issued.key_pem).expect("key");
+    let yaml = format!(
+        "http:\n  bind_addresses: ['127.0.0.1']\n  port: 0\n  header_read_timeout: 1s\nstore: none\ntls:\n  certificate: '{}'\n  private_key: '{}'\n",
+        cert.display(),
+        key.display()
+    );
+    let (cfg, _) = pushgate::config::Config::from_yaml(&yaml, "tls.yaml").expect("valid config");
+    let gateway = pushgate::Gateway::build(&cfg)
+        .await
+        .expect("gateway starts");
+    let addr = gateway.local_addrs()[0];
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gateway.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    let mut stalled = TcpStream::connect(addr).await.expect("connect");
+    let opened = Instant::now();
+    // The first bytes of a TLS record (a handshake record header), then nothing.
+    stalled.write_all(&[0x16, 0x03, 0x01]).await.expect("write");
+
+    let root = reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("ca");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([root])
+        .build()
+        .expect("client");
+    let started = Instant::now();
+    let body = json!({"notification": {"devices": [{"app_id": "a", "pushkey": "honest"}]}});
+    let resp = tokio::time::timeout(
+        ANSWER_WITHIN,
+        client
+            .post(format!(
+                "https://localhost:{}/_matrix/push/v1/notify",
+                addr.port()
+            ))
+            .json(&body)
+            .send(),
+    )
+    .await
+    .expect("answered in time")
+    .expect("https answer");
+    assert_eq!(resp.status().as_u16(), 200);
+    let answer: serde_json::Value = resp.json().await.expect("json");
+    let honest = started.elapsed();
+    assert_eq!(answer, json!({"rejected": ["honest"]}));
+
+    assert!(read_until_closed(&mut stalled).await.is_empty());
+    let cut_after = opened.elapsed();
+    eprintln!("stalled TLS handshake: cut after {cut_after:?}; honest HTTPS request answered in {honest:?}");
+    assert!(cut_after >= Duration::from_millis(900), "{cut_after:?}");
+}

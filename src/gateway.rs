@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::api::tls::{CertResolver, TlsListener};
+use crate::api::serve::{self, ConnectionCap};
+use crate::api::tls::{self, CertResolver};
 use crate::api::{self, AppState};
-use crate::config::{AppKind, Config};
+use crate::config::{AppKind, Config, HttpConfig};
 use crate::dispatch::{outbox, Dispatcher};
 use crate::pushkin::{apns, fcm, webpush, Pushkin, Settings};
 use crate::routing::{Route, Routes};
@@ -47,6 +48,10 @@ pub struct Gateway {
     shutdown_timeout: Duration,
     /// The inbound certificate, when `tls` is configured.
     tls: Option<Arc<CertResolver>>,
+    /// The timers every connection is served with.
+    http: Arc<HttpConfig>,
+    /// The connection caps of the API listeners (not the metrics listener).
+    cap: Arc<ConnectionCap>,
 }
 
 /// Applies a re-read configuration to a running gateway (`SIGHUP`).
@@ -148,7 +153,16 @@ impl Gateway {
             config.dispatch.clone(),
             metrics,
         ));
-        let state = Arc::new(AppState::new(dispatcher.clone(), config.limits.clone()));
+        let state = Arc::new(AppState::new(
+            dispatcher.clone(),
+            config.limits.clone(),
+            config.http.body_read_timeout,
+        ));
+        let cap = ConnectionCap::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+            dispatcher.metrics().clone(),
+        );
         let mut listeners = Vec::new();
         for ip in &config.http.bind_addresses {
             let addr = SocketAddr::new(*ip, config.http.port);
@@ -177,6 +191,8 @@ impl Gateway {
                 .tls
                 .as_ref()
                 .map(|t| CertResolver::new(t.key.clone())),
+            http: Arc::new(config.http.clone()),
+            cap,
         })
     }
 
@@ -232,23 +248,25 @@ impl Gateway {
         let mut servers: Vec<futures::future::BoxFuture<'static, std::io::Result<()>>> = Vec::new();
         if let Some(listener) = self.metrics_listener {
             let router = api::metrics::router(self.dispatcher.clone());
-            servers.push(Box::pin(serve(listener, router, rx.clone())));
+            servers.push(Box::pin(serve::serve(
+                listener,
+                router,
+                None,
+                self.http.clone(),
+                None,
+                rx.clone(),
+            )));
         }
+        let acceptor = self.tls.as_ref().map(|r| tls::acceptor(r.clone()));
         for listener in self.listeners {
-            let router = self.router.clone();
-            match &self.tls {
-                Some(resolver) => {
-                    let tls = TlsListener::new(listener, resolver.clone())?;
-                    servers.push(Box::pin(serve(tls, router, rx.clone())));
-                }
-                None => {
-                    // Answers go out at once, not after the peer's delayed ACK (Nagle).
-                    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    });
-                    servers.push(Box::pin(serve(listener, router, rx.clone())));
-                }
-            }
+            servers.push(Box::pin(serve::serve(
+                listener,
+                self.router.clone(),
+                acceptor.clone(),
+                self.http.clone(),
+                Some(self.cap.clone()),
+                rx.clone(),
+            )));
         }
         let mut servers = futures::future::join_all(servers);
         let results = tokio::select! {
@@ -284,21 +302,4 @@ impl Gateway {
         }
         Ok(())
     }
-}
-
-/// One listener served until `stop` turns true, then drained.
-async fn serve<L>(
-    listener: L,
-    router: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        })
-        .await
 }

@@ -19,6 +19,21 @@ pub enum ParseError {
     BadJson { path: String, message: String },
 }
 
+/// Length limits: the spec's for `pushkey` (bytes) and `app_id` (characters),
+/// the Matrix identifier grammar's for event and room ids. Longer values are
+/// refused, not stored: the store's indexes must hold every accepted value.
+const MAX_PUSHKEY_BYTES: usize = 512;
+const MAX_APP_ID_CHARS: usize = 64;
+const MAX_ID_BYTES: usize = 255;
+
+/// Refuses `value` at `path` when it is longer than `max` bytes.
+fn at_most_bytes(path: String, value: Option<&str>, max: usize) -> Result<(), ParseError> {
+    match value {
+        Some(v) if v.len() > max => Err(bad(path, format!("longer than {max} bytes"))),
+        _ => Ok(()),
+    }
+}
+
 fn bad(path: impl Into<String>, message: impl Into<String>) -> ParseError {
     ParseError::BadJson {
         path: path.into(),
@@ -207,6 +222,10 @@ fn parse_notification(
     };
     let event_id = f.non_empty("event_id")?;
     let id = f.non_empty("id")?;
+    at_most_bytes(f.p("event_id"), event_id.as_deref(), MAX_ID_BYTES)?;
+    at_most_bytes(f.p("id"), id.as_deref(), MAX_ID_BYTES)?;
+    let room_id = f.non_empty("room_id")?;
+    at_most_bytes(f.p("room_id"), room_id.as_deref(), MAX_ID_BYTES)?;
     let prio = match f.take("prio") {
         None => Prio::High,
         Some(Value::String(s)) if s == "low" => Prio::Low,
@@ -234,7 +253,7 @@ fn parse_notification(
     };
     let mut n = Notification {
         event_id: event_id.or(id),
-        room_id: f.non_empty("room_id")?,
+        room_id,
         kind: f.non_empty("type")?,
         sender: f.non_empty("sender")?,
         sender_display_name: f.non_empty("sender_display_name")?,
@@ -286,7 +305,14 @@ fn parse_device(i: usize, value: Value) -> Result<Device, ParseError> {
         }
     };
     let app_id = required(&mut f, "app_id")?;
+    if app_id.chars().count() > MAX_APP_ID_CHARS {
+        return Err(bad(
+            f.p("app_id"),
+            format!("longer than {MAX_APP_ID_CHARS} characters"),
+        ));
+    }
     let pushkey = required(&mut f, "pushkey")?;
+    at_most_bytes(f.p("pushkey"), Some(&pushkey), MAX_PUSHKEY_BYTES)?;
     Ok(Device {
         app_id,
         pushkey,

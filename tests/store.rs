@@ -74,6 +74,7 @@ on_both_backends!(
     lists_longer_than_one_statement_chunk,
     concurrent_claims_and_settlements_each_get_their_own_answer,
     upgrading_forgets_rejections_that_were_not_the_push_services_word,
+    fields_of_the_maximum_accepted_length_are_stored_and_found_again,
 );
 
 fn dev(pushkey: &str) -> DeviceKey {
@@ -619,4 +620,44 @@ async fn upgrading_forgets_rejections_that_were_not_the_push_services_word(b: Ba
     let mut expected: Vec<String> = kept.iter().map(|(k, _)| k.to_string()).collect();
     expected.sort();
     assert_eq!(left, expected);
+}
+
+/// The longest values `/notify` accepts (a 64-character app id of two-byte
+/// characters, a 512-byte pushkey, a 255-byte event id) fit the schema and its
+/// indexes on both backends.
+async fn fields_of_the_maximum_accepted_length_are_stored_and_found_again(b: Backend) {
+    let s = &b.store;
+    let app_id = "é".repeat(64);
+    let pushkey = "k".repeat(512);
+    let event_id = format!("${}", "e".repeat(254));
+    let dead = Rejection {
+        app_id: app_id.clone(),
+        pushkey: pushkey.clone(),
+        rejected_at: 5,
+        reason: "410 Gone".into(),
+    };
+    s.settle(Settlement {
+        now: 10,
+        remember: vec![dead.clone()],
+        ..Settlement::default()
+    })
+    .await
+    .expect("settle");
+    let device = DeviceKey {
+        app_id: app_id.clone(),
+        pushkey: pushkey.clone(),
+    };
+    assert_eq!(s.rejections(&[device]).await.expect("read"), vec![dead]);
+    let k = ClaimKey {
+        app_id,
+        pushkey,
+        event_id,
+    };
+    let claim = std::slice::from_ref(&k);
+    assert_eq!(
+        s.claim(claim, 1000, 2000, 0).await.expect("claim"),
+        vec![k.clone()]
+    );
+    // Found again: a second claim while the lease runs is not granted.
+    assert_eq!(s.claim(claim, 1500, 2500, 0).await.expect("claim"), vec![]);
 }

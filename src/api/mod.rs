@@ -5,6 +5,7 @@
 pub mod error;
 pub mod metrics;
 mod notify;
+pub mod serve;
 pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,16 +27,24 @@ use error::ApiError;
 pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     pub limits: Limits,
-    /// `/notify` requests being handled, bounded by `limits.max_inflight_requests`.
+    /// `/notify` requests being handled once their body is read, bounded by
+    /// `limits.max_inflight_requests`.
     pub inflight: Arc<tokio::sync::Semaphore>,
+    /// `http.body_read_timeout`: a body must have arrived this long after its headers.
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl AppState {
-    pub fn new(dispatcher: Arc<Dispatcher>, limits: Limits) -> AppState {
+    pub fn new(
+        dispatcher: Arc<Dispatcher>,
+        limits: Limits,
+        body_read_timeout: std::time::Duration,
+    ) -> AppState {
         AppState {
             inflight: Arc::new(tokio::sync::Semaphore::new(limits.max_inflight_requests)),
             dispatcher,
             limits,
+            body_read_timeout,
         }
     }
 }

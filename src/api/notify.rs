@@ -1,8 +1,13 @@
 //! `POST /_matrix/push/v1/notify`: read the bounded body, parse it, dispatch
 //! every device and answer `{"rejected": [...]}` (or a Matrix error).
+//!
+//! The body is read (within `http.body_read_timeout`) before the global
+//! in-flight permit is taken: a client that sends its body slowly, or never
+//! finishes it, holds a connection and a stream, which the connection caps
+//! bound, but never one of the permits honest homeservers need.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -17,9 +22,6 @@ use super::error::ApiError;
 use super::{AppState, RequestId};
 use crate::notification;
 
-/// How long a client may take to send its body (slow-loris bound).
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 pub async fn notify(
     State(state): State<Arc<AppState>>,
     axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
@@ -29,20 +31,19 @@ pub async fn notify(
     let started = Instant::now();
     let metrics = state.dispatcher.metrics().clone();
     let _in_flight = metrics.notify_started();
-    let result = match state.inflight.clone().try_acquire_owned() {
-        Ok(_permit) => {
-            let span = tracing::info_span!("notify", request_id = %request_id);
-            handle(&state, &request_id, &headers, body)
-                .instrument(span)
-                .await
-        }
-        Err(_) => {
+    let span = tracing::info_span!("notify", request_id = %request_id);
+    let result = async {
+        let bytes = read_body(&state, &headers, body).await?;
+        let Ok(_permit) = state.inflight.clone().try_acquire_owned() else {
             metrics.overloaded("global");
-            Err(ApiError::Overloaded {
+            return Err(ApiError::Overloaded {
                 limit: "limits.max_inflight_requests",
-            })
-        }
-    };
+            });
+        };
+        handle(&state, &request_id, &bytes).await
+    }
+    .instrument(span)
+    .await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let resp = match result {
         Ok(resp) => resp,
@@ -55,12 +56,12 @@ pub async fn notify(
     resp
 }
 
-async fn handle(
+/// The whole body, at most `limits.max_body_size` bytes, within `http.body_read_timeout`.
+async fn read_body(
     state: &AppState,
-    request_id: &str,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<bytes::Bytes, ApiError> {
     let limit = state.limits.max_body_size;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -69,16 +70,19 @@ async fn handle(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::TooLarge { limit });
     }
-    let bytes =
-        match tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await {
-            Err(_) => return Err(ApiError::BodyTimeout),
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                return Err(ApiError::TooLarge { limit })
-            }
-            Ok(Err(e)) => return Err(ApiError::BodyRead(e.to_string())),
-            Ok(Ok(collected)) => collected.to_bytes(),
-        };
-    let n = notification::parse(&bytes, state.limits.max_devices)?;
+    let read = Limited::new(body, limit).collect();
+    match tokio::time::timeout(state.body_read_timeout, read).await {
+        Err(_) => Err(ApiError::BodyTimeout),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::TooLarge { limit })
+        }
+        Ok(Err(e)) => Err(ApiError::BodyRead(e.to_string())),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+async fn handle(state: &AppState, request_id: &str, bytes: &[u8]) -> Result<Response, ApiError> {
+    let n = notification::parse(bytes, state.limits.max_devices)?;
     state
         .dispatcher
         .metrics()

@@ -65,6 +65,35 @@ pub struct HttpConfig {
     /// At shutdown, how long in-flight requests (and pushes still being sent
     /// after their answer) may take before they are cut.
     pub shutdown_timeout: Duration,
+    /// A client has this long to send a request's headers (HTTP/1), and a
+    /// new connection this long to send its first request (either protocol).
+    pub header_read_timeout: Duration,
+    /// A `/notify` body must have arrived completely this long after its headers.
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
+    /// An HTTP/2 connection is pinged after this long without traffic ...
+    pub http2_keep_alive_interval: Duration,
+    /// ... and closed when the ping is not answered within this long.
+    pub http2_keep_alive_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            bind_addresses: vec![IpAddr::from([127, 0, 0, 1])],
+            port: 5000,
+            shutdown_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            http2_max_concurrent_streams: 32,
+            http2_keep_alive_interval: Duration::from_secs(20),
+            http2_keep_alive_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -92,8 +121,13 @@ pub struct Limits {
     pub max_body_size: usize,
     /// Most devices accepted in one notification.
     pub max_devices: usize,
-    /// Most `/notify` requests handled at once; more are answered 429.
+    /// Most `/notify` requests handled at once (counted once their body is
+    /// read); more are answered 429.
     pub max_inflight_requests: usize,
+    /// Most inbound connections open at once; past it new ones are closed at once.
+    pub max_connections: usize,
+    /// Most inbound connections open at once from one source IP (`None`: no such cap).
+    pub max_connections_per_ip: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -165,9 +199,12 @@ impl Default for StoreConfig {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_body_size: 512 * 1024,
+            // The largest legal Matrix event is 64 KiB; room for the envelope and devices.
+            max_body_size: 128 * 1024,
             max_devices: 100,
             max_inflight_requests: 1024,
+            max_connections: 4096,
+            max_connections_per_ip: None,
         }
     }
 }
@@ -364,11 +401,7 @@ fn read_log(s: Option<Section<'_>>, p: &mut Problems) -> LogConfig {
 }
 
 fn read_http(s: Option<Section<'_>>, p: &mut Problems) -> HttpConfig {
-    let mut cfg = HttpConfig {
-        bind_addresses: vec![IpAddr::from([127, 0, 0, 1])],
-        port: 5000,
-        shutdown_timeout: Duration::from_secs(10),
-    };
+    let mut cfg = HttpConfig::default();
     let Some(mut s) = s else { return cfg };
     if let Some(list) = s.string_list("bind_addresses", p) {
         let mut addrs = Vec::new();
@@ -388,6 +421,35 @@ fn read_http(s: Option<Section<'_>>, p: &mut Problems) -> HttpConfig {
     }
     cfg.port = s.uint("port", 5000, 0, 65535, p) as u16;
     cfg.shutdown_timeout = s.duration("shutdown_timeout", cfg.shutdown_timeout, p);
+    cfg.header_read_timeout = s.duration("header_read_timeout", cfg.header_read_timeout, p);
+    cfg.body_read_timeout = s.duration("body_read_timeout", cfg.body_read_timeout, p);
+    cfg.idle_timeout = s.duration("idle_timeout", cfg.idle_timeout, p);
+    cfg.http2_max_concurrent_streams = s.uint(
+        "http2_max_concurrent_streams",
+        u64::from(cfg.http2_max_concurrent_streams),
+        1,
+        1000,
+        p,
+    ) as u32;
+    cfg.http2_keep_alive_interval = s.duration(
+        "http2_keep_alive_interval",
+        cfg.http2_keep_alive_interval,
+        p,
+    );
+    cfg.http2_keep_alive_timeout =
+        s.duration("http2_keep_alive_timeout", cfg.http2_keep_alive_timeout, p);
+    // A zero timer would close every connection at once (or, for hyper, panic).
+    for (key, v) in [
+        ("header_read_timeout", cfg.header_read_timeout),
+        ("body_read_timeout", cfg.body_read_timeout),
+        ("idle_timeout", cfg.idle_timeout),
+        ("http2_keep_alive_interval", cfg.http2_keep_alive_interval),
+        ("http2_keep_alive_timeout", cfg.http2_keep_alive_timeout),
+    ] {
+        if v.is_zero() {
+            p.error(s.key_path(key), "must be more than zero");
+        }
+    }
     s.finish(p);
     cfg
 }
@@ -477,6 +539,13 @@ fn read_limits(s: Option<Section<'_>>, p: &mut Problems) -> Limits {
             1_000_000,
             p,
         ) as usize,
+        max_connections: s.uint("max_connections", d.max_connections as u64, 1, 1_000_000, p)
+            as usize,
+        // Absent (or null): no per-address cap.
+        max_connections_per_ip: s
+            .raw("max_connections_per_ip")
+            .is_some()
+            .then(|| s.uint("max_connections_per_ip", 1, 1, 1_000_000, p) as usize),
     };
     s.finish(p);
     cfg
@@ -580,5 +649,60 @@ fn read_store(root: &mut Section<'_>, p: &mut Problems) -> StoreConfig {
             p.error("store", EXPECTED);
             StoreConfig::None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match Config::from_yaml(yaml, "test.yaml") {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid { problems, .. }) => problems
+                .iter()
+                .filter(|p| p.severity == Severity::Error)
+                .map(|p| p.to_string())
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn inbound_bounds_have_safe_defaults() {
+        let (c, _) = Config::from_yaml("", "test.yaml").expect("valid");
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.http.http2_max_concurrent_streams, 32);
+        assert_eq!(c.http.http2_keep_alive_interval, Duration::from_secs(20));
+        assert_eq!(c.http.http2_keep_alive_timeout, Duration::from_secs(20));
+        assert_eq!(c.limits.max_body_size, 128 * 1024);
+        assert_eq!(c.limits.max_connections, 4096);
+        assert_eq!(c.limits.max_connections_per_ip, None);
+    }
+
+    #[test]
+    fn inbound_bounds_are_read_and_checked_with_their_key_paths() {
+        let (c, _) = Config::from_yaml(
+            "http:\n  header_read_timeout: 2s\n  idle_timeout: 30\n  http2_max_concurrent_streams: 8\nlimits:\n  max_connections: 10\n  max_connections_per_ip: 3\n",
+            "test.yaml",
+        )
+        .expect("valid");
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.http.http2_max_concurrent_streams, 8);
+        assert_eq!(c.limits.max_connections, 10);
+        assert_eq!(c.limits.max_connections_per_ip, Some(3));
+        assert_eq!(
+            errors("http:\n  header_read_timeout: 0s\n  body_read_timeout: soon\n  http2_max_concurrent_streams: 0\nlimits:\n  max_connections: 0\n  max_connections_per_ip: many\n"),
+            vec![
+                "error: http.body_read_timeout: expected a duration: seconds as a number, or a string like \"500ms\", \"2s\", \"10m\"",
+                "error: http.http2_max_concurrent_streams: expected a whole number from 1 to 1000, found 0",
+                "error: http.header_read_timeout: must be more than zero",
+                "error: limits.max_connections: expected a whole number from 1 to 1000000, found 0",
+                "error: limits.max_connections_per_ip: expected a whole number from 1 to 1000000, found a string",
+            ]
+        );
     }
 }

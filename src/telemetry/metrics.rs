@@ -89,6 +89,8 @@ pub struct Metrics {
     breaker_open: IntGaugeVec,
     breaker_trips: IntCounterVec,
     send_panics: IntCounter,
+    inbound_connections: IntGauge,
+    inbound_refused: IntCounterVec,
 }
 
 /// Registers every family up front, so a scrape shows each one (at zero)
@@ -274,8 +276,21 @@ impl Metrics {
                 "pushgate_send_panics_total",
                 "Sends that panicked (a bug); each push was treated as a temporary failure",
             ),
+            inbound_connections: b.gauge(
+                "pushgate_inbound_connections",
+                "Connections open on the API listeners",
+            ),
+            inbound_refused: b.counter_vec(
+                "pushgate_inbound_connections_refused_total",
+                "Connections closed at accept because a connection cap was reached \
+                 (max_connections, max_connections_per_ip)",
+                &["limit"],
+            ),
             registry: b.registry,
         };
+        for limit in ["max_connections", "max_connections_per_ip"] {
+            m.inbound_refused.with_label_values(&[limit]);
+        }
         m.requests_in_flight.with_label_values(&[NOTIFY_RESOURCE]);
         for limit in ["global", "app"] {
             m.overload.with_label_values(&[limit]);
@@ -360,6 +375,16 @@ impl Metrics {
     /// A request was answered 429; `limit` is `global` or `app`.
     pub fn overloaded(&self, limit: &str) {
         self.overload.with_label_values(&[limit]).inc();
+    }
+
+    /// The gauge of open API connections (the accept loop moves it).
+    pub fn inbound_connections(&self) -> IntGauge {
+        self.inbound_connections.clone()
+    }
+
+    /// A connection was closed at accept; `limit` names the cap it hit.
+    pub fn inbound_refused(&self, limit: &str) {
+        self.inbound_refused.with_label_values(&[limit]).inc();
     }
 
     pub fn queued(&self, app: &str) {
@@ -522,6 +547,8 @@ mod tests {
             "sygnal_webpush_request_time_count 0",
             "pushgate_outbox_oldest_age_seconds 0",
             "pushgate_store_up 0",
+            "pushgate_inbound_connections 0",
+            "pushgate_inbound_connections_refused_total{limit=\"max_connections\"} 0",
             "pushgate_build_info{version=",
         ] {
             assert!(text.contains(family), "{family} missing from\n{text}");

@@ -8,6 +8,7 @@ mod fcm;
 mod fixtures;
 mod guard;
 mod helpers;
+mod hostile;
 mod metrics;
 mod proxy;
 mod rejections;

@@ -294,11 +294,57 @@ async fn malformed_requests_get_exact_matrix_errors() {
             "oversize body",
             format!(
                 r#"{{"notification": {{"pad": "{}"}}}}"#,
-                "x".repeat(600 * 1024)
+                "x".repeat(200 * 1024)
             ),
             413,
             "M_TOO_LARGE",
-            "request body is larger than 524288 bytes",
+            "request body is larger than 131072 bytes",
+        ),
+        case(
+            "pushkey one byte over 512",
+            with_device(json!({"app_id": "a", "pushkey": "k".repeat(513)})),
+            400,
+            "M_BAD_JSON",
+            "notification.devices[0].pushkey: longer than 512 bytes",
+        ),
+        case(
+            "pushkey over 512 bytes in fewer characters",
+            with_device(json!({"app_id": "a", "pushkey": "é".repeat(257)})),
+            400,
+            "M_BAD_JSON",
+            "notification.devices[0].pushkey: longer than 512 bytes",
+        ),
+        case(
+            "app_id one character over 64",
+            json!({"notification": {"devices": [
+                {"app_id": "a", "pushkey": "k"},
+                {"app_id": "é".repeat(65), "pushkey": "k"}
+            ]}})
+            .to_string(),
+            400,
+            "M_BAD_JSON",
+            "notification.devices[1].app_id: longer than 64 characters",
+        ),
+        case(
+            "event_id one byte over 255",
+            with_field("event_id", json!(format!("${}", "e".repeat(255)))),
+            400,
+            "M_BAD_JSON",
+            "notification.event_id: longer than 255 bytes",
+        ),
+        case(
+            "id one byte over 255",
+            with_field("id", json!(format!("${}", "e".repeat(255)))),
+            400,
+            "M_BAD_JSON",
+            "notification.id: longer than 255 bytes",
+        ),
+        case(
+            "room_id one byte over 255",
+            with_field("room_id", json!(format!("!{}", "r".repeat(255)))),
+            400,
+            "M_BAD_JSON",
+            "notification.room_id: longer than 255 bytes",
         ),
         Case {
             name: "unknown path",
@@ -373,6 +419,26 @@ async fn malformed_requests_get_exact_matrix_errors() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[tokio::test]
+async fn fields_of_the_maximum_length_are_accepted() {
+    let gw = spawn(NO_APPS).await;
+    // 512-byte pushkey, 64-character app id (128 bytes), 255-byte ids: all accepted.
+    let pushkey = "k".repeat(512);
+    let body = json!({"notification": {
+        "event_id": format!("${}", "e".repeat(254)),
+        "room_id": format!("!{}", "r".repeat(254)),
+        "devices": [{"app_id": "é".repeat(64), "pushkey": pushkey}]
+    }});
+    let a = gw.notify(&body).await;
+    assert_eq!((a.status, a.body), (200, json!({ "rejected": [pushkey] })));
+    let body = json!({"notification": {
+        "id": format!("${}", "e".repeat(254)),
+        "devices": [{"app_id": "a", "pushkey": "k"}]
+    }});
+    let a = gw.notify(&body).await;
+    assert_eq!((a.status, a.body), (200, json!({ "rejected": ["k"] })));
 }
 
 #[tokio::test]

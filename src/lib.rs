@@ -11,8 +11,29 @@
 //! - [`pushkin`]: the `Pushkin` trait and one module per push service (`webpush`, `apns`, `fcm`).
 //! - [`net`]: the outbound HTTP client (rustls, HTTP/2, proxy, timeouts, trusted CA, address guard).
 //! - [`telemetry`]: logging, pushkey redaction and Prometheus metrics.
+//! - [`store`]: the outbox, the rejection memory and the de-duplication claims (SQLite, PostgreSQL).
 //! - [`gateway`]: start-up, serving, reload and shutdown.
 //! - [`sendtest`]: `pushgate send-test`, one push with a report of the HTTP exchanges.
+//! - [`glob`], [`keys`]: leaves — app-id/host globs, private keys read from PEM.
+//!
+//! # Layers
+//! Each module imports only the modules after its arrow, and the arrows form
+//! no cycle; `tests/layers.rs` reads this list and checks the code against it.
+//! Only `dispatch` (and `gateway`, which starts its workers) talks to the store.
+//!
+//! - `gateway` → `api`, `dispatch`, `routing`, `pushkin`, `store`, `telemetry`, `config`, `net`
+//! - `sendtest` → `gateway`, `pushkin`, `notification`, `telemetry`, `config`
+//! - `api` → `dispatch`, `notification`, `telemetry`, `config`, `net`
+//! - `dispatch` → `routing`, `pushkin`, `store`, `notification`, `telemetry`, `config`
+//! - `routing` → `pushkin`, `glob`
+//! - `pushkin` → `net`, `notification`, `telemetry`, `config`, `glob`, `keys`
+//! - `telemetry` → `store`, `config`, `net`
+//! - `store` → `config`
+//! - `config` → `keys`, `glob`
+//! - `notification` → (nothing)
+//! - `net` → (nothing)
+//! - `glob` → (nothing)
+//! - `keys` → (nothing)
 
 pub mod api;
 pub mod config;

@@ -15,7 +15,6 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::dispatch::Dispatcher;
-use crate::store::now_ms;
 
 /// Prometheus text exposition format 0.0.4.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -28,18 +27,7 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
 }
 
 async fn scrape(State(d): State<Arc<Dispatcher>>) -> Response {
-    if let Some(store) = d.store() {
-        let read = tokio::time::timeout(Duration::from_secs(2), store.stats()).await;
-        let stats = match read {
-            Ok(Ok(s)) => Some(s),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "metrics: the store did not answer");
-                None
-            }
-            Err(_) => None,
-        };
-        d.metrics().store_read(stats, now_ms());
-    }
+    d.read_store_metrics(Duration::from_secs(2)).await;
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, CONTENT_TYPE)],

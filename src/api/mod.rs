@@ -90,14 +90,13 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
         }
         (StatusCode::OK, Json(body)).into_response()
     };
-    let Some(store) = state.dispatcher.store() else {
-        return ok();
-    };
-    let checked = tokio::time::timeout(std::time::Duration::from_secs(1), store.ping()).await;
-    match checked {
-        Ok(Ok(())) => ok(),
-        Ok(Err(e)) => ApiError::NotReady(e.to_string()).into_response(),
-        Err(_) => ApiError::NotReady("the store did not answer within 1 s".into()).into_response(),
+    match state
+        .dispatcher
+        .store_ready(std::time::Duration::from_secs(1))
+        .await
+    {
+        Ok(()) => ok(),
+        Err(why) => ApiError::NotReady(why).into_response(),
     }
 }
 

@@ -190,8 +190,39 @@ impl Dispatcher {
         &self.policy
     }
 
+    /// The store, for the workers the gateway starts beside the dispatcher.
     pub fn store(&self) -> Option<&Arc<dyn Store>> {
         self.store.as_ref()
+    }
+
+    /// Whether the store (when there is one) answers within `within`; the
+    /// error says why not. For `/ready`: the API asks, only dispatch talks to the store.
+    pub async fn store_ready(&self, within: Duration) -> Result<(), String> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        match tokio::time::timeout(within, store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "the store did not answer within {}",
+                humantime::format_duration(within)
+            )),
+        }
+    }
+
+    /// Reads the store's sizes into the metrics (at scrape time, not on the request path).
+    pub async fn read_store_metrics(&self, within: Duration) {
+        let Some(store) = &self.store else { return };
+        let stats = match tokio::time::timeout(within, store.stats()).await {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "metrics: the store did not answer");
+                None
+            }
+            Err(_) => None,
+        };
+        self.metrics.store_read(stats, now_ms());
     }
 
     /// Delivers `n` to all its devices and says what to answer.

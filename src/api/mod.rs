@@ -69,11 +69,18 @@ async fn health() -> impl IntoResponse {
     (StatusCode::OK, Json(json!({ "status": "ok" })))
 }
 
-/// Ready to take traffic: the store (when there is one) answers within a second.
+/// Ready to take traffic: the store (when there is one) answers within a
+/// second, its last write succeeded, and the outbox worker is running.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let Some(store) = state.dispatcher.store() else {
         return (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response();
     };
+    if !state.dispatcher.metrics().is_outbox_worker_up() {
+        return ApiError::NotReady(
+            "the outbox worker is not running (restarting after a panic): queued pushes are not retried".into(),
+        )
+        .into_response();
+    }
     let checked = tokio::time::timeout(std::time::Duration::from_secs(1), store.ping()).await;
     match checked {
         Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response(),

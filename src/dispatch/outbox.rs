@@ -49,10 +49,19 @@ const STABLE: Duration = Duration::from_secs(60);
 const EXPIRY_BATCH: i64 = 1000;
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
 
+/// How long after its creation a push gets its last attempt: a tenth of
+/// `max_age` (at most a minute) before it is dropped, so that a long back-off
+/// or `Retry-After` ends in one more attempt rather than in a silent drop.
+pub fn last_chance(p: &DispatchConfig) -> Duration {
+    p.max_age
+        .saturating_sub((p.max_age / 10).min(Duration::from_secs(60)))
+}
+
 /// Delay before attempt `attempts + 1`: exponential from `retry_initial_delay`,
 /// capped at `retry_max_delay`, with jitter (50–100 % of the step) so that
 /// pushes failed together do not retry together; never sooner than `Retry-After`,
-/// and never later than `max_age` (whatever the push service asked for).
+/// and never later than [`last_chance`] (within `max_age`, whatever the push
+/// service asked for: upstream values are hostile).
 pub fn backoff(p: &DispatchConfig, attempts: i64, retry_after: Option<Duration>) -> Duration {
     let exp = attempts.clamp(1, 32) as u32 - 1;
     let step = p
@@ -64,7 +73,7 @@ pub fn backoff(p: &DispatchConfig, attempts: i64, retry_after: Option<Duration>)
         Some(r) if r > jittered => r,
         _ => jittered,
     };
-    wait.min(p.max_age)
+    wait.min(last_chance(p))
 }
 
 /// Runs `worker` until `stop` turns true, restarting it after a panic (logged
@@ -211,7 +220,18 @@ async fn attempt(d: &Dispatcher, store: &dyn Store, e: Entry) {
             );
             s.delete.push(e.id);
         }
-        Some((fate, dev)) => record(d, &mut s, e.id, e.attempts + 1, &fate, dev.as_ref()),
+        Some((fate, dev)) => {
+            record(d, &mut s, e.id, e.attempts + 1, &fate, dev.as_ref());
+            // A retry that would fall due after the push's last chance is
+            // moved to it (once: past it, the retry is left to be dropped).
+            let last = Millis::try_from(last_chance(&d.policy).as_millis())
+                .map_or(Millis::MAX, |l| e.created_at.saturating_add(l));
+            for r in &mut s.reschedule {
+                if r.1 > last && s.now < last {
+                    r.1 = last;
+                }
+            }
+        }
     }
     if let Err(err) = store.settle(s).await {
         tracing::error!(entry = e.id, error = %err, "store unavailable: outbox result not recorded; the entry falls due again");
@@ -335,6 +355,61 @@ mod tests {
     use crate::config::DispatchConfig;
     use std::time::Duration;
 
+    /// Waits until `cond` holds; false after 10 s of it.
+    async fn eventually(cond: impl Fn() -> bool) -> bool {
+        for _ in 0..1000 {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_panicking_worker_is_counted_down_meanwhile_and_restarted() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let metrics = Arc::new(crate::telemetry::metrics::Metrics::new());
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let starts = Arc::new(AtomicUsize::new(0));
+        let worker_stop = rx.clone();
+        let counted = starts.clone();
+        let supervisor = tokio::spawn(super::supervise(metrics.clone(), rx, move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            let mut stop = worker_stop.clone();
+            async move {
+                if n == 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    panic!("a bug in the worker");
+                }
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        }));
+        assert!(eventually(|| starts.load(Ordering::SeqCst) == 1).await);
+        assert!(
+            metrics.is_outbox_worker_up(),
+            "up while the first worker runs"
+        );
+        assert!(
+            eventually(|| !metrics.is_outbox_worker_up()).await,
+            "down after the panic, until the restart"
+        );
+        assert!(eventually(|| starts.load(Ordering::SeqCst) == 2).await);
+        assert!(eventually(|| metrics.is_outbox_worker_up()).await);
+        let text = metrics.render();
+        assert!(
+            text.lines()
+                .any(|l| l == "pushgate_outbox_worker_restarts_total 1"),
+            "{text}"
+        );
+        assert!(text.lines().any(|l| l == "pushgate_outbox_worker_up 1"));
+        stop.send(true).expect("supervisor listens");
+        supervisor.await.expect("supervisor ends");
+        assert!(!metrics.is_outbox_worker_up());
+        assert_eq!(starts.load(Ordering::SeqCst), 2, "no restart after stop");
+    }
+
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap_and_honours_retry_after() {
         let p = DispatchConfig {
@@ -356,8 +431,30 @@ mod tests {
         );
         assert_eq!(
             backoff(&p, 1, Some(Duration::from_secs(99_999))),
-            p.max_age,
-            "a Retry-After beyond max_age is cut to it"
+            Duration::from_secs(59 * 60),
+            "a Retry-After beyond max_age (1 h) is cut to its last chance, a minute before"
         );
+    }
+
+    #[test]
+    fn backoff_never_passes_max_age_whatever_the_upstream_says() {
+        for (max_age, last) in [(3600, 3540), (10, 9), (1, 0)] {
+            let p = DispatchConfig {
+                max_age: Duration::from_secs(max_age),
+                ..DispatchConfig::default()
+            };
+            assert_eq!(super::last_chance(&p).as_secs(), last);
+            for attempts in [i64::MIN, -1, 0, 1, 40, i64::MAX] {
+                for r in [
+                    None,
+                    Some(Duration::MAX),
+                    Some(Duration::from_secs(u64::MAX)),
+                ] {
+                    let b = backoff(&p, attempts, r);
+                    assert!(b <= super::last_chance(&p), "{b:?}");
+                    assert!(std::time::Instant::now().checked_add(b).is_some());
+                }
+            }
+        }
     }
 }

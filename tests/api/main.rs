@@ -12,5 +12,6 @@ mod metrics;
 mod proxy;
 mod routing;
 mod tls;
+mod upstream;
 mod validation;
 mod webpush;

@@ -352,6 +352,7 @@ async fn one_apps_hanging_outbox_entries_do_not_delay_another_apps_retry() {
     })
     .await;
     let after = queued_at.elapsed();
+    eprintln!("app B's retry delivered {after:?} after its first attempt failed");
     assert!(delivered, "app B's retry delivered");
     assert!(
         after < Duration::from_secs(3),

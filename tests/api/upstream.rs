@@ -284,7 +284,6 @@ async fn fcm_token_endpoint_failures_are_retried_with_backoff_not_per_push() {
     );
     assert!(s.google.requests().is_empty());
     s.google.fail_token_requests(None);
-    let mut statuses = Vec::new();
     let recovered = eventually(Duration::from_secs(5), || async {
         let a =
             s.gw.notify(&message("$again", vec![fcm_device("tok")]))
@@ -292,7 +291,6 @@ async fn fcm_token_endpoint_failures_are_retried_with_backoff_not_per_push() {
         a.status == 200
     })
     .await;
-    statuses.push(recovered);
     assert!(recovered, "the next refresh after the back-off succeeds");
     assert_eq!(
         s.google.token_attempts(),

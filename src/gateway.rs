@@ -146,6 +146,8 @@ impl Gateway {
         let store = store::open(&config.store).await?;
         if let Some(s) = &store {
             tracing::info!(backend = s.backend(), "store opened");
+            // The outbox worker starts with the gateway (`run_until`): ready from the start.
+            metrics.outbox_worker_up(true);
         }
         let dispatcher = Arc::new(Dispatcher::new(
             routes,
@@ -234,10 +236,11 @@ impl Gateway {
         });
         let mut background = Vec::new();
         if let Some(store) = self.dispatcher.store() {
-            background.push(tokio::spawn(outbox::run(
-                self.dispatcher.clone(),
-                store.clone(),
+            let (d, s, stop) = (self.dispatcher.clone(), store.clone(), rx.clone());
+            background.push(tokio::spawn(outbox::supervise(
+                self.dispatcher.metrics().clone(),
                 rx.clone(),
+                move || outbox::run(d.clone(), s.clone(), stop.clone()),
             )));
             background.push(tokio::spawn(outbox::housekeeping(
                 self.dispatcher.policy().clone(),

@@ -365,36 +365,64 @@ fn gen_vapid(out: &Path, force: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true);
     if force {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
+        // Replaced, not rewritten: an existing file keeps its mode when
+        // truncated, and a symbolic link would be followed to its target. The
+        // link or file itself goes; `create_new` below never follows a link,
+        // so one put back in between makes the write fail, not go astray.
+        match std::fs::symlink_metadata(out) {
+            Ok(m) if m.is_dir() => {
+                eprintln!("cannot write {}: it is a directory", out.display());
+                return ExitCode::FAILURE;
+            }
+            Ok(_) => {
+                if let Err(e) = std::fs::remove_file(out) {
+                    eprintln!("cannot replace {}: {e}", out.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            Err(_) => {}
+        }
     }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let written = opts.open(out).and_then(|mut f| f.write_all(pem.as_bytes()));
-    if let Err(e) = written {
-        eprintln!(
-            "cannot write {}: {e}{}",
-            out.display(),
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                " (use --force to replace it)"
-            } else {
-                ""
-            }
-        );
-        return ExitCode::FAILURE;
-    }
+    let written = opts.open(out).and_then(|mut f| {
+        f.write_all(pem.as_bytes())?;
+        f.metadata()
+    });
+    let meta = match written {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!(
+                "cannot write {}: {e}{}",
+                out.display(),
+                if e.kind() == std::io::ErrorKind::AlreadyExists && !force {
+                    " (use --force to replace it)"
+                } else {
+                    ""
+                }
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     let signing = p256::ecdsa::SigningKey::from(key);
-    eprintln!(
-        "wrote the VAPID private key to {} (mode 0600)",
-        out.display()
-    );
+    // The mode the file really has (the umask can only take bits away).
+    #[cfg(unix)]
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        format!(" (mode {:04o})", meta.permissions().mode() & 0o7777)
+    };
+    #[cfg(not(unix))]
+    let mode = {
+        let _ = meta;
+        String::new()
+    };
+    eprintln!("wrote the VAPID private key to {}{mode}", out.display());
     eprintln!("public key (applicationServerKey for your app's push subscription):");
     println!("{}", public_key_b64(&signing));
     ExitCode::SUCCESS

@@ -45,6 +45,69 @@ fn gen_vapid_writes_a_private_key_and_prints_its_public_key() {
     assert_eq!(std::fs::read_to_string(&out).expect("key"), pem);
 }
 
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[cfg(unix)]
+#[test]
+fn gen_vapid_force_replaces_a_readable_file_with_a_fresh_private_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("vapid.pem");
+    std::fs::write(&out, "an old key").expect("old file");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let run = Command::new(BIN)
+        .args(["gen-vapid", "--force", "--out"])
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert!(run.status.success(), "{run:?}");
+    let pem = std::fs::read_to_string(&out).expect("key file");
+    pushgate::keys::parse_p256_key(&pem).expect("a fresh P-256 key");
+    assert_eq!(mode(&out), 0o600, "not the old file's 0644");
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(said.contains("(mode 0600)"), "{said}");
+}
+
+#[cfg(unix)]
+#[test]
+fn gen_vapid_force_replaces_a_symlink_and_leaves_its_target_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let elsewhere = tempfile::tempdir().expect("another dir");
+    let target = elsewhere.path().join("not-a-key.txt");
+    std::fs::write(&target, "someone else's file").expect("target");
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = dir.path().join("vapid.pem");
+    std::os::unix::fs::symlink(&target, &out).expect("symlink");
+    let run = Command::new(BIN)
+        .args(["gen-vapid", "--force", "--out"])
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("target"),
+        "someone else's file"
+    );
+    assert_eq!(mode(&target), 0o644, "the target keeps its mode");
+    let meta = std::fs::symlink_metadata(&out).expect("out");
+    assert!(
+        meta.file_type().is_file(),
+        "the link was replaced by a file"
+    );
+    assert_eq!(mode(&out), 0o600);
+    let pem = std::fs::read_to_string(&out).expect("key file");
+    pushgate::keys::parse_p256_key(&pem).expect("a P-256 key");
+}
+
 #[test]
 fn serve_logs_one_line_per_request_with_redacted_pushkeys() {
     let dir = tempfile::tempdir().expect("dir");

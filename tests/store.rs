@@ -75,6 +75,7 @@ on_both_backends!(
     concurrent_claims_and_settlements_each_get_their_own_answer,
     upgrading_forgets_rejections_that_were_not_the_push_services_word,
     fields_of_the_maximum_accepted_length_are_stored_and_found_again,
+    ping_fails_from_a_failed_write_until_a_write_succeeds,
 );
 
 fn dev(pushkey: &str) -> DeviceKey {
@@ -660,4 +661,112 @@ async fn fields_of_the_maximum_accepted_length_are_stored_and_found_again(b: Bac
     );
     // Found again: a second claim while the lease runs is not granted.
     assert_eq!(s.claim(claim, 1500, 2500, 0).await.expect("claim"), vec![]);
+}
+
+/// Makes every write of a claim fail (as a full disk would), or lifts that,
+/// from a connection of its own.
+async fn refuse_claim_writes(config: &StoreConfig, refuse: bool) {
+    use sqlx::Executor;
+    match config {
+        StoreConfig::Sqlite { path } => {
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+            let pool = sqlx::SqlitePool::connect_with(options)
+                .await
+                .expect("connect");
+            let sqls: &[&str] = if refuse {
+                &[
+                    "CREATE TRIGGER refuse_insert BEFORE INSERT ON claims \
+                     BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+                    "CREATE TRIGGER refuse_update BEFORE UPDATE ON claims \
+                     BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+                ]
+            } else {
+                &["DROP TRIGGER refuse_insert", "DROP TRIGGER refuse_update"]
+            };
+            for sql in sqls {
+                pool.execute(*sql).await.expect("trigger");
+            }
+            pool.close().await;
+        }
+        StoreConfig::Postgres { url, .. } => {
+            let pool = sqlx::PgPool::connect(url).await.expect("connect");
+            let sqls: &[&str] = if refuse {
+                &[
+                    "CREATE FUNCTION refuse_writes() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100'; END $$",
+                    "CREATE TRIGGER refuse_writes BEFORE INSERT OR UPDATE ON claims \
+                     FOR EACH ROW EXECUTE FUNCTION refuse_writes()",
+                ]
+            } else {
+                &["DROP TRIGGER refuse_writes ON claims"]
+            };
+            for sql in sqls {
+                pool.execute(*sql).await.expect("trigger");
+            }
+            pool.close().await;
+        }
+        StoreConfig::None => {}
+    }
+}
+
+async fn ping_fails_from_a_failed_write_until_a_write_succeeds(b: Backend) {
+    let s = &b.store;
+    s.ping().await.expect("ping");
+    refuse_claim_writes(&b.config, true).await;
+    let claim =
+        |event: &'static str| async move { s.claim(&[claim_key("p", event)], 1000, 2000, 0).await };
+    claim("$1").await.expect_err("the write fails");
+    let e = s.ping().await.expect_err("not ready after a failed write");
+    assert!(matches!(e, store::StoreError::WriteFailing(_)), "{e:?}");
+    assert!(
+        e.to_string()
+            .starts_with("the last write to the store failed"),
+        "{e}"
+    );
+    // Reads still work; the store is not ready until a write succeeds.
+    assert!(s.stats().await.is_ok());
+    s.ping().await.expect_err("still not ready");
+    refuse_claim_writes(&b.config, false).await;
+    assert_eq!(claim("$2").await.expect("the write succeeds").len(), 1);
+    s.ping().await.expect("ready again");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_files_readable_by_others_are_made_private_at_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = sqlite().await.expect("sqlite");
+    let StoreConfig::Sqlite { path } = &b.config else {
+        unreachable!()
+    };
+    // A write, so that the WAL and its index exist beside the database.
+    b.store
+        .settle(Settlement {
+            now: 1,
+            remember: vec![rejection("p", 1, "gone")],
+            ..Settlement::default()
+        })
+        .await
+        .expect("settle");
+    let files: Vec<std::path::PathBuf> = ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            p.into()
+        })
+        .collect();
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o7777;
+    for f in &files {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let again = store::open(&b.config)
+        .await
+        .expect("open")
+        .expect("a store");
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    assert_eq!(again.stats().await.expect("stats").rejections, 1);
 }

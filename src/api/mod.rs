@@ -78,9 +78,10 @@ async fn health() -> impl IntoResponse {
     (StatusCode::OK, Json(json!({ "status": "ok" })))
 }
 
-/// Ready to take traffic: the store (when there is one) answers within a second.
-/// Apps whose rejection breaker is open are listed, but do not make the
-/// gateway unready: every instance would see the same, and pushes still flow.
+/// Ready to take traffic: the store (when there is one) answers within a
+/// second, its last write succeeded, and the outbox worker is running. Apps
+/// whose rejection breaker is open are listed, but do not make the gateway
+/// unready: every instance would see the same, and pushes still flow.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let ok = || {
         let mut body = json!({ "status": "ready" });

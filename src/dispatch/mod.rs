@@ -195,12 +195,15 @@ impl Dispatcher {
         self.store.as_ref()
     }
 
-    /// Whether the store (when there is one) answers within `within`; the
-    /// error says why not. For `/ready`: the API asks, only dispatch talks to the store.
+    /// Whether the store (when there is one) answers within `within`, its last
+    /// write succeeded and the outbox worker runs; the error says why not. For `/ready`: the API asks, only dispatch talks to the store.
     pub async fn store_ready(&self, within: Duration) -> Result<(), String> {
         let Some(store) = &self.store else {
             return Ok(());
         };
+        if !self.metrics.is_outbox_worker_up() {
+            return Err("the outbox worker is not running (restarting after a panic): queued pushes are not retried".into());
+        }
         match tokio::time::timeout(within, store.ping()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
@@ -308,6 +311,15 @@ impl Dispatcher {
     }
 }
 
+/// When a token stopped being valid, for the rejection memory: the push
+/// service's time when it gives one (APNs 410), never later than now (the
+/// value comes from outside: a huge one would outlive every re-registration).
+fn rejected_at(since_ms: Option<u64>, now: crate::store::Millis) -> crate::store::Millis {
+    since_ms
+        .and_then(|t| crate::store::Millis::try_from(t).ok())
+        .map_or(now, |t| t.min(now))
+}
+
 /// The log line of one outcome, with a redacted pushkey.
 fn log_fate(request_id: &str, d: &Device, fate: &Fate) {
     let pushkey = redact(&d.pushkey);
@@ -361,5 +373,18 @@ fn log_fate(request_id: &str, d: &Device, fate: &Fate) {
             reason = "the same push is still being sent by another request",
             "device"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rejected_at;
+
+    #[test]
+    fn rejected_at_trusts_the_service_only_up_to_now() {
+        assert_eq!(rejected_at(None, 1_000), 1_000);
+        assert_eq!(rejected_at(Some(900), 1_000), 900);
+        assert_eq!(rejected_at(Some(5_000), 1_000), 1_000, "not in the future");
+        assert_eq!(rejected_at(Some(u64::MAX), 1_000), 1_000, "no wrap-around");
     }
 }

@@ -5,35 +5,64 @@
 //! the time one attempt can take), so with PostgreSQL several gateways drain
 //! one outbox without sending an entry twice, and the entries of a gateway
 //! that died mid-attempt fall due again when their lease ends.
+//!
+//! Taken entries are a bounded stream, not a batch: at most [`CONCURRENCY`]
+//! sends are in flight, each entry is settled as soon as its own send ends
+//! (so a crash re-sends only what was in flight, and a hanging entry delays
+//! nothing but itself), and the worker takes more as soon as there is room.
+//! [`drain_once`] is one step of the same work (take, send, settle), for
+//! tests. The worker runs under [`supervise`]: a panic is logged at ERROR,
+//! counted, and the worker restarted; `/ready` fails while it is down.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::{FutureExt, StreamExt};
 use rand::Rng;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
 
 use super::{Dispatcher, Fate};
 use crate::config::DispatchConfig;
 use crate::notification::{self, Device};
 use crate::pushkin::outcome::{Cause, Rejected};
 use crate::pushkin::Outcome;
-use crate::store::{now_ms, Entry, Expiry, Millis, Rejection, Settlement, Store};
+use crate::store::{now_ms, Entry, Expiry, Millis, Rejection, Settlement, Store, StoreError};
+use crate::telemetry::metrics::Metrics;
 use crate::telemetry::redact;
 
-/// Entries taken per round.
-const BATCH: i64 = 64;
+/// Outbox sends in flight at once; also the most entries taken at once.
+const CONCURRENCY: usize = 64;
 /// Pause between polls when nothing is due.
 const IDLE: Duration = Duration::from_millis(200);
 /// Pause after a store error.
 const STORE_DOWN: Duration = Duration::from_secs(1);
+/// Pauses before restarting a worker that panicked: the first, and the cap
+/// of its doubling while it keeps panicking.
+const FIRST_RESTART: Duration = Duration::from_secs(1);
+const MAX_RESTART: Duration = Duration::from_secs(30);
+/// A worker that ran this long before its panic restarts after [`FIRST_RESTART`] again.
+const STABLE: Duration = Duration::from_secs(60);
 /// Rows deleted per housekeeping statement, and the pause between rounds.
 const EXPIRY_BATCH: i64 = 1000;
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
 
+/// How long after its creation a push gets its last attempt: a tenth of
+/// `max_age` (at most a minute) before it is dropped, so that a long back-off
+/// or `Retry-After` ends in one more attempt rather than in a silent drop.
+pub fn last_chance(p: &DispatchConfig) -> Duration {
+    p.max_age
+        .saturating_sub((p.max_age / 10).min(Duration::from_secs(60)))
+}
+
 /// Delay before attempt `attempts + 1`: exponential from `retry_initial_delay`,
 /// capped at `retry_max_delay`, with jitter (50–100 % of the step) so that
-/// pushes failed together do not retry together; never sooner than `Retry-After`.
+/// pushes failed together do not retry together; never sooner than `Retry-After`,
+/// and never later than [`last_chance`] (within `max_age`, whatever the push
+/// service asked for: upstream values are hostile).
 pub fn backoff(p: &DispatchConfig, attempts: i64, retry_after: Option<Duration>) -> Duration {
     let exp = attempts.clamp(1, 32) as u32 - 1;
     let step = p
@@ -41,86 +70,232 @@ pub fn backoff(p: &DispatchConfig, attempts: i64, retry_after: Option<Duration>)
         .saturating_mul(2u32.saturating_pow(exp))
         .min(p.retry_max_delay);
     let jittered = step.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
-    match retry_after {
-        Some(r) if r > jittered => r.min(p.max_age),
+    let wait = match retry_after {
+        Some(r) if r > jittered => r,
         _ => jittered,
-    }
+    };
+    wait.min(last_chance(p))
 }
 
-/// Runs the outbox worker until `stop` turns true.
-pub async fn run(d: Arc<Dispatcher>, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
-    let mut store_down = false;
+/// Runs `worker` until `stop` turns true, restarting it after a panic (logged
+/// at ERROR and counted in `pushgate_outbox_worker_restarts_total`). While it
+/// is down, `metrics` says so and `/ready` answers 503.
+pub async fn supervise<F, Fut>(metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>, worker: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut pause = FIRST_RESTART;
     while !*stop.borrow() {
-        let now = now_ms();
-        let lease_until = now + d.lease().as_millis() as Millis;
-        let pause = match store.take_due(now, lease_until, BATCH).await {
-            Ok(entries) if entries.is_empty() => IDLE,
-            Ok(entries) => {
-                store_down = false;
-                round(&d, &*store, entries).await;
-                Duration::ZERO
-            }
-            Err(e) => {
-                if !store_down {
-                    tracing::error!(error = %e, "store unavailable: outbox paused until it answers");
-                }
-                store_down = true;
-                STORE_DOWN
-            }
+        metrics.outbox_worker_up(true);
+        let started = tokio::time::Instant::now();
+        let ended = tokio::spawn(worker()).await;
+        metrics.outbox_worker_up(false);
+        let Err(e) = ended else {
+            // The worker returns only when told to stop.
+            continue;
         };
-        if !pause.is_zero() {
-            let _ = tokio::time::timeout(pause, stop.changed()).await;
+        let what = if e.is_panic() {
+            panic_message(e.into_panic())
+        } else {
+            "cancelled".to_owned()
+        };
+        if started.elapsed() >= STABLE {
+            pause = FIRST_RESTART;
         }
+        tracing::error!(
+            panic = what,
+            restart_in_ms = pause.as_millis() as u64,
+            "outbox worker stopped (a bug): nothing is retried until it restarts"
+        );
+        if tokio::time::timeout(pause, stop.changed()).await.is_ok() {
+            break;
+        }
+        pause = pause.saturating_mul(2).min(MAX_RESTART);
+        metrics.outbox_worker_restarted();
+        tracing::warn!("outbox worker restarted");
+    }
+    metrics.outbox_worker_up(false);
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// One step of the worker: takes the entries due now (up to the concurrency
+/// limit), sends them with bounded concurrency, and settles each as its send
+/// ends. Returns how many entries were taken.
+pub async fn drain_once(d: &Arc<Dispatcher>, store: &Arc<dyn Store>) -> Result<usize, StoreError> {
+    let entries = take(d, &**store, CONCURRENCY).await?;
+    let n = entries.len();
+    sends(d.clone(), store.clone(), entries, None).await;
+    Ok(n)
+}
+
+/// Takes up to `limit` due entries and leases them for one attempt.
+async fn take(d: &Dispatcher, store: &dyn Store, limit: usize) -> Result<Vec<Entry>, StoreError> {
+    let now = now_ms();
+    let lease = Millis::try_from(d.lease().as_millis()).unwrap_or(Millis::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    store.take_due(now, now.saturating_add(lease), limit).await
+}
+
+/// Counts an entry in flight until dropped, then wakes the worker.
+struct InFlight(Arc<(AtomicUsize, Notify)>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::SeqCst);
+        self.0 .1.notify_one();
     }
 }
 
-/// Attempts a batch of entries concurrently and records the results in one transaction.
-async fn round(d: &Dispatcher, store: &dyn Store, entries: Vec<Entry>) {
-    let now = now_ms();
-    let max_age = d.policy.max_age.as_millis() as Millis;
-    let routes = d.routes();
-    let routes = &routes;
-    let results = join_all(entries.iter().map(|e| async move {
-        let n = match notification::parse(e.body.as_bytes(), 1) {
-            Ok(n) => n,
-            Err(err) => {
-                tracing::error!(entry = e.id, error = %err, "outbox: unreadable entry deleted");
-                let why = Cause::Local("unreadable outbox entry".into());
-                return (e, Some((Fate::Pushed(Outcome::failed(why)), None)));
+/// Sends taken entries, [`CONCURRENCY`] at a time, settling each as it ends.
+async fn sends(
+    d: Arc<Dispatcher>,
+    store: Arc<dyn Store>,
+    entries: Vec<Entry>,
+    counted: Option<Arc<(AtomicUsize, Notify)>>,
+) {
+    let (d, store) = (&d, &store);
+    futures::stream::iter(entries)
+        .map(|e| {
+            let guard = counted.clone().map(InFlight);
+            async move {
+                let id = e.id;
+                // A panic is a bug in one send: that entry falls due again when
+                // its lease ends; the other sends go on.
+                if let Err(p) = AssertUnwindSafe(attempt(d, &**store, e))
+                    .catch_unwind()
+                    .await
+                {
+                    d.metrics.outbox_worker_restarted();
+                    tracing::error!(
+                        entry = id,
+                        panic = panic_message(p),
+                        "outbox: a send panicked (a bug); the entry is retried when its lease ends"
+                    );
+                }
+                drop(guard);
             }
-        };
-        let Some(dev) = n.devices.first() else {
-            let why = Cause::Local("outbox entry without a device".into());
-            return (e, Some((Fate::Pushed(Outcome::failed(why)), None)));
-        };
-        if now - e.created_at > max_age {
-            d.metrics.dropped(&d.app_label(&dev.app_id));
-            return (e, None);
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<()>()
+        .await;
+}
+
+/// Attempts one entry and settles its result at once.
+async fn attempt(d: &Dispatcher, store: &dyn Store, e: Entry) {
+    let max_age = Millis::try_from(d.policy.max_age.as_millis()).unwrap_or(Millis::MAX);
+    let routes = d.routes();
+    let fate = match notification::parse(e.body.as_bytes(), 1) {
+        Ok(n) => match n.devices.first() {
+            None => Some((
+                Fate::Pushed(Outcome::failed(Cause::Local(
+                    "outbox entry without a device".into(),
+                ))),
+                None,
+            )),
+            Some(dev) if now_ms().saturating_sub(e.created_at) > max_age => {
+                d.metrics.dropped(&d.app_label(&dev.app_id));
+                None
+            }
+            Some(dev) => {
+                let fate = d.send(&routes, &n, dev, "outbox").await;
+                Some((fate, Some(dev.clone())))
+            }
+        },
+        Err(err) => {
+            tracing::error!(entry = e.id, error = %err, "outbox: unreadable entry deleted");
+            Some((
+                Fate::Pushed(Outcome::failed(Cause::Local(
+                    "unreadable outbox entry".into(),
+                ))),
+                None,
+            ))
         }
-        let fate = d.send(routes, &n, dev, "outbox").await;
-        (e, Some((fate, Some(dev.clone()))))
-    }))
-    .await;
+    };
     let mut s = Settlement {
         now: now_ms(),
         ..Settlement::default()
     };
-    for (e, fate) in results {
-        match fate {
-            None => {
-                tracing::warn!(
-                    entry = e.id,
-                    attempts = e.attempts,
-                    "outbox: push dropped after dispatch.max_age without delivery"
-                );
-                s.delete.push(e.id);
+    match fate {
+        None => {
+            tracing::warn!(
+                entry = e.id,
+                attempts = e.attempts,
+                "outbox: push dropped after dispatch.max_age without delivery"
+            );
+            s.delete.push(e.id);
+        }
+        Some((fate, dev)) => {
+            record(d, &mut s, e.id, e.attempts + 1, &fate, dev.as_ref());
+            // A retry that would fall due after the push's last chance is
+            // moved to it (once: past it, the retry is left to be dropped).
+            let last = Millis::try_from(last_chance(&d.policy).as_millis())
+                .map_or(Millis::MAX, |l| e.created_at.saturating_add(l));
+            for r in &mut s.reschedule {
+                if r.1 > last && s.now < last {
+                    r.1 = last;
+                }
             }
-            Some((fate, dev)) => record(d, &mut s, e.id, e.attempts + 1, &fate, dev.as_ref()),
         }
     }
-    if let Err(e) = store.settle(s).await {
-        tracing::error!(error = %e, "store unavailable: outbox results not recorded; the entries fall due again");
+    if let Err(err) = store.settle(s).await {
+        tracing::error!(entry = e.id, error = %err, "store unavailable: outbox result not recorded; the entry falls due again");
     }
+}
+
+/// Runs the outbox worker until `stop` turns true: takes due entries whenever
+/// fewer than [`CONCURRENCY`] sends are in flight, and lets each batch taken
+/// run on its own, so the next take does not wait for the slowest send.
+pub async fn run(d: Arc<Dispatcher>, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+    let counted = Arc::new((AtomicUsize::new(0), Notify::new()));
+    let mut running = JoinSet::new();
+    let mut store_down = false;
+    while !*stop.borrow() {
+        let room = CONCURRENCY.saturating_sub(counted.0.load(Ordering::SeqCst));
+        let pause = if room == 0 {
+            // Full: wait for a send to end (it wakes us), or a short while.
+            let _ = tokio::time::timeout(IDLE, counted.1.notified()).await;
+            continue;
+        } else {
+            match take(&d, &*store, room).await {
+                Ok(entries) if entries.is_empty() => {
+                    store_down = false;
+                    IDLE
+                }
+                Ok(entries) => {
+                    store_down = false;
+                    counted.0.fetch_add(entries.len(), Ordering::SeqCst);
+                    running.spawn(sends(
+                        d.clone(),
+                        store.clone(),
+                        entries,
+                        Some(counted.clone()),
+                    ));
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    if !store_down {
+                        tracing::error!(error = %e, "store unavailable: outbox paused until it answers");
+                    }
+                    store_down = true;
+                    STORE_DOWN
+                }
+            }
+        };
+        // Finished batches are collected as we go.
+        while running.try_join_next().is_some() {}
+        if !pause.is_zero() {
+            let _ = tokio::time::timeout(pause, stop.changed()).await;
+        }
+    }
+    // Sends in flight finish (each bounded by the upstream timeout) and are settled.
+    while running.join_next().await.is_some() {}
 }
 
 /// Records the fate of one attempt of outbox entry `id` (its `attempts`-th).
@@ -149,7 +324,7 @@ pub(super) fn record(
                 s.remember.push(Rejection {
                     app_id: dev.app_id.clone(),
                     pushkey: key,
-                    rejected_at: since_ms.map(|t| t as Millis).unwrap_or(s.now),
+                    rejected_at: super::rejected_at(*since_ms, s.now),
                     reason: o.reason().unwrap_or_default(),
                 });
             }
@@ -194,6 +369,61 @@ mod tests {
     use crate::config::DispatchConfig;
     use std::time::Duration;
 
+    /// Waits until `cond` holds; false after 10 s of it.
+    async fn eventually(cond: impl Fn() -> bool) -> bool {
+        for _ in 0..1000 {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_panicking_worker_is_counted_down_meanwhile_and_restarted() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let metrics = Arc::new(crate::telemetry::metrics::Metrics::new());
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let starts = Arc::new(AtomicUsize::new(0));
+        let worker_stop = rx.clone();
+        let counted = starts.clone();
+        let supervisor = tokio::spawn(super::supervise(metrics.clone(), rx, move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            let mut stop = worker_stop.clone();
+            async move {
+                if n == 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    panic!("a bug in the worker");
+                }
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        }));
+        assert!(eventually(|| starts.load(Ordering::SeqCst) == 1).await);
+        assert!(
+            metrics.is_outbox_worker_up(),
+            "up while the first worker runs"
+        );
+        assert!(
+            eventually(|| !metrics.is_outbox_worker_up()).await,
+            "down after the panic, until the restart"
+        );
+        assert!(eventually(|| starts.load(Ordering::SeqCst) == 2).await);
+        assert!(eventually(|| metrics.is_outbox_worker_up()).await);
+        let text = metrics.render();
+        assert!(
+            text.lines()
+                .any(|l| l == "pushgate_outbox_worker_restarts_total 1"),
+            "{text}"
+        );
+        assert!(text.lines().any(|l| l == "pushgate_outbox_worker_up 1"));
+        stop.send(true).expect("supervisor listens");
+        supervisor.await.expect("supervisor ends");
+        assert!(!metrics.is_outbox_worker_up());
+        assert_eq!(starts.load(Ordering::SeqCst), 2, "no restart after stop");
+    }
+
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap_and_honours_retry_after() {
         let p = DispatchConfig {
@@ -215,8 +445,30 @@ mod tests {
         );
         assert_eq!(
             backoff(&p, 1, Some(Duration::from_secs(99_999))),
-            p.max_age,
-            "a Retry-After beyond max_age is cut to it"
+            Duration::from_secs(59 * 60),
+            "a Retry-After beyond max_age (1 h) is cut to its last chance, a minute before"
         );
+    }
+
+    #[test]
+    fn backoff_never_passes_max_age_whatever_the_upstream_says() {
+        for (max_age, last) in [(3600, 3540), (10, 9), (1, 0)] {
+            let p = DispatchConfig {
+                max_age: Duration::from_secs(max_age),
+                ..DispatchConfig::default()
+            };
+            assert_eq!(super::last_chance(&p).as_secs(), last);
+            for attempts in [i64::MIN, -1, 0, 1, 40, i64::MAX] {
+                for r in [
+                    None,
+                    Some(Duration::MAX),
+                    Some(Duration::from_secs(u64::MAX)),
+                ] {
+                    let b = backoff(&p, attempts, r);
+                    assert!(b <= super::last_chance(&p), "{b:?}");
+                    assert!(std::time::Instant::now().checked_add(b).is_some());
+                }
+            }
+        }
     }
 }

@@ -259,7 +259,7 @@ fn decide(
                         settlement.remember.push(Rejection {
                             app_id: dev.app_id.clone(),
                             pushkey: key.clone(),
-                            rejected_at: since_ms.map(|t| t as Millis).unwrap_or(now),
+                            rejected_at: super::rejected_at(*since_ms, now),
                             reason: o.reason().unwrap_or_default(),
                         });
                     }

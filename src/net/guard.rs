@@ -1,7 +1,9 @@
 //! Refuses outbound connections to addresses a user-supplied URL must not
 //! reach: loopback, private, link-local, CGNAT, multicast, unspecified,
-//! documentation and reserved ranges, in IPv4 and IPv6 (IPv4-mapped and
-//! NAT64 forms unwrapped).
+//! documentation, benchmarking and reserved ranges, in IPv4 and IPv6
+//! (IPv4-mapped and NAT64 forms unwrapped), and the IPv6 transition and
+//! special-purpose ranges that can lead to any IPv4 host or nowhere
+//! (IPv4-translated, 6to4, Teredo, local-use NAT64, discard-only, ORCHID).
 //!
 //! The check runs inside the client's DNS resolver, on the addresses that the
 //! connection will use, so a name that resolves to 127.0.0.1 (or is re-bound
@@ -122,6 +124,25 @@ fn v6_class(ip: Ipv6Addr) -> Option<&'static str> {
         "multicast"
     } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
         "documentation"
+    } else if seg[0..4] == [0, 0, 0, 0] && seg[4] == 0xffff && seg[5] == 0 {
+        // ::ffff:0:0:0/96 (RFC 2765, also written ::ffff:0:0/96): a translator turns it into any IPv4 address.
+        "IPv4-translated"
+    } else if seg[0] == 0x2002 {
+        // 2002::/16 (RFC 3056): a relay reaches the IPv4 address embedded in it.
+        "6to4"
+    } else if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1 {
+        // 64:ff9b:1::/48 (RFC 8215): NAT64 inside one network, to its own IPv4 hosts.
+        "local-use NAT64"
+    } else if seg[0] == 0x0100 && seg[1..4] == [0, 0, 0] {
+        "discard-only"
+    } else if seg[0] == 0x2001 && seg[1] == 0 {
+        // 2001::/32 (RFC 4380): Teredo tunnels to an IPv4 address embedded in it.
+        "Teredo"
+    } else if seg[0] == 0x2001 && seg[1] == 2 && seg[2] == 0 {
+        "benchmarking"
+    } else if seg[0] == 0x2001 && (seg[1] & 0xfff0 == 0x10 || seg[1] & 0xfff0 == 0x20) {
+        // 2001:10::/28 and 2001:20::/28 (ORCHID, ORCHIDv2): identifiers, not locators.
+        "ORCHID"
     } else {
         return None;
     };
@@ -173,6 +194,75 @@ mod tests {
             "64:ff9b::808:808",
         ] {
             assert!(!refused(ip), "{ip} should be allowed");
+        }
+    }
+
+    fn class(s: &str) -> Option<&'static str> {
+        forbidden_class(s.parse().expect("ip"))
+    }
+
+    /// Each IPv6 special-purpose range: its first and last address refused
+    /// with its class, the addresses just outside it on both sides not.
+    #[test]
+    fn ipv6_transition_and_special_ranges_with_their_boundaries() {
+        let ranges: [(&str, &str, &str, [&str; 2]); 7] = [
+            (
+                "IPv4-translated",
+                "::ffff:0:0:0",
+                "::ffff:0:ffff:ffff",
+                ["::fffe:ffff:ffff:ffff", "::ffff:1:0:0"],
+            ),
+            (
+                "6to4",
+                "2002::",
+                "2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                ["2001:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "2003::"],
+            ),
+            (
+                "local-use NAT64",
+                "64:ff9b:1::",
+                "64:ff9b:1:ffff:ffff:ffff:ffff:ffff",
+                ["64:ff9b:0:ffff:ffff:ffff:ffff:ffff", "64:ff9b:2::"],
+            ),
+            (
+                "discard-only",
+                "100::",
+                "100::ffff:ffff:ffff:ffff",
+                ["ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "100:0:0:1::"],
+            ),
+            (
+                "Teredo",
+                "2001::",
+                "2001:0:ffff:ffff:ffff:ffff:ffff:ffff",
+                ["2000:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "2001:1::"],
+            ),
+            (
+                "benchmarking",
+                "2001:2::",
+                "2001:2:0:ffff:ffff:ffff:ffff:ffff",
+                ["2001:1:ffff:ffff:ffff:ffff:ffff:ffff", "2001:2:1::"],
+            ),
+            (
+                "ORCHID",
+                "2001:10::",
+                "2001:2f:ffff:ffff:ffff:ffff:ffff:ffff",
+                ["2001:f:ffff:ffff:ffff:ffff:ffff:ffff", "2001:30::"],
+            ),
+        ];
+        for (name, first, last, outside) in ranges {
+            assert_eq!(class(first), Some(name), "{first}");
+            assert_eq!(class(last), Some(name), "{last}");
+            for ip in outside {
+                assert_eq!(class(ip), None, "{ip} is outside {name}");
+            }
+        }
+        // Embedded public IPv4 addresses do not make them reachable.
+        for ip in [
+            "::ffff:0:808:808",
+            "2002:808:808::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+        ] {
+            assert!(refused(ip), "{ip}");
         }
     }
 }

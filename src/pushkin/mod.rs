@@ -71,17 +71,28 @@ pub trait Pushkin: Send + Sync {
     ) -> BoxFuture<'a, Outcome>;
 }
 
-/// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3).
+/// The longest `Retry-After` believed: a push service asking for more is
+/// treated as asking for a day (the outbox cuts it further, to `max_age`).
+/// Upstream values are hostile: without the clamp, `Instant + Duration` panics.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3), at most
+/// [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
+    }
+    // Digits too many for a u64 are still "a long time", not "no advice".
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(MAX_RETRY_AFTER);
     }
     let when = httpdate::parse_http_date(v).ok()?;
     // A date in the past means "now".
     Some(
         when.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            .min(MAX_RETRY_AFTER),
     )
 }
 
@@ -106,5 +117,26 @@ mod tests {
             "past dates mean now"
         );
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn retry_after_is_clamped_to_a_day() {
+        let day = Some(super::MAX_RETRY_AFTER);
+        assert_eq!(super::MAX_RETRY_AFTER, Duration::from_secs(86_400));
+        assert_eq!(parse_retry_after("86400"), day);
+        assert_eq!(parse_retry_after("86401"), day);
+        assert_eq!(parse_retry_after("18446744073709551615"), day);
+        assert_eq!(parse_retry_after("99999999999999999999999"), day);
+        assert_eq!(parse_retry_after("9999 years"), None);
+        // The latest date httpdate accepts, far beyond a day.
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT"), day);
+        let in_two_days =
+            httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2 * 86_400));
+        assert_eq!(parse_retry_after(&in_two_days), day);
+        // Whatever comes out can be added to now without overflow.
+        for v in ["18446744073709551615", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+            let d = parse_retry_after(v).expect("parsed");
+            assert!(tokio::time::Instant::now().checked_add(d).is_some());
+        }
     }
 }

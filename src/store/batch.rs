@@ -6,6 +6,10 @@
 //! transaction fails, its operations are written again one by one, so one
 //! bad operation fails only its own caller. Rejection lookups are grouped the
 //! same way by a reader task: one query for every request waiting.
+//!
+//! The writer remembers whether its last write failed (a full disk, a lost
+//! database), so that `/ready` fails from the first failed write until one
+//! succeeds again, not only when a read fails.
 
 use std::future::Future;
 
@@ -158,6 +162,8 @@ impl Reader {
 /// The callers' side of the writer task.
 pub struct Writer {
     tx: mpsc::Sender<Op>,
+    /// Why the last write failed; `None` once one succeeds again.
+    last_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl Writer {
@@ -169,7 +175,34 @@ impl Writer {
     {
         Writer {
             tx: spawn_grouping(write),
+            last_failure: std::sync::Mutex::new(None),
         }
+    }
+
+    /// `Err` from a failed write until a write succeeds again.
+    pub fn last_write(&self) -> Result<(), StoreError> {
+        match self.last_failure.lock().map(|f| f.clone()) {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) => Err(StoreError::WriteFailing(why)),
+            Err(_) => Err(StoreError::Stopped),
+        }
+    }
+
+    /// Remembers how a write ended, and passes its result on.
+    fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        let failure = result.as_ref().err().map(ToString::to_string);
+        if let Ok(mut last) = self.last_failure.lock() {
+            if last.is_some() != failure.is_some() {
+                match &failure {
+                    Some(why) => {
+                        tracing::error!(error = %why, "store write failed: not ready until a write succeeds")
+                    }
+                    None => tracing::info!("store writes succeed again"),
+                }
+            }
+            *last = failure;
+        }
+        result
     }
 
     pub async fn claim(
@@ -187,6 +220,14 @@ impl Writer {
             settled_before,
             reply,
         };
+        self.noted(self.send(op, answer).await)
+    }
+
+    async fn send<T>(
+        &self,
+        op: Op,
+        answer: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         self.tx.send(op).await.map_err(|_| StoreError::Stopped)?;
         answer.await.map_err(|_| StoreError::Stopped)?
     }
@@ -194,8 +235,7 @@ impl Writer {
     pub async fn settle(&self, settlement: Settlement) -> Result<Vec<i64>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let op = Op::Settle { settlement, reply };
-        self.tx.send(op).await.map_err(|_| StoreError::Stopped)?;
-        answer.await.map_err(|_| StoreError::Stopped)?
+        self.noted(self.send(op, answer).await)
     }
 }
 

@@ -40,6 +40,8 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("the store's reader or writer task has stopped")]
     Stopped,
+    #[error("the last write to the store failed (disk full?): {0}")]
+    WriteFailing(String),
 }
 
 /// A device as the store knows it.
@@ -154,7 +156,8 @@ pub trait Store: Send + Sync {
     /// `sqlite` or `postgres`, for logs.
     fn backend(&self) -> &'static str;
 
-    /// Cheap query that proves the store answers.
+    /// Cheap query that proves the store answers, and that its last write
+    /// succeeded (`StoreError::WriteFailing` from a failed write until one succeeds).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Remembered rejections among `devices`.

@@ -410,7 +410,11 @@ macro_rules! impl_store {
             }
 
             fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-                async move { Ok(q::ping(&self.$read).await?) }.boxed()
+                async move {
+                    self.writer.last_write()?;
+                    Ok(q::ping(&self.$read).await?)
+                }
+                .boxed()
             }
 
             fn rejections<'a>(

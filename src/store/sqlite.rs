@@ -80,13 +80,53 @@ impl SqliteStore {
     }
 }
 
-/// Creates the database file readable by its owner only (it names pushkeys).
+/// Creates the database file readable by its owner only (it names pushkeys);
+/// an existing one (and its `-wal`/`-shm` files) that others may read is made
+/// so, with a warning: SQLite gives new `-wal`/`-shm` files the mode of the
+/// database file.
 fn create_private(path: &Path) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(false);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).map(drop)
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        make_private(path, &file)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            let side = Path::new(&side);
+            // Only a regular file of its own: a link is left alone, absent is fine.
+            match std::fs::symlink_metadata(side) {
+                Ok(m) if m.file_type().is_file() => {
+                    make_private(side, &std::fs::File::open(side)?)?
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    drop(file);
+    Ok(())
+}
+
+/// Takes group and other permissions away from an open file, saying so.
+#[cfg(unix)]
+fn make_private(path: &Path, file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file.metadata()?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        tracing::warn!(
+            file = %path.display(),
+            was = format!("{mode:04o}"),
+            now = "0600",
+            "store file was readable by others (it names pushkeys): made private to its owner"
+        );
+    }
+    Ok(())
 }
 
 crate::store::queries::impl_store!(SqliteStore, "sqlite", read = read_pool, write = write_pool);

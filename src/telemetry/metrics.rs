@@ -91,6 +91,8 @@ pub struct Metrics {
     send_panics: IntCounter,
     inbound_connections: IntGauge,
     inbound_refused: IntCounterVec,
+    outbox_worker_restarts: IntCounter,
+    outbox_worker_up: IntGauge,
 }
 
 /// Registers every family up front, so a scrape shows each one (at zero)
@@ -286,6 +288,15 @@ impl Metrics {
                  (max_connections, max_connections_per_ip)",
                 &["limit"],
             ),
+            outbox_worker_restarts: b.counter(
+                "pushgate_outbox_worker_restarts_total",
+                "Panics in the outbox worker (each followed by a restart) or in one of its \
+                 sends (that entry retried when its lease ends)",
+            ),
+            outbox_worker_up: b.gauge(
+                "pushgate_outbox_worker_up",
+                "1 while the outbox worker runs; 0 without a store, or while it restarts",
+            ),
             registry: b.registry,
         };
         for limit in ["max_connections", "max_connections_per_ip"] {
@@ -425,6 +436,21 @@ impl Metrics {
             token_refreshes: self.token_refreshes.clone(),
             connections: self.connections.with_label_values(&[app]),
         }
+    }
+
+    /// The outbox worker panicked, or one of its sends did.
+    pub fn outbox_worker_restarted(&self) {
+        self.outbox_worker_restarts.inc();
+    }
+
+    /// The outbox worker started (`true`) or stopped.
+    pub fn outbox_worker_up(&self, up: bool) {
+        self.outbox_worker_up.set(i64::from(up));
+    }
+
+    /// Whether the outbox worker is running (for `/ready`).
+    pub fn is_outbox_worker_up(&self) -> bool {
+        self.outbox_worker_up.get() == 1
     }
 
     /// Sets the store gauges from a scrape-time reading (`None`: the store did not answer).

@@ -41,6 +41,14 @@ pub enum ApnsBehaviour {
         status: u16,
         reason: &'static str,
     },
+    /// Answer `status`/`reason` with these extra response headers (any value,
+    /// e.g. an absurd `Retry-After`) for the next `times` pushes, then 200.
+    WithHeaders {
+        times: usize,
+        status: u16,
+        reason: &'static str,
+        headers: Vec<(&'static str, String)>,
+    },
     /// Answer 200, then send GOAWAY and close the connection.
     GoAway,
     /// Never answer.
@@ -343,6 +351,12 @@ async fn handle(
                 times,
                 status,
                 reason,
+            }
+            | ApnsBehaviour::WithHeaders {
+                times,
+                status,
+                reason,
+                ..
             } => {
                 let failed_before = inner
                     .requests
@@ -374,12 +388,20 @@ async fn handle(
         });
     }
     inner.arrived.notify_waiters();
+    let mut extra = Vec::new();
     match behaviour {
         ApnsBehaviour::Stall if status == 0 => std::future::pending::<()>().await,
         ApnsBehaviour::GoAway if status == 200 => goaway.notify_one(),
+        ApnsBehaviour::WithHeaders { headers, .. } if status != 200 => extra = headers,
         _ => {}
     }
-    Ok(reply(status, reason, &apns_id))
+    let mut resp = reply(status, reason, &apns_id);
+    for (name, value) in extra {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&value) {
+            resp.headers_mut().append(name, v);
+        }
+    }
+    Ok(resp)
 }
 
 /// The benchmark's path: the same checks as [`handle`] for a well-behaved

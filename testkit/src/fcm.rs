@@ -64,6 +64,10 @@ struct Inner {
     token_lifetime: Mutex<u64>,
     issued: Mutex<HashMap<String, Instant>>,
     token_requests: AtomicUsize,
+    /// Every call of the token endpoint, answered or refused.
+    token_attempts: AtomicUsize,
+    /// When set, the token endpoint answers this status (e.g. 500) without a token.
+    token_failure: Mutex<Option<u16>>,
     assertion_errors: Mutex<Vec<String>>,
     behaviours: Mutex<HashMap<String, FcmBehaviour>>,
     requests: Mutex<Vec<FcmRequest>>,
@@ -110,6 +114,8 @@ impl FakeGoogle {
             token_lifetime: Mutex::new(token_lifetime_s),
             issued: Mutex::new(HashMap::new()),
             token_requests: AtomicUsize::new(0),
+            token_attempts: AtomicUsize::new(0),
+            token_failure: Mutex::new(None),
             assertion_errors: Mutex::new(Vec::new()),
             behaviours: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
@@ -153,6 +159,26 @@ impl FakeGoogle {
     /// Access tokens issued so far.
     pub fn tokens_issued(&self) -> usize {
         self.inner.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// Calls of the token endpoint so far, failed ones included.
+    pub fn token_attempts(&self) -> usize {
+        self.inner.token_attempts.load(Ordering::SeqCst)
+    }
+
+    /// The `expires_in` of the tokens issued from now on (any value, even absurd ones).
+    pub fn set_token_lifetime(&self, seconds: u64) {
+        if let Ok(mut l) = self.inner.token_lifetime.lock() {
+            *l = seconds;
+        }
+    }
+
+    /// `Some(status)`: the token endpoint answers `status` with an error body
+    /// and issues nothing, until set back to `None`.
+    pub fn fail_token_requests(&self, status: Option<u16>) {
+        if let Ok(mut f) = self.inner.token_failure.lock() {
+            *f = status;
+        }
     }
 
     /// Why assertions were refused, if any were.
@@ -212,6 +238,14 @@ fn fcm_error(status: u16, code: &str, fcm_code: &str, message: &str) -> Response
 }
 
 async fn token(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    inner.token_attempts.fetch_add(1, Ordering::SeqCst);
+    if let Some(status) = inner.token_failure.lock().ok().and_then(|f| *f) {
+        return (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            axum::Json(json!({"error": "internal_failure", "error_description": "told to fail"})),
+        )
+            .into_response();
+    }
     let form: HashMap<String, String> = url_decode(&body);
     let checked = (|| {
         if form.get("grant_type").map(String::as_str)
@@ -236,9 +270,11 @@ async fn token(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
     let lifetime = inner.token_lifetime.lock().map(|l| *l).unwrap_or(3600);
     let access = format!("ya29.test-token-{n}");
     if let Ok(mut issued) = inner.issued.lock() {
+        // An absurd lifetime (a test of the gateway's clamp) means "never expires" here.
+        let until = Instant::now().checked_add(Duration::from_secs(lifetime));
         issued.insert(
             access.clone(),
-            Instant::now() + Duration::from_secs(lifetime),
+            until.unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400)),
         );
     }
     axum::Json(json!({"access_token": access, "expires_in": lifetime, "token_type": "Bearer"}))

@@ -87,11 +87,13 @@ async fn a_hundred_concurrent_pushes_fetch_one_token() {
 
 #[tokio::test]
 async fn an_expiring_token_is_refreshed_once() {
-    // Tokens live 2 s; pushgate renews halfway through such a short lifetime.
+    // Tokens live 2 s at the fake; pushgate believes an `expires_in` of at
+    // least 60 s (a hostile value is clamped), so once the fake has expired
+    // the token it is refused (401) and renewed once for every waiting push.
     let s = setup(2, SERVICE_ACCOUNT_KEY, "").await;
     assert_eq!(s.gw.notify(&message(vec![device("a")])).await.status, 200);
     assert_eq!(s.google.tokens_issued(), 1);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     let bodies: Vec<Value> = (0..5)
         .map(|r| message((0..10).map(|i| device(&format!("b{r}-{i}"))).collect()))
         .collect();

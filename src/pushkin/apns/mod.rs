@@ -252,8 +252,12 @@ impl Apns {
                     _ => return Outcome::temporary(Cause::Answer(answer)),
                 },
                 Step::Retry(cause, after) => {
-                    let backoff = after.unwrap_or(FIRST_BACKOFF * 2u32.pow(attempt - 1));
-                    if attempt >= MAX_ATTEMPTS || Instant::now() + backoff >= deadline {
+                    let backoff = after
+                        .unwrap_or(FIRST_BACKOFF.saturating_mul(2u32.saturating_pow(attempt - 1)));
+                    // Never sleeps past the push's own deadline, whatever the service asked for.
+                    if attempt >= MAX_ATTEMPTS
+                        || backoff >= deadline.saturating_duration_since(Instant::now())
+                    {
                         return Outcome::Temporary {
                             cause,
                             retry_after: after,

@@ -3,7 +3,12 @@
 //! for an access token that is cached until shortly before it expires.
 //!
 //! Refreshes are single-flight: however many pushes find the token stale,
-//! one request goes to Google and the others wait for its result.
+//! one request goes to Google and the others wait for its result. A failed
+//! refresh is not repeated at once: until its back-off ends (1 s, doubling up
+//! to 1 min) every push fails fast with the last error, so a broken token
+//! endpoint sees one request per back-off step, not one per push.
+//!
+//! `expires_in` is Google's word, believed only between 60 s and 1 h.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,6 +22,13 @@ use serde::Deserialize;
 use crate::telemetry::metrics::Upstream;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
+
+/// The token lifetime believed, whatever `expires_in` says (Google's tokens live 1 h).
+const MIN_LIFETIME: Duration = Duration::from_secs(60);
+const MAX_LIFETIME: Duration = Duration::from_secs(3600);
+/// Waits between failed refreshes: the first, and the cap of its doubling.
+const FIRST_REFRESH_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_REFRESH_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The fields of a service-account key file that we use.
 #[derive(Deserialize)]
@@ -36,6 +48,33 @@ pub enum AuthError {
     Request(String),
     #[error("the token endpoint answered {status}: {body}")]
     Refused { status: u16, body: String },
+    #[error(
+        "{failures} token refresh(es) failed in a row, next attempt in {wait_ms} ms; last: {last}"
+    )]
+    BackingOff {
+        failures: u32,
+        wait_ms: u128,
+        last: String,
+    },
+}
+
+/// The lifetime to cache a token for, from the endpoint's `expires_in` (seconds).
+fn lifetime(expires_in: u64) -> Duration {
+    Duration::from_secs(expires_in).clamp(MIN_LIFETIME, MAX_LIFETIME)
+}
+
+/// The wait after the `failures`-th refresh failure in a row (1 s, 2 s, 4 s, … 60 s).
+fn refresh_backoff(failures: u32) -> Duration {
+    FIRST_REFRESH_BACKOFF
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
+        .min(MAX_REFRESH_BACKOFF)
+}
+
+/// The refreshes that failed in a row, and when the next one may be tried.
+struct Failing {
+    failures: u32,
+    retry_at: Instant,
+    last: String,
 }
 
 struct Cached {
@@ -49,7 +88,8 @@ pub struct TokenSource {
     key: RsaKeyPair,
     token_uri: String,
     current: RwLock<Option<Cached>>,
-    refreshing: tokio::sync::Mutex<()>,
+    /// Held while refreshing (single flight); remembers failed refreshes.
+    refreshing: tokio::sync::Mutex<Option<Failing>>,
     metrics: Upstream,
 }
 
@@ -72,7 +112,7 @@ impl TokenSource {
             key,
             token_uri: token_uri.map_or(file.token_uri, str::to_owned),
             current: RwLock::new(None),
-            refreshing: tokio::sync::Mutex::new(()),
+            refreshing: tokio::sync::Mutex::new(None),
             metrics,
         })
     }
@@ -90,19 +130,44 @@ impl TokenSource {
         if let Some(t) = self.cached() {
             return Ok(t);
         }
-        let _single_flight = self.refreshing.lock().await;
+        let mut failing = self.refreshing.lock().await;
         if let Some(t) = self.cached() {
             return Ok(t);
         }
+        if let Some(f) = failing.as_ref() {
+            let now = Instant::now();
+            if now < f.retry_at {
+                return Err(AuthError::BackingOff {
+                    failures: f.failures,
+                    wait_ms: (f.retry_at - now).as_millis(),
+                    last: f.last.clone(),
+                });
+            }
+        }
         let fetched = self.fetch().await;
         self.metrics.token_refreshed("fcm_oauth", fetched.is_ok());
-        let (token, lifetime) = fetched?;
-        // Renew a minute early (or halfway through a short-lived token).
+        let (token, lifetime) = match fetched {
+            Ok(t) => t,
+            Err(e) => {
+                let failures = failing.as_ref().map_or(0, |f| f.failures).saturating_add(1);
+                let wait = refresh_backoff(failures);
+                tracing::warn!(error = %e, failures, wait_ms = wait.as_millis() as u64, "FCM token refresh failed; pushes fail fast until the next attempt");
+                *failing = Some(Failing {
+                    failures,
+                    retry_at: Instant::now() + wait,
+                    last: e.to_string(),
+                });
+                return Err(e);
+            }
+        };
+        *failing = None;
+        // Renew a minute early (or halfway through a short-lived token); the
+        // lifetime is clamped, so this cannot overflow.
         let margin = Duration::from_secs(60).min(lifetime / 2);
         if let Ok(mut current) = self.current.write() {
             *current = Some(Cached {
                 token: token.clone(),
-                fresh_until: Instant::now() + lifetime - margin,
+                fresh_until: Instant::now() + (lifetime - margin),
             });
         }
         Ok(token)
@@ -167,9 +232,32 @@ impl TokenSource {
         let answer: Answer = serde_json::from_slice(&body)
             .map_err(|e| AuthError::Request(format!("bad token answer: {e}")))?;
         tracing::info!(service_account = %self.email, expires_in = answer.expires_in, "fetched an FCM access token");
-        Ok((
-            answer.access_token.into(),
-            Duration::from_secs(answer.expires_in.max(1)),
-        ))
+        Ok((answer.access_token.into(), lifetime(answer.expires_in)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{lifetime, refresh_backoff};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn expires_in_is_believed_between_a_minute_and_an_hour() {
+        assert_eq!(lifetime(0), Duration::from_secs(60));
+        assert_eq!(lifetime(59), Duration::from_secs(60));
+        assert_eq!(lifetime(60), Duration::from_secs(60));
+        assert_eq!(lifetime(1800), Duration::from_secs(1800));
+        assert_eq!(lifetime(3600), Duration::from_secs(3600));
+        assert_eq!(lifetime(3601), Duration::from_secs(3600));
+        assert_eq!(lifetime(u64::MAX), Duration::from_secs(3600));
+        assert!(Instant::now().checked_add(lifetime(u64::MAX)).is_some());
+    }
+
+    #[test]
+    fn failed_refreshes_back_off_exponentially_up_to_a_minute() {
+        let waits: Vec<u64> = (1..=8).map(|n| refresh_backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(refresh_backoff(0), Duration::from_secs(1));
+        assert_eq!(refresh_backoff(u32::MAX), Duration::from_secs(60));
     }
 }

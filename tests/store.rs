@@ -74,6 +74,8 @@ on_both_backends!(
     lists_longer_than_one_statement_chunk,
     concurrent_claims_and_settlements_each_get_their_own_answer,
     upgrading_forgets_rejections_that_were_not_the_push_services_word,
+    a_requests_notification_is_stored_once_and_joined_again_at_take,
+    released_claims_can_be_claimed_again,
     fields_of_the_maximum_accepted_length_are_stored_and_found_again,
     ping_fails_from_a_failed_write_until_a_write_succeeds,
 );
@@ -107,6 +109,7 @@ fn new_entry(pushkey: &str, created_at: i64, due_at: i64) -> NewEntry {
         app_id: "org.example.app".into(),
         pushkey: pushkey.into(),
         body: format!(r#"{{"notification":{{"devices":[{{"pushkey":"{pushkey}"}}]}}}}"#),
+        shared: None,
         created_at,
         due_at,
         attempts: 1,
@@ -541,6 +544,11 @@ async fn concurrent_claims_and_settlements_each_get_their_own_answer(b: Backend)
     }
 }
 
+/// Undoes the schema versions after 1 (each version's objects, newest first).
+const ROLL_BACK_TO_VERSION_1: &str = "DROP INDEX outbox_notification; \
+     ALTER TABLE outbox DROP COLUMN notification_id; DROP TABLE outbox_notifications; \
+     DELETE FROM pushgate_schema WHERE version >= 2;";
+
 /// Schema version 2 drops the remembered rejections that earlier versions
 /// wrote for a request's own data or a configuration matter; the push
 /// services' token-dead answers stay.
@@ -589,7 +597,7 @@ async fn upgrading_forgets_rejections_that_were_not_the_push_services_word(b: Ba
             let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
                 .await
                 .expect("sqlite");
-            sqlx::query("DELETE FROM pushgate_schema WHERE version >= 2")
+            sqlx::raw_sql(ROLL_BACK_TO_VERSION_1)
                 .execute(&pool)
                 .await
                 .expect("roll back");
@@ -597,7 +605,7 @@ async fn upgrading_forgets_rejections_that_were_not_the_push_services_word(b: Ba
         }
         StoreConfig::Postgres { url, .. } => {
             let pool = sqlx::PgPool::connect(url).await.expect("postgres");
-            sqlx::query("DELETE FROM pushgate_schema WHERE version >= 2")
+            sqlx::raw_sql(ROLL_BACK_TO_VERSION_1)
                 .execute(&pool)
                 .await
                 .expect("roll back");
@@ -769,4 +777,105 @@ async fn sqlite_files_readable_by_others_are_made_private_at_open() {
         assert_eq!(mode(f), 0o600, "{}", f.display());
     }
     assert_eq!(again.stats().await.expect("stats").rejections, 1);
+}
+
+/// The entries of one request share its notification: written once, joined
+/// with each device when taken, deleted by housekeeping once no entry needs it.
+async fn a_requests_notification_is_stored_once_and_joined_again_at_take(b: Backend) {
+    let s = &b.store;
+    let shared: Arc<str> = Arc::from(format!(
+        r#"{{"event_id":"$e","content":{{"body":"{}"}},"counts":{{}}}}"#,
+        "x".repeat(10_000)
+    ));
+    let devices: Vec<String> = (0..3)
+        .map(|i| format!(r#"{{"app_id":"org.example.app","pushkey":"k{i}"}}"#))
+        .collect();
+    let enqueue = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| NewEntry {
+            body: d.clone(),
+            shared: Some(shared.clone()),
+            ..new_entry(&format!("k{i}"), 1000, 1000)
+        })
+        .collect();
+    let ids = s
+        .settle(Settlement {
+            now: 1000,
+            enqueue,
+            ..Settlement::default()
+        })
+        .await
+        .expect("settle");
+    assert_eq!(ids.len(), 3);
+    let usage = s.usage().await.expect("usage");
+    assert_eq!(usage.shared_bytes, shared.len() as i64, "stored once");
+    assert_eq!(
+        usage.apps,
+        vec![store::AppUsage {
+            app_id: "org.example.app".into(),
+            entries: 3,
+            bytes: devices.iter().map(|d| d.len() as i64).sum(),
+        }]
+    );
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(
+        stats.outbox_bytes,
+        shared.len() as i64 + devices.iter().map(|d| d.len() as i64).sum::<i64>()
+    );
+    let mut taken = s.take_due(2000, 9000, 10).await.expect("take");
+    taken.sort_by_key(|e| e.id);
+    let bodies: Vec<String> = taken.into_iter().map(|e| e.body).collect();
+    let expected: Vec<String> = devices
+        .iter()
+        .map(|d| store::join_wire(&shared, d))
+        .collect();
+    assert_eq!(bodies, expected);
+    // Housekeeping keeps it while an entry needs it, and deletes it after.
+    s.expire(Expiry {
+        claims_before: 0,
+        rejections_before: 0,
+        batch: 100,
+    })
+    .await
+    .expect("expire");
+    assert_eq!(
+        s.usage().await.expect("usage").shared_bytes,
+        shared.len() as i64
+    );
+    s.settle(Settlement {
+        now: 3000,
+        delete: ids,
+        ..Settlement::default()
+    })
+    .await
+    .expect("delete");
+    s.expire(Expiry {
+        claims_before: 0,
+        rejections_before: 0,
+        batch: 100,
+    })
+    .await
+    .expect("expire");
+    assert_eq!(s.usage().await.expect("usage"), store::Usage::default());
+}
+
+/// A claim given up (its push neither sent nor queued) is granted again at once.
+async fn released_claims_can_be_claimed_again(b: Backend) {
+    let s = &b.store;
+    let k = claim_key("k", "$e");
+    let keys = std::slice::from_ref(&k);
+    assert_eq!(
+        s.claim(keys, 1000, 9000, 0).await.expect("claim"),
+        vec![k.clone()]
+    );
+    assert_eq!(s.claim(keys, 1001, 9000, 0).await.expect("claim"), vec![]);
+    s.settle(Settlement {
+        now: 1002,
+        release_claims: vec![k.clone()],
+        ..Settlement::default()
+    })
+    .await
+    .expect("release");
+    assert_eq!(s.claim(keys, 1003, 9000, 0).await.expect("claim"), vec![k]);
 }

@@ -149,6 +149,10 @@ pub struct DispatchConfig {
     pub retry_max_delay: Duration,
     /// `dispatch.rejection_breaker`: stop rejecting when an app's tokens die too fast.
     pub rejection_breaker: BreakerConfig,
+    /// Outbox caps: past them, temporary failures are answered 429 instead of queued.
+    pub outbox_max_entries: u64,
+    pub outbox_max_bytes: u64,
+    pub outbox_max_entries_per_app: u64,
 }
 
 /// `dispatch.rejection_breaker`: per app, when the push service calls more than
@@ -221,6 +225,9 @@ impl Default for DispatchConfig {
             retry_initial_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(300),
             rejection_breaker: BreakerConfig::default(),
+            outbox_max_entries: 1_000_000,
+            outbox_max_bytes: 1 << 30,
+            outbox_max_entries_per_app: 200_000,
         }
     }
 }
@@ -564,6 +571,21 @@ fn read_dispatch(s: Option<Section<'_>>, p: &mut Problems) -> DispatchConfig {
         retry_initial_delay: s.duration("retry_initial_delay", d.retry_initial_delay, p),
         retry_max_delay: s.duration("retry_max_delay", d.retry_max_delay, p),
         rejection_breaker: read_breaker(s.section("rejection_breaker", p), p),
+        outbox_max_entries: s.uint(
+            "outbox_max_entries",
+            d.outbox_max_entries,
+            1,
+            u64::MAX >> 1,
+            p,
+        ),
+        outbox_max_bytes: s.bytes("outbox_max_bytes", d.outbox_max_bytes, p),
+        outbox_max_entries_per_app: s.uint(
+            "outbox_max_entries_per_app",
+            d.outbox_max_entries_per_app,
+            1,
+            u64::MAX >> 1,
+            p,
+        ),
     };
     for (key, v) in [
         ("connect_timeout", cfg.connect_timeout),

@@ -6,6 +6,7 @@
 //!   the store before the answer;
 //! - [`outbox`]: the background worker that retries queued pushes, and the
 //!   housekeeping of expired rows;
+//! - [`capacity`]: the outbox caps (entries and bytes, in all and per app);
 //! - [`breaker`]: the rejection breaker that holds token-dead answers back
 //!   when an app's tokens die too fast (a configuration mistake);
 //! - this module: the dispatcher itself, the per-device send and its log line.
@@ -14,6 +15,7 @@
 //! any temporary failure makes the request a 502 so that the homeserver retries.
 
 mod breaker;
+mod capacity;
 mod dedup;
 pub mod outbox;
 mod request;
@@ -45,6 +47,7 @@ pub struct Dispatcher {
     /// in flight), waited for at shutdown so that its results are recorded.
     after_answer: TaskTracker,
     breakers: Breakers,
+    capacity: capacity::Capacity,
 }
 
 /// What the gateway did for one device.
@@ -135,6 +138,7 @@ impl Dispatcher {
             routes: RwLock::new(Arc::new(routes)),
             store,
             breakers: Breakers::new(policy.rejection_breaker.clone()),
+            capacity: capacity::Capacity::new(&policy),
             policy,
             metrics,
             after_answer: TaskTracker::new(),

@@ -162,7 +162,17 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
         waiting -= 1;
     }
 
-    let (mut answer, in_flight) = decide(&d, &n, &tasks, &mut settlement, store.is_some());
+    let wire = WireParts::new(&n);
+    let room = match &store {
+        Some(store) => has_room(&d, &**store, &routes, &n, &tasks, &wire).await,
+        None => false,
+    };
+    let queueing = Queueing {
+        has_store: store.is_some(),
+        room,
+        wire: &wire,
+    };
+    let (mut answer, in_flight) = decide(&d, &n, &tasks, &mut settlement, &queueing);
 
     let Some(store) = store else { return answer };
     let queued = settlement.enqueue.len();
@@ -222,7 +232,7 @@ fn decide(
     n: &Notification,
     tasks: &[DeviceTask],
     settlement: &mut Settlement,
-    has_store: bool,
+    q: &Queueing<'_>,
 ) -> (Answer, Vec<Option<usize>>) {
     let now = settlement.now;
     let mut answer = Answer::default();
@@ -233,7 +243,7 @@ fn decide(
             None if matches!(t.claim, Claim::Waiting(_)) => Fate::Contended,
             None => {
                 settlement.enqueue.push(entry(
-                    n,
+                    q.wire,
                     dev,
                     now,
                     now + d.lease().as_millis() as Millis,
@@ -248,10 +258,14 @@ fn decide(
             Some(f) => f.clone(),
         };
         if let Fate::Pushed(o) = &fate {
-            // Whatever the push service said, this device's push is finished
-            // (or queued): a retry of this request is answered as a duplicate.
-            if let Some(k) = t.claim.key() {
-                settlement.settle_claims.push(k.clone());
+            let unqueued = matches!(o, Outcome::Temporary { .. }) && !(q.has_store && q.room);
+            match t.claim.key() {
+                // Neither sent nor queued: a retry of this request must send it.
+                Some(k) if unqueued => settlement.release_claims.push(k.clone()),
+                // Whatever the push service said, this device's push is finished
+                // (or queued): a retry of this request is answered as a duplicate.
+                Some(k) => settlement.settle_claims.push(k.clone()),
+                None => {}
             }
             match o {
                 Outcome::Rejected(Rejected::TokenDead { since_ms, .. }) => {
@@ -264,16 +278,20 @@ fn decide(
                         });
                     }
                 }
-                Outcome::Temporary { cause, retry_after } if has_store => {
+                Outcome::Temporary { cause, retry_after } if q.has_store && q.room => {
                     let due = now + backoff(&d.policy, 1, *retry_after).as_millis() as Millis;
                     settlement
                         .enqueue
-                        .push(entry(n, dev, now, due, &cause.to_string()));
+                        .push(entry(q.wire, dev, now, due, &cause.to_string()));
                     in_flight.push(None);
                 }
                 Outcome::Temporary { cause, .. } => {
                     answer.unqueued += 1;
-                    if *cause == Cause::InflightLimit {
+                    if q.has_store {
+                        // The outbox is full: the homeserver is asked to come back later.
+                        answer.overloaded += 1;
+                        d.metrics.outbox_full(t.app());
+                    } else if *cause == Cause::InflightLimit {
                         answer.overloaded += 1;
                     }
                 }
@@ -380,11 +398,84 @@ async fn consult_memory(
     }
 }
 
-fn entry(n: &Notification, dev: &Device, now: Millis, due_at: Millis, why: &str) -> NewEntry {
+/// How this request may queue: with a store, and with room in the outbox.
+struct Queueing<'a> {
+    has_store: bool,
+    room: bool,
+    wire: &'a WireParts<'a>,
+}
+
+/// The request's notification as the outbox stores it: the notification
+/// without devices once (shared by every entry of the request), and each
+/// device apart. Built only when something is queued.
+struct WireParts<'a> {
+    n: &'a Notification,
+    shared: std::sync::OnceLock<Arc<str>>,
+}
+
+impl<'a> WireParts<'a> {
+    fn new(n: &'a Notification) -> Self {
+        WireParts {
+            n,
+            shared: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The wire body of `dev`, split into (notification without devices, device).
+    fn split(&self, dev: &Device) -> (String, String) {
+        let mut wire: serde_json::Value =
+            serde_json::from_str(&notification::to_wire(self.n, dev)).unwrap_or_default();
+        let device = wire
+            .get_mut("notification")
+            .and_then(|n| n.as_object_mut())
+            .and_then(|n| n.remove("devices"))
+            .and_then(|mut d| d.get_mut(0).map(serde_json::Value::take))
+            .unwrap_or_default();
+        (wire["notification"].to_string(), device.to_string())
+    }
+
+    fn shared(&self, dev: &Device) -> Arc<str> {
+        self.shared
+            .get_or_init(|| Arc::from(self.split(dev).0))
+            .clone()
+    }
+
+    fn device(&self, dev: &Device) -> String {
+        self.split(dev).1
+    }
+}
+
+/// Whether the outbox has room for this request's temporary failures (those
+/// still in flight at the answer are always queued: they are being sent).
+async fn has_room(
+    d: &Dispatcher,
+    store: &dyn Store,
+    routes: &crate::routing::Routes,
+    n: &Notification,
+    tasks: &[DeviceTask],
+    wire: &WireParts<'_>,
+) -> bool {
+    let mut wanted: Vec<(String, i64)> = Vec::new();
+    let mut shared = 0;
+    for (t, dev) in tasks.iter().zip(&n.devices) {
+        if let Some(Fate::Pushed(Outcome::Temporary { .. })) = &t.fate {
+            let size = wire.device(dev).len() as i64;
+            shared = wire.shared(dev).len() as i64;
+            wanted.push((t.app().to_owned(), size));
+        }
+    }
+    if wanted.is_empty() {
+        return true;
+    }
+    d.capacity.admit(store, routes, &wanted, shared).await
+}
+
+fn entry(wire: &WireParts<'_>, dev: &Device, now: Millis, due_at: Millis, why: &str) -> NewEntry {
     NewEntry {
         app_id: dev.app_id.clone(),
         pushkey: dev.pushkey.clone(),
-        body: notification::to_wire(n, dev),
+        body: wire.device(dev),
+        shared: Some(wire.shared(dev)),
         created_at: now,
         due_at,
         attempts: 1,

@@ -286,6 +286,7 @@ pub fn merge(ops: &[Op]) -> Merged<'_> {
                 let t = &mut m.settlement;
                 t.now = t.now.max(s.now);
                 t.settle_claims.extend(s.settle_claims.iter().cloned());
+                t.release_claims.extend(s.release_claims.iter().cloned());
                 t.remember.extend(s.remember.iter().cloned());
                 t.forget.extend(s.forget.iter().cloned());
                 t.enqueue.extend(s.enqueue.iter().cloned());
@@ -338,6 +339,7 @@ mod tests {
             app_id: "a".into(),
             pushkey: p.into(),
             body: "{}".into(),
+            shared: None,
             created_at: 0,
             due_at: 0,
             attempts: 1,

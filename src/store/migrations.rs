@@ -14,7 +14,9 @@ pub struct Migration {
 /// - `rejections`: pushkeys a push service declared dead (answered as rejected without asking again);
 /// - `claims`: one row per (device, event) being sent or sent, for de-duplication;
 ///   `settled = 0` means "being sent, lease until `until_ms`", `settled = 1` means "done at `until_ms`";
-/// - `outbox`: pushes still to deliver, leased to a worker by moving `due_at` forward.
+/// - `outbox`: pushes still to deliver, leased to a worker by moving `due_at` forward;
+/// - `outbox_notifications`: a request's notification without its devices, shared by its
+///   outbox entries (`outbox.notification_id`), deleted once no entry refers to it.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -41,6 +43,20 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         sqlite: FORGET_WRONG_REJECTIONS,
         postgres: FORGET_WRONG_REJECTIONS,
+    },
+    // Version 3: a request's notification is stored once for all its queued
+    // devices (`outbox.body` is then only the device); rows of earlier
+    // versions keep their whole body and a NULL `notification_id`.
+    Migration {
+        version: 3,
+        sqlite: "CREATE TABLE outbox_notifications (id INTEGER PRIMARY KEY AUTOINCREMENT, \
+                 body TEXT NOT NULL, created_at BIGINT NOT NULL); \
+                 ALTER TABLE outbox ADD COLUMN notification_id BIGINT; \
+                 CREATE INDEX outbox_notification ON outbox (notification_id);",
+        postgres: "CREATE TABLE outbox_notifications (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+                   body TEXT NOT NULL, created_at BIGINT NOT NULL); \
+                   ALTER TABLE outbox ADD COLUMN notification_id BIGINT; \
+                   CREATE INDEX outbox_notification ON outbox (notification_id);",
     },
 ];
 

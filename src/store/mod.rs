@@ -83,8 +83,13 @@ pub enum ClaimState {
 pub struct NewEntry {
     pub app_id: String,
     pub pushkey: String,
-    /// The notification with this one device, in the wire format of `/notify`.
+    /// Without `shared`: the notification with this one device, in the wire
+    /// format of `/notify`. With it: only the device (`{"app_id": …}`).
     pub body: String,
+    /// The notification without its devices (`{"event_id": …}`), written once
+    /// for every entry of a settlement that shares it (the same `Arc`), so a
+    /// request's 100 queued devices do not store its content 100 times.
+    pub shared: Option<std::sync::Arc<str>>,
     pub created_at: Millis,
     pub due_at: Millis,
     /// How many attempts were already made (1 when the request's own attempt failed).
@@ -108,6 +113,9 @@ pub struct Settlement {
     pub now: Millis,
     /// Claims whose push is finished or safely queued.
     pub settle_claims: Vec<ClaimKey>,
+    /// Claims given up: the push was neither sent nor queued (the outbox was
+    /// full), so a homeserver retry must send it again.
+    pub release_claims: Vec<ClaimKey>,
     /// Dead pushkeys to remember.
     pub remember: Vec<Rejection>,
     /// Remembered rejections to drop (the app re-registered the token since).
@@ -123,6 +131,7 @@ pub struct Settlement {
 impl Settlement {
     pub fn is_empty(&self) -> bool {
         self.settle_claims.is_empty()
+            && self.release_claims.is_empty()
             && self.remember.is_empty()
             && self.forget.is_empty()
             && self.enqueue.is_empty()
@@ -135,10 +144,29 @@ impl Settlement {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub outbox: i64,
+    /// Characters of outbox bodies and of the notifications they share.
+    pub outbox_bytes: i64,
     /// `created_at` of the oldest outbox entry.
     pub oldest: Option<Millis>,
     pub rejections: i64,
     pub claims: i64,
+}
+
+/// One app id's share of the outbox (for the outbox caps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppUsage {
+    pub app_id: String,
+    pub entries: i64,
+    /// Characters of the entries' own bodies (shared notifications not included).
+    pub bytes: i64,
+}
+
+/// The outbox's size, for its caps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub apps: Vec<AppUsage>,
+    /// Characters of the shared notifications.
+    pub shared_bytes: i64,
 }
 
 /// What to delete in housekeeping: rows older than these times.
@@ -200,6 +228,22 @@ pub trait Store: Send + Sync {
     fn expire(&self, e: Expiry) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>>;
+
+    /// The outbox's entries and bytes per app id.
+    fn usage(&self) -> BoxFuture<'_, Result<Usage, StoreError>>;
+}
+
+/// The notify body of one queued device from its shared notification (a JSON
+/// object without `devices`) and the device (a JSON object): the wire format
+/// the outbox worker reads.
+pub fn join_wire(notification: &str, device: &str) -> String {
+    let inner = notification.trim().strip_suffix('}').unwrap_or("{");
+    let sep = if inner.trim_end().ends_with('{') {
+        ""
+    } else {
+        ","
+    };
+    format!(r#"{{"notification":{inner}{sep}"devices":[{device}]}}}}"#)
 }
 
 /// Opens the configured store and brings its schema up to date; `None` for `store: none`.
@@ -214,4 +258,27 @@ pub async fn open(config: &StoreConfig) -> Result<Option<Arc<dyn Store>>, StoreE
             postgres::PgStore::open(url, *max_connections).await?,
         )),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_wire;
+
+    #[test]
+    fn a_shared_notification_and_a_device_make_one_notify_body() {
+        let body = join_wire(
+            r#"{"event_id":"$e","counts":{}}"#,
+            r#"{"app_id":"a","pushkey":"k"}"#,
+        );
+        assert_eq!(
+            body,
+            r#"{"notification":{"event_id":"$e","counts":{},"devices":[{"app_id":"a","pushkey":"k"}]}}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(v["notification"]["devices"][0]["pushkey"], "k");
+        assert_eq!(
+            join_wire("{}", r#"{"pushkey":"k"}"#),
+            r#"{"notification":{"devices":[{"pushkey":"k"}]}}"#
+        );
+    }
 }

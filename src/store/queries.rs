@@ -198,6 +198,18 @@ macro_rules! queries {
                 q.push(")");
                 q.build().execute(&mut *tx).await?;
             }
+            for chunk in s.release_claims.chunks(CHUNK) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "DELETE FROM claims WHERE settled = 0 AND (app_id, pushkey, event_id) IN (",
+                );
+                q.push_values(chunk, |mut b, k| {
+                    b.push_bind(k.app_id.as_str())
+                        .push_bind(k.pushkey.as_str())
+                        .push_bind(k.event_id.as_str());
+                });
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+            }
             for chunk in s.forget.chunks(CHUNK) {
                 let mut q =
                     QueryBuilder::<$db>::new("DELETE FROM rejections WHERE (app_id, pushkey) IN (");
@@ -228,12 +240,33 @@ macro_rules! queries {
                 q.build().execute(&mut *tx).await?;
             }
             let mut ids = Vec::with_capacity(s.enqueue.len());
+            // Each shared notification once (entries of one request share the same Arc).
+            let mut shared: Vec<(std::sync::Arc<str>, i64)> = Vec::new();
             // One statement per entry: the id of each must be known, and RETURNING
             // does not promise the order of a multi-row insert.
             for e in &s.enqueue {
+                let notification_id = match &e.shared {
+                    None => None,
+                    Some(n) => match shared.iter().find(|(m, _)| std::sync::Arc::ptr_eq(m, n)) {
+                        Some((_, id)) => Some(*id),
+                        None => {
+                            let row = sqlx::query(
+                                "INSERT INTO outbox_notifications (body, created_at) VALUES ($1, $2) \
+                                 RETURNING id",
+                            )
+                            .bind(&**n)
+                            .bind(e.created_at)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                            let id: i64 = row.try_get(0)?;
+                            shared.push((n.clone(), id));
+                            Some(id)
+                        }
+                    },
+                };
                 let row = sqlx::query(
-                    "INSERT INTO outbox (app_id, pushkey, body, created_at, due_at, attempts, last_error) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                    "INSERT INTO outbox (app_id, pushkey, body, created_at, due_at, attempts, last_error, \
+                     notification_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
                 )
                 .bind(e.app_id.as_str())
                 .bind(e.pushkey.as_str())
@@ -242,6 +275,7 @@ macro_rules! queries {
                 .bind(e.due_at)
                 .bind(e.attempts)
                 .bind(e.last_error.as_deref())
+                .bind(notification_id)
                 .fetch_one(&mut *tx)
                 .await?;
                 ids.push(row.try_get::<i64, _>(0)?);
@@ -331,23 +365,57 @@ macro_rules! queries {
                 "UPDATE outbox SET due_at = $1 WHERE id IN \
                  (SELECT id FROM outbox WHERE due_at <= $2 ORDER BY due_at LIMIT $3",
                 $skip_locked,
-                ") RETURNING id, body, created_at, attempts"
+                ") RETURNING id, body, created_at, attempts, notification_id"
             ))
             .bind(lease_until)
             .bind(now)
             .bind(limit)
             .fetch_all(&mut *conn)
             .await?;
-            rows.into_iter()
-                .map(|row| {
-                    Ok(Entry {
+            let mut entries = Vec::with_capacity(rows.len());
+            let mut wanted: Vec<i64> = Vec::new();
+            for row in rows {
+                let notification_id: Option<i64> = row.try_get(4)?;
+                if let Some(n) = notification_id {
+                    wanted.push(n);
+                }
+                entries.push((
+                    Entry {
                         id: row.try_get(0)?,
                         body: row.try_get(1)?,
                         created_at: row.try_get(2)?,
                         attempts: row.try_get(3)?,
-                    })
+                    },
+                    notification_id,
+                ));
+            }
+            wanted.sort_unstable();
+            wanted.dedup();
+            let mut shared = std::collections::HashMap::new();
+            for chunk in wanted.chunks(CHUNK) {
+                let mut q =
+                    QueryBuilder::<$db>::new("SELECT id, body FROM outbox_notifications WHERE id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                for row in q.build().fetch_all(&mut *conn).await? {
+                    shared.insert(row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?);
+                }
+            }
+            Ok(entries
+                .into_iter()
+                .map(|(mut e, n)| {
+                    if let Some(n) = n {
+                        // A missing notification leaves an unreadable body: the
+                        // worker logs it and deletes the entry.
+                        let notification = shared.get(&n).map_or("", String::as_str);
+                        e.body = $crate::store::join_wire(notification, &e.body);
+                    }
+                    e
                 })
-                .collect()
+                .collect())
         }
 
         /// On the writer's held connection: SQLite has one writer at a time.
@@ -375,13 +443,23 @@ macro_rules! queries {
             .bind(e.batch)
             .execute(&mut *conn)
             .await?;
-            Ok(claims.rows_affected() + rejections.rows_affected())
+            let notifications = sqlx::query(
+                "DELETE FROM outbox_notifications WHERE id IN \
+                 (SELECT id FROM outbox_notifications n WHERE NOT EXISTS \
+                  (SELECT 1 FROM outbox o WHERE o.notification_id = n.id) LIMIT $1)",
+            )
+            .bind(e.batch)
+            .execute(&mut *conn)
+            .await?;
+            Ok(claims.rows_affected() + rejections.rows_affected() + notifications.rows_affected())
         }
 
         pub async fn stats(pool: &Pool<$db>) -> Result<Stats, sqlx::Error> {
             let row = sqlx::query(
                 "SELECT (SELECT COUNT(*) FROM outbox), (SELECT MIN(created_at) FROM outbox), \
-                 (SELECT COUNT(*) FROM rejections), (SELECT COUNT(*) FROM claims)",
+                 (SELECT COUNT(*) FROM rejections), (SELECT COUNT(*) FROM claims), \
+                 (SELECT CAST(COALESCE(SUM(LENGTH(body)), 0) AS BIGINT) FROM outbox) \
+                 + (SELECT CAST(COALESCE(SUM(LENGTH(body)), 0) AS BIGINT) FROM outbox_notifications)",
             )
             .fetch_one(pool)
             .await?;
@@ -390,6 +468,33 @@ macro_rules! queries {
                 oldest: row.try_get(1)?,
                 rejections: row.try_get(2)?,
                 claims: row.try_get(3)?,
+                outbox_bytes: row.try_get(4)?,
+            })
+        }
+
+        pub async fn usage(pool: &Pool<$db>) -> Result<$crate::store::Usage, sqlx::Error> {
+            let rows = sqlx::query(
+                "SELECT app_id, COUNT(*), CAST(COALESCE(SUM(LENGTH(body)), 0) AS BIGINT) \
+                 FROM outbox GROUP BY app_id",
+            )
+            .fetch_all(pool)
+            .await?;
+            let mut apps = Vec::with_capacity(rows.len());
+            for row in rows {
+                apps.push($crate::store::AppUsage {
+                    app_id: row.try_get(0)?,
+                    entries: row.try_get(1)?,
+                    bytes: row.try_get(2)?,
+                });
+            }
+            let shared = sqlx::query(
+                "SELECT CAST(COALESCE(SUM(LENGTH(body)), 0) AS BIGINT) FROM outbox_notifications",
+            )
+            .fetch_one(pool)
+            .await?;
+            Ok($crate::store::Usage {
+                apps,
+                shared_bytes: shared.try_get(0)?,
             })
         }
     };
@@ -465,6 +570,10 @@ macro_rules! impl_store {
 
             fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>> {
                 async move { Ok(q::stats(&self.$read).await?) }.boxed()
+            }
+
+            fn usage(&self) -> BoxFuture<'_, Result<$crate::store::Usage, StoreError>> {
+                async move { Ok(q::usage(&self.$read).await?) }.boxed()
             }
         }
     };

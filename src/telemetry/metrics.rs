@@ -89,6 +89,8 @@ pub struct Metrics {
     breaker_open: IntGaugeVec,
     breaker_trips: IntCounterVec,
     send_panics: IntCounter,
+    outbox_full: IntCounterVec,
+    outbox_bytes: IntGauge,
     inbound_connections: IntGauge,
     inbound_refused: IntCounterVec,
     outbox_worker_restarts: IntCounter,
@@ -278,6 +280,16 @@ impl Metrics {
                 "pushgate_send_panics_total",
                 "Sends that panicked (a bug); each push was treated as a temporary failure",
             ),
+            outbox_full: b.counter_vec(
+                "pushgate_outbox_full_total",
+                "Temporary failures not queued because an outbox cap was reached \
+                 (their requests were answered 429)",
+                &["pushkin"],
+            ),
+            outbox_bytes: b.gauge(
+                "pushgate_outbox_bytes",
+                "Characters of outbox bodies and of the notifications they share",
+            ),
             inbound_connections: b.gauge(
                 "pushgate_inbound_connections",
                 "Connections open on the API listeners",
@@ -375,6 +387,10 @@ impl Metrics {
         }
     }
 
+    pub fn outbox_full(&self, app: &str) {
+        self.outbox_full.with_label_values(&[app]).inc();
+    }
+
     pub fn send_panicked(&self) {
         self.send_panics.inc();
     }
@@ -415,6 +431,7 @@ impl Metrics {
             &self.outbox_queued,
             &self.outbox_dropped,
             &self.breaker_trips,
+            &self.outbox_full,
         ] {
             family.with_label_values(&[app]);
         }
@@ -467,6 +484,7 @@ impl Metrics {
         ] {
             self.store_rows.with_label_values(&[table]).set(n);
         }
+        self.outbox_bytes.set(s.outbox_bytes);
         let age_ms = s.oldest.map(|t| (now_ms - t).max(0)).unwrap_or(0);
         self.outbox_oldest.set(age_ms as f64 / 1000.0);
     }

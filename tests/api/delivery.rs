@@ -105,6 +105,8 @@ on_both_backends!(
     badge_only_notifications_are_not_deduplicated,
     rejection_is_remembered_across_a_restart_and_cleared_by_a_newer_pushkey_ts,
     outbox_drops_a_push_after_max_age,
+    a_hundred_queued_devices_store_their_notification_once,
+    past_the_outbox_cap_a_request_is_answered_429_and_its_retry_is_sent_again,
 );
 
 pub fn message(event_id: &str, devices: Vec<Value>) -> Value {
@@ -424,4 +426,72 @@ mod store_down {
             (200, json!({"status": "ready"}))
         );
     }
+}
+
+/// Issue 15, disk amplification: one large request whose 100 devices all fail
+/// temporarily stores its notification once, not once per device (before:
+/// 100 copies of the content).
+async fn a_hundred_queued_devices_store_their_notification_once(s: Setup) {
+    let gw = s.gateway().await;
+    let mut devices = Vec::new();
+    for i in 0..100 {
+        let name = format!("down{i}");
+        let (endpoint, key) = sub(&s, &name);
+        s.fake.set_behaviour(&name, Behaviour::Status(503));
+        devices.push(device(&endpoint, &key, json!({})));
+    }
+    let mut body = message("$big", devices);
+    let text = "x".repeat(60_000);
+    body["notification"]["content"] = json!({"msgtype": "m.text", "body": text});
+    let a = gw.notify(&body).await;
+    assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
+    let store = s.open_store().await;
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(stats.outbox, 100);
+    // The 60,000-character content once, plus 100 small device rows.
+    assert!(
+        (60_000..90_000).contains(&stats.outbox_bytes),
+        "outbox holds {} characters",
+        stats.outbox_bytes
+    );
+}
+
+/// Past `dispatch.outbox_max_entries`, temporary failures are not queued: the
+/// request is answered 429 and its claims are given up, so the homeserver's
+/// retry is sent again (not answered as a duplicate).
+async fn past_the_outbox_cap_a_request_is_answered_429_and_its_retry_is_sent_again(s: Setup) {
+    let gw = spawn(&s.config("  outbox_max_entries: 3\n")).await;
+    let mut devices = Vec::new();
+    for i in 0..5 {
+        let name = format!("full{i}");
+        let (endpoint, key) = sub(&s, &name);
+        s.fake.set_behaviour(&name, Behaviour::Status(503));
+        devices.push(device(&endpoint, &key, json!({})));
+    }
+    let body = message("$full", devices);
+    let a = gw.notify(&body).await;
+    assert_eq!(a.status, 429, "{}", a.body);
+    assert_eq!(a.body["errcode"], "M_LIMIT_EXCEEDED");
+    let store = s.open_store().await;
+    assert_eq!(
+        store.stats().await.expect("stats").outbox,
+        0,
+        "nothing queued"
+    );
+    let tried = s.fake.received().len();
+    // The homeserver's retry: sent again, refused again by the cap.
+    let again = gw.notify(&body).await;
+    assert_eq!(again.status, 429);
+    assert_eq!(
+        s.fake.received().len(),
+        tried + 5,
+        "every device tried again"
+    );
+    // A request that fits is queued.
+    let (endpoint, key) = sub(&s, "fits");
+    s.fake.set_behaviour("fits", Behaviour::Status(503));
+    let small = message("$small", vec![device(&endpoint, &key, json!({}))]);
+    let ok = gw.notify(&small).await;
+    assert_eq!((ok.status, ok.body), (200, json!({"rejected": []})));
+    assert_eq!(store.stats().await.expect("stats").outbox, 1);
 }

@@ -387,6 +387,7 @@ async fn drain_once_sends_and_settles_each_due_entry() {
             app_id: "org.example.web".into(),
             pushkey: sub.p256dh(),
             body: message(&format!("${name}"), vec![device]).to_string(),
+            shared: None,
             created_at: now,
             due_at: now,
             attempts: 1,

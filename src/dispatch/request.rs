@@ -241,6 +241,12 @@ fn decide(
         let fate = match &t.fate {
             // Another request is sending it: it is not ours to queue.
             None if matches!(t.claim, Claim::Waiting(_)) => Fate::Contended,
+            // No result and nowhere to queue it (without a store every send is
+            // awaited, so only a bug gets here): the homeserver must retry.
+            None if !q.has_store => {
+                answer.unqueued += 1;
+                continue;
+            }
             None => {
                 settlement.enqueue.push(entry(
                     q.wire,

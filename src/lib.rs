@@ -14,7 +14,7 @@
 //! - [`store`]: the outbox, the rejection memory and the de-duplication claims (SQLite, PostgreSQL).
 //! - [`gateway`]: start-up, serving, reload and shutdown.
 //! - [`sendtest`]: `pushgate send-test`, one push with a report of the HTTP exchanges.
-//! - [`glob`], [`keys`]: leaves — app-id/host globs, private keys read from PEM.
+//! - [`glob`], [`keys`], [`secret`]: leaves — app-id/host globs, private keys read from PEM, values never printed.
 //!
 //! # Layers
 //! Each module imports only the modules after its arrow, and the arrows form
@@ -29,11 +29,12 @@
 //! - `pushkin` → `net`, `notification`, `telemetry`, `config`, `glob`, `keys`
 //! - `telemetry` → `store`, `config`, `net`
 //! - `store` → `config`
-//! - `config` → `keys`, `glob`
+//! - `config` → `keys`, `glob`, `secret`
 //! - `notification` → (nothing)
 //! - `net` → (nothing)
 //! - `glob` → (nothing)
 //! - `keys` → (nothing)
+//! - `secret` → (nothing)
 
 pub mod api;
 pub mod config;
@@ -45,6 +46,7 @@ pub mod net;
 pub mod notification;
 pub mod pushkin;
 pub mod routing;
+pub mod secret;
 pub mod sendtest;
 pub mod store;
 pub mod telemetry;

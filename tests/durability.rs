@@ -189,7 +189,7 @@ async fn postgres_kill_9_with_a_full_outbox_loses_nothing() {
     let dir = tempfile::tempdir().expect("dir");
     let yaml = format!("store:\n  postgres:\n    url: '{url}'\n");
     let store = pushgate::config::StoreConfig::Postgres {
-        url,
+        url: url.clone().into(),
         max_connections: 2,
     };
     kill_9_with_a_full_outbox_loses_nothing(&yaml, store, dir.path()).await;
@@ -240,7 +240,7 @@ async fn two_gateways_on_one_postgres_deliver_each_push_once() {
         "both instances drained the outbox: {by_gateway:?}"
     );
     let store = pushgate::config::StoreConfig::Postgres {
-        url,
+        url: url.clone().into(),
         max_connections: 2,
     };
     assert_eq!(outbox_len(&store).await, 0);

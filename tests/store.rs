@@ -33,7 +33,7 @@ async fn sqlite() -> Option<Backend> {
 async fn postgres() -> Option<Backend> {
     let url = testkit::postgres::fresh_database().await?;
     let config = StoreConfig::Postgres {
-        url,
+        url: url.clone().into(),
         max_connections: 10,
     };
     let store = store::open(&config).await.expect("open").expect("a store");
@@ -604,7 +604,7 @@ async fn upgrading_forgets_rejections_that_were_not_the_push_services_word(b: Ba
             pool.close().await;
         }
         StoreConfig::Postgres { url, .. } => {
-            let pool = sqlx::PgPool::connect(url).await.expect("postgres");
+            let pool = sqlx::PgPool::connect(url.expose()).await.expect("postgres");
             sqlx::raw_sql(ROLL_BACK_TO_VERSION_1)
                 .execute(&pool)
                 .await
@@ -697,7 +697,7 @@ async fn refuse_claim_writes(config: &StoreConfig, refuse: bool) {
             pool.close().await;
         }
         StoreConfig::Postgres { url, .. } => {
-            let pool = sqlx::PgPool::connect(url).await.expect("connect");
+            let pool = sqlx::PgPool::connect(url.expose()).await.expect("connect");
             let sqls: &[&str] = if refuse {
                 &[
                     "CREATE FUNCTION refuse_writes() RETURNS trigger LANGUAGE plpgsql AS \

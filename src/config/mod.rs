@@ -187,7 +187,8 @@ pub enum StoreConfig {
         path: PathBuf,
     },
     Postgres {
-        url: String,
+        /// Holds the database password: redacted in `Debug`.
+        url: crate::secret::Secret,
         max_connections: u32,
     },
 }
@@ -657,7 +658,7 @@ fn read_store(root: &mut Section<'_>, p: &mut Problems) -> StoreConfig {
                 let max_connections = pg.uint("max_connections", 10, 1, 1000, p) as u32;
                 pg.finish(p);
                 StoreConfig::Postgres {
-                    url,
+                    url: url.into(),
                     max_connections,
                 }
             } else {

@@ -255,7 +255,7 @@ pub async fn open(config: &StoreConfig) -> Result<Option<Arc<dyn Store>>, StoreE
             url,
             max_connections,
         } => Some(Arc::new(
-            postgres::PgStore::open(url, *max_connections).await?,
+            postgres::PgStore::open(url.expose(), *max_connections).await?,
         )),
     })
 }

@@ -45,7 +45,7 @@ pub async fn postgres() -> Option<Setup> {
     Some(Setup {
         fake: FakeWebPush::start().await,
         store: StoreConfig::Postgres {
-            url,
+            url: url.clone().into(),
             max_connections: 10,
         },
         _dir: tempfile::tempdir().expect("dir"),
@@ -58,7 +58,9 @@ impl Setup {
             StoreConfig::Sqlite { path } => {
                 format!("store:\n  sqlite:\n    path: '{}'\n", path.display())
             }
-            StoreConfig::Postgres { url, .. } => format!("store:\n  postgres:\n    url: '{url}'\n"),
+            StoreConfig::Postgres { url, .. } => {
+                format!("store:\n  postgres:\n    url: '{}'\n", url.expose())
+            }
             StoreConfig::None => "store: none\n".to_owned(),
         };
         format!("{WEB_APP}{store}{DISPATCH}{extra}")
@@ -397,7 +399,7 @@ mod store_down {
         let StoreConfig::Postgres { url, .. } = &s.store else {
             unreachable!()
         };
-        testkit::postgres::drop_database(url).await;
+        testkit::postgres::drop_database(url.expose()).await;
 
         let ready = gw.request("GET", "/ready", "").await;
         assert_eq!(ready.status, 503);

@@ -447,7 +447,7 @@ async fn refuse_writes(store: &StoreConfig, refuse: bool) {
             pool.close().await;
         }
         StoreConfig::Postgres { url, .. } => {
-            let pool = sqlx::PgPool::connect(url).await.expect("connect");
+            let pool = sqlx::PgPool::connect(url.expose()).await.expect("connect");
             let sqls: &[&str] = if refuse {
                 &[
                     "CREATE FUNCTION refuse_writes() RETURNS trigger LANGUAGE plpgsql AS \

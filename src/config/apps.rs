@@ -31,6 +31,20 @@ pub enum AppKind {
     WebPush(WebPushConfig),
 }
 
+impl AppConfig {
+    /// When this app's APNs client certificate expires (Unix seconds); `None`
+    /// for token auth, other types, or a file no longer readable.
+    pub fn certificate_expiry(&self) -> Option<i64> {
+        match &self.kind {
+            AppKind::Apns(ApnsConfig {
+                auth: ApnsAuth::Certificate { certfile },
+                ..
+            }) => certificate_not_after(&std::fs::read(certfile).ok()?),
+            _ => None,
+        }
+    }
+}
+
 impl AppKind {
     /// The pushkin type name used in logs and metrics.
     pub fn type_name(&self) -> &'static str {

@@ -818,6 +818,39 @@ mod tests {
     }
 
     #[test]
+    fn with_certfile_and_keyfile_the_certificate_is_used_and_prod_is_production() {
+        use p256::pkcs8::{EncodePrivateKey, LineEnding};
+        let dir = tempfile::tempdir().expect("dir");
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.p8");
+        let ca = testkit::tls::TestCa::new();
+        std::fs::write(&cert, ca.client_cert("com.example.ios").combined_pem()).expect("cert");
+        let p8 = p256::SecretKey::random(&mut rand::rngs::OsRng)
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("pem");
+        std::fs::write(&key, p8.as_bytes()).expect("key");
+        let yaml = format!(
+            "store: none\napps:\n  a:\n    type: sygnal.apnspushkin.ApnsPushkin\n    certfile: {}\n    keyfile: {}\n    key_id: K\n    team_id: T\n    platform: prod\n",
+            cert.display(),
+            key.display()
+        );
+        let (c, warnings) = Config::from_yaml(&yaml, "t.yaml").expect("valid");
+        let AppKind::Apns(apns) = &c.apps[0].kind else {
+            panic!("an APNs app: {:?}", c.apps[0].kind);
+        };
+        assert!(
+            matches!(&apns.auth, ApnsAuth::Certificate { certfile } if *certfile == cert),
+            "{:?}",
+            apns.auth
+        );
+        assert_eq!(apns.platform, ApnsPlatform::Production);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(c.apps[0]
+            .certificate_expiry()
+            .is_some_and(|t| t > 1_700_000_000));
+    }
+
+    #[test]
     fn an_unusable_store_path_is_a_config_error() {
         assert_eq!(
             errors("store:\n  sqlite:\n    path: /nonexistent/dir/pushgate.db\n"),

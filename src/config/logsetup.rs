@@ -370,6 +370,21 @@ log:
     }
 
     #[test]
+    fn a_handler_file_in_a_missing_directory_is_an_error_where_it_is_named() {
+        let err = Config::from_yaml(
+            "log:\n  setup:\n    handlers:\n      f:\n        class: logging.FileHandler\n        filename: /nonexistent/sygnal.log\n    root:\n      level: INFO\n      handlers: [f]\n",
+            "t.yaml",
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            err.contains("error: log.setup.handlers: `/nonexistent/sygnal.log`: the directory `/nonexistent` does not exist"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn access_keys_have_their_meaning() {
         let (log, _) = log_of(
             "log:\n  access:\n    enabled: false\n    file: /tmp/access.log\n    x_forwarded_for: true\n",

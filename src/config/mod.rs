@@ -396,9 +396,28 @@ fn read_log(s: Option<Section<'_>>, p: &mut Problems) -> LogConfig {
         }
         access.finish(p);
     }
+    // A file named by `log.setup`'s handlers is reported there.
+    let access_has_file = s
+        .raw("access")
+        .and_then(|a| a.get("file"))
+        .is_some_and(|f| !f.is_null());
     for (key, out) in [
-        ("file", Some(&cfg.output)),
-        ("access.file", cfg.access_output.as_ref()),
+        (
+            if s.has("file") {
+                "file"
+            } else {
+                "setup.handlers"
+            },
+            Some(&cfg.output),
+        ),
+        (
+            if access_has_file {
+                "access.file"
+            } else {
+                "setup.handlers"
+            },
+            cfg.access_output.as_ref(),
+        ),
     ] {
         if let Some(LogOutput::File(path)) = out {
             if let Err(why) = writable_file(path) {

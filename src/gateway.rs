@@ -113,6 +113,9 @@ pub fn build_routes(config: &Config, metrics: &Metrics) -> Result<Routes, StartE
             proxy: config.proxy.as_deref(),
             metrics: metrics.upstream(service, &app.id),
         };
+        if let Some(not_after) = app.certificate_expiry() {
+            metrics.client_cert_expiry(&app.id, not_after);
+        }
         let pushkin: Arc<dyn Pushkin> = match &app.kind {
             AppKind::WebPush(w) => {
                 webpush::build(w, &settings).map_err(|source| StartError::Client {

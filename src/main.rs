@@ -283,8 +283,8 @@ fn serve(path: Option<&Path>) -> ExitCode {
     })
 }
 
-/// Re-reads the config file at every `SIGHUP`; a config with errors is
-/// refused (errors logged) and the apps in force are kept.
+/// Reopens the log files and re-reads the config file at every `SIGHUP`; a
+/// config with errors is refused (errors logged) and the apps in force are kept.
 #[cfg(unix)]
 async fn reload_on_sighup(file: PathBuf, reloader: pushgate::gateway::Reloader) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -296,6 +296,8 @@ async fn reload_on_sighup(file: PathBuf, reloader: pushgate::gateway::Reloader) 
         }
     };
     while hup.recv().await.is_some() {
+        // logrotate has moved the log files away (or nobody has): start new ones.
+        telemetry::reopen_logs();
         let file_name = file.display().to_string();
         match config::load(Some(&file)) {
             Ok(loaded) => {

@@ -32,12 +32,22 @@ fn check(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 
 /// Writes real key files into `dir`: a .p8, a cert+key PEM, a service account, a VAPID key.
 fn write_keys(dir: &Path) {
-    use p256::pkcs8::{EncodePrivateKey, LineEnding};
+    use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
     let p8 = p256::SecretKey::random(&mut rand::rngs::OsRng)
         .to_pkcs8_pem(LineEnding::LF)
         .expect("pem");
     std::fs::write(dir.join("AuthKey_ABC1234567.p8"), p8.as_bytes()).expect("p8");
     std::fs::write(dir.join("vapid.pem"), p8.as_bytes()).expect("vapid");
+    // The form py_vapid also reads: the key's DER, base64url, no PEM armour.
+    let der = p256::SecretKey::from_pkcs8_pem(&p8)
+        .expect("reread")
+        .to_pkcs8_der()
+        .expect("der");
+    std::fs::write(
+        dir.join("vapid.der.b64"),
+        format!("{}\n", base64_url(der.as_bytes())),
+    )
+    .expect("vapid der");
     let ca = testkit::tls::TestCa::new();
     std::fs::write(
         dir.join("apns-cert.pem"),
@@ -73,6 +83,12 @@ fn write_keys(dir: &Path) {
     std::fs::write(dir.join("sa-ec.json"), ec.to_string()).expect("sa");
 }
 
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 fn write_config(dir: &Path, name: &str, yaml: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, yaml.replace("{dir}", &dir.display().to_string())).expect("write");
@@ -95,7 +111,8 @@ fn a_full_sygnal_config_is_accepted_with_clear_warnings() {
     assert_eq!(
         r.stderr,
         format!(
-            "{f}: warning: metrics.sentry: sentry is not supported by pushgate (OpenTelemetry tracing replaces it: see `tracing.otlp`); ignored\n\
+            "{f}: warning: log.setup: parts of this Python logging setup have no meaning for pushgate and are ignored: formatters.normal (lines are formatted by `log.format`: text or json)\n\
+             {f}: warning: metrics.sentry: sentry is not supported by pushgate (OpenTelemetry tracing replaces it: see `tracing.otlp`); ignored\n\
              {f}: warning: metrics.opentracing: opentracing is not supported by pushgate (OpenTelemetry tracing replaces it: see `tracing.otlp`); ignored\n"
         )
     );
@@ -138,7 +155,6 @@ fn broken_configs_list_every_problem_with_its_key_path() {
         ("top level a list", "- a\n- b\n".into(), vec!["error: the top level must be a mapping of keys", "1 error(s); the gateway would not start"]),
         ("unknown type", "apps:\n  a:\n    type: pigeon\n".into(), vec!["error: apps.a.type: unknown type `pigeon`; expected apns, gcm (or fcm) or webpush", "1 error(s); the gateway would not start"]),
         ("python class", "apps:\n  a:\n    type: mypkg.pushkins.MyPushkin\n".into(), vec!["error: apps.a.type: `mypkg.pushkins.MyPushkin` looks like a Python pushkin class; plugins are not supported, use apns, gcm or webpush", "1 error(s); the gateway would not start"]),
-        ("apns cert and key", "apps:\n  a:\n    type: apns\n    certfile: {dir}/apns-cert.pem\n    keyfile: {dir}/AuthKey_ABC1234567.p8\n".into(), vec!["error: apps.a: set either `certfile` (certificate auth) or `keyfile` (token auth), not both", "1 error(s); the gateway would not start"]),
         ("apns cert without key", "apps:\n  a:\n    type: apns\n    certfile: {dir}/not-a-key.pem\n".into(), vec!["error: apps.a.certfile: `{dir}/not-a-key.pem`: holds no certificate (expected a PEM file with the certificate and its private key)", "1 error(s); the gateway would not start"]),
         ("apns cert with another key", "apps:\n  a:\n    type: apns\n    certfile: {dir}/mismatched.pem\n".into(), vec!["error: apps.a.certfile: `{dir}/mismatched.pem`: the private key does not belong to the certificate", "1 error(s); the gateway would not start"]),
         ("apns cert expired", "apps:\n  a:\n    type: apns\n    certfile: {dir}/expired.pem\n".into(), vec!["<expired>", "1 error(s); the gateway would not start"]),
@@ -155,7 +171,7 @@ fn broken_configs_list_every_problem_with_its_key_path() {
         ("gcm service account with an EC key", "apps:\n  a:\n    type: gcm\n    api_version: v1\n    project_id: p\n    service_account_file: {dir}/sa-ec.json\n".into(), vec!["error: apps.a.service_account_file: `{dir}/sa-ec.json`: private_key is not a usable RSA key in PKCS#8 PEM (WrongAlgorithm)", "1 error(s); the gateway would not start"]),
         ("gcm service account incomplete", "apps:\n  a:\n    type: gcm\n    api_version: v1\n    project_id: p\n    service_account_file: {dir}/vapid.pem\n".into(), vec!["error: apps.a.service_account_file: `{dir}/vapid.pem` is not a JSON service-account key", "1 error(s); the gateway would not start"]),
         ("webpush without key", "apps:\n  a:\n    type: webpush\n    vapid_contact_email: a@b\n".into(), vec!["error: apps.a.vapid_private_key: required: the path of a P-256 private key PEM (create one with `pushgate gen-vapid`)", "1 error(s); the gateway would not start"]),
-        ("webpush bad key", "apps:\n  a:\n    type: webpush\n    vapid_private_key: {dir}/not-a-key.pem\n    vapid_contact_email: a@b\n".into(), vec!["error: apps.a.vapid_private_key: `{dir}/not-a-key.pem` is not a P-256 private key in PEM (PKCS#8 or SEC1)", "1 error(s); the gateway would not start"]),
+        ("webpush bad key", "apps:\n  a:\n    type: webpush\n    vapid_private_key: {dir}/not-a-key.pem\n    vapid_contact_email: a@b\n".into(), vec!["error: apps.a.vapid_private_key: `{dir}/not-a-key.pem` is not a P-256 private key in PEM (PKCS#8 or SEC1) or base64url DER", "1 error(s); the gateway would not start"]),
         ("wrong types", format!("http:\n  port: abc\napps:\n  a:\n    type: webpush\n    ttl: -1\n    allowed_endpoints: 5\n    inflight_request_limit: 0\n{vapid}"), vec![
             "error: http.port: expected a whole number from 0 to 65535, found a string",
             "error: apps.a.inflight_request_limit: expected a whole number from 1 to 1000000, found 0",
@@ -164,8 +180,8 @@ fn broken_configs_list_every_problem_with_its_key_path() {
             "4 error(s); the gateway would not start",
         ]),
         ("tls", "tls:\n  certificate: a.pem\n  private_key: b.pem\n".into(), vec!["error: tls.certificate: cannot read `a.pem`: No such file or directory (os error 2)", "warning: apps: no apps configured: every device will be rejected", "1 error(s); the gateway would not start"]),
-        ("durations and sizes", "dispatch:\n  upstream_timeout: fast\nlimits:\n  max_body_size: 1GiB\n".into(), vec![
-            "error: limits.max_body_size: expected a size in bytes: a number, or a string like \"512KiB\" or \"1MiB\"",
+        ("durations and sizes", "dispatch:\n  upstream_timeout: fast\nlimits:\n  max_body_size: 1TiB\n".into(), vec![
+            "error: limits.max_body_size: expected a size in bytes: a number, or a string like \"512KiB\", \"1MiB\" or \"1GiB\"",
             "error: dispatch.upstream_timeout: expected a duration: seconds as a number, or a string like \"500ms\", \"2s\", \"10m\"",
             "warning: apps: no apps configured: every device will be rejected",
             "2 error(s); the gateway would not start",
@@ -253,4 +269,133 @@ fn a_certificate_close_to_expiry_is_a_warning() {
     let (code, lines) = problems("apps:\n  a:\n    type: apns\n    certfile: {dir}/expiring.pem\n");
     assert_eq!(code, 0);
     assert_eq!(lines, vec!["warning: apps.a.certfile: `{dir}/expiring.pem`: the certificate expires in 10 day(s); renew it"]);
+}
+
+#[test]
+fn sygnal_s_documented_sample_config_is_accepted_unchanged() {
+    let dir = tempfile::tempdir().expect("dir");
+    write_keys(dir.path());
+    let template = include_str!("data/config/sygnal-sample.yaml");
+    // The file really has the comment blocks that broke the parser (> 32 lines in a mapping).
+    let longest = template
+        .lines()
+        .fold((0, 0), |(run, max), l| {
+            let run = if l.trim_start().starts_with('#') {
+                run + 1
+            } else {
+                0
+            };
+            (run, max.max(run))
+        })
+        .1;
+    assert!(longest > 32, "longest comment block: {longest}");
+    let file = write_config(dir.path(), "sygnal.yaml", template);
+    let f = file.display();
+    let r = check(dir.path(), &["-c", &file.display().to_string()], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!("{f}: OK (4 app(s): 2 apns, 1 gcm, 1 webpush)\n")
+    );
+    assert_eq!(
+        r.stderr,
+        format!(
+            "{f}: warning: log.setup: parts of this Python logging setup have no meaning for pushgate and are ignored: \
+             formatters.normal, handlers.stderr (used by no logger pushgate has) \
+             (lines are formatted by `log.format`: text or json)\n"
+        )
+    );
+}
+
+/// Sygnal's spellings that used to be refused: each accepted, with a warning where the
+/// meaning needs one.
+#[test]
+fn values_sygnal_accepts_are_accepted() {
+    let (code, lines) = problems(
+        "apps:\n  a:\n    type: sygnal.apnspushkin.ApnsPushkin\n    certfile: {dir}/apns-cert.pem\n    keyfile: {dir}/AuthKey_ABC1234567.p8\n    key_id: K\n    team_id: T\n    platform: ''\n\
+         \x20 b:\n    type: apns\n    keyfile: {dir}/AuthKey_ABC1234567.p8\n    key_id: K\n    team_id: T\n    topic: t\n    platform: prod\n\
+         \x20 c:\n    type: sygnal.gcmpushkin.GcmPushkin\n    api_version: v1\n    project_id: p\n    service_account_file: {dir}/service-account.json\n\
+         \x20 d:\n    type: sygnal.webpushpushkin.WebpushPushkin\n    vapid_private_key: {dir}/vapid.der.b64\n    vapid_contact_email: a@b\n\
+         metrics:\n  prometheus:\n    enabled: true\n    address: ''\n\
+         log:\n  access:\n    enabled: true\n    file: {dir}/access.log\n",
+    );
+    assert_eq!(
+        (code, lines),
+        (
+            0,
+            vec!["warning: apps.a: both `certfile` and `keyfile` are set: the certificate is used and `keyfile` ignored (as Sygnal does); remove one".to_owned()]
+        )
+    );
+}
+
+#[test]
+fn each_problem_is_reported_once_and_typos_get_a_suggestion() {
+    let cases: Vec<(&str, &str, i32, Vec<&str>)> = vec![
+        (
+            "legacy gcm: the keys after the error are not called unknown",
+            "apps:\n  a:\n    type: gcm\n    project_id: p\n    service_account_file: {dir}/service-account.json\n    fcm_options: {}\n    max_connections: 3\n",
+            1,
+            vec![
+                "error: apps.a.api_version: Google shut down the legacy FCM API (api_key) in 2024; use the HTTP v1 API: `api_version: v1`, `project_id: <Firebase project id>` and `service_account_file: <path to the service-account JSON key>`",
+                "1 error(s); the gateway would not start",
+            ],
+        ),
+        (
+            "webpush without a key",
+            "apps:\n  a:\n    type: webpush\n    vapid_contact_email: a@b\n    allowed_endpoints: [a.example]\n    ttl: 60\n    max_connections: 3\n    colour: red\n",
+            1,
+            vec![
+                "error: apps.a.vapid_private_key: required: the path of a P-256 private key PEM (create one with `pushgate gen-vapid`)",
+                "warning: apps.a.colour: unknown key, ignored",
+                "1 error(s); the gateway would not start",
+            ],
+        ),
+        (
+            "unknown type",
+            "apps:\n  a:\n    type: pigeon\n    topic: t\n    ttl: 5\n",
+            1,
+            vec![
+                "error: apps.a.type: unknown type `pigeon`; expected apns, gcm (or fcm) or webpush",
+                "1 error(s); the gateway would not start",
+            ],
+        ),
+        (
+            "typos",
+            "htpp:\n  port: 5000\nlog:\n  levle: debug\napps:\n  a:\n    type: webpush\n    vapid_private_key: {dir}/vapid.pem\n    vapid_contact_email: a@b\n    tll: 60\n",
+            0,
+            vec![
+                "warning: log.levle: unknown key, ignored; did you mean `level`?",
+                "warning: apps.a.tll: unknown key, ignored; did you mean `ttl`?",
+                "warning: htpp: unknown key, ignored; did you mean `http`?",
+            ],
+        ),
+        (
+            "store directory missing",
+            "store:\n  sqlite:\n    path: {dir}/missing/pushgate.db\napps:\n  a:\n    type: webpush\n    vapid_private_key: {dir}/vapid.pem\n    vapid_contact_email: a@b\n",
+            1,
+            vec![
+                "error: store.sqlite.path: `{dir}/missing/pushgate.db`: the directory `{dir}/missing` does not exist",
+                "1 error(s); the gateway would not start",
+            ],
+        ),
+        (
+            "log file directory missing",
+            "log:\n  access:\n    file: {dir}/missing/access.log\napps:\n  a:\n    type: webpush\n    vapid_private_key: {dir}/vapid.pem\n    vapid_contact_email: a@b\n",
+            1,
+            vec![
+                "error: log.access.file: `{dir}/missing/access.log`: the directory `{dir}/missing` does not exist",
+                "1 error(s); the gateway would not start",
+            ],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, yaml, want_code, expected) in &cases {
+        let (code, lines) = problems(yaml);
+        if code != *want_code || lines != *expected {
+            wrong.push(format!(
+                "{name}: exit {code}\n  got:      {lines:?}\n  expected: {expected:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -331,3 +331,173 @@ async fn serve_runs_with_the_allocator_settings_in_its_environment() {
         "the arguments survive the re-exec"
     );
 }
+
+/// The access lines of a gateway's log (`message` "request"), once `n` are there.
+fn access_lines(gw: &Gateway, n: usize) -> Vec<Value> {
+    assert!(
+        gw.wait_log_nth("request", n, Duration::from_secs(5))
+            .is_some(),
+        "{n} access line(s) logged"
+    );
+    gw.log
+        .lock()
+        .expect("log")
+        .iter()
+        .filter(|v| v["message"] == "request")
+        .cloned()
+        .collect()
+}
+
+/// GET `path` with the given request id and extra headers; the answer's status.
+async fn get(addr: &str, path: &str, id: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut req = client()
+        .get(format!("http://{addr}{path}"))
+        .header("x-request-id", id);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("answered").status().as_u16()
+}
+
+#[tokio::test]
+async fn access_log_names_the_client_with_and_without_x_forwarded_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = process::write_config(dir.path(), "plain", "store: none\n");
+    let gw = Gateway::start(&plain);
+    let forged = [("x-forwarded-for", "203.0.113.9, 198.51.100.7")];
+    assert_eq!(get(&gw.addr, "/health", "plain-1", &forged).await, 200);
+    assert_eq!(get(&gw.addr, "/nowhere", "plain-2", &[]).await, 404);
+    let lines = access_lines(&gw, 2);
+    let fields = |v: &Value| {
+        (
+            v["client"].clone(),
+            v["method"].clone(),
+            v["path"].clone(),
+            v["status"].clone(),
+            v["request_id"].clone(),
+            v["level"].clone(),
+        )
+    };
+    // Without `x_forwarded_for` the header is not believed: the peer is the client.
+    assert_eq!(
+        lines.iter().map(fields).collect::<Vec<_>>(),
+        vec![
+            (
+                json!("127.0.0.1"),
+                json!("GET"),
+                json!("/health"),
+                json!(200),
+                json!("plain-1"),
+                json!("INFO")
+            ),
+            (
+                json!("127.0.0.1"),
+                json!("GET"),
+                json!("/nowhere"),
+                json!(404),
+                json!("plain-2"),
+                json!("INFO")
+            ),
+        ]
+    );
+    assert!(lines
+        .iter()
+        .all(|l| l["duration_ms"].as_f64().is_some_and(|d| d >= 0.0)));
+    drop(gw);
+
+    let text = std::fs::read_to_string(&plain).expect("config").replace(
+        "  format: json\n",
+        "  format: json\n  access:\n    x_forwarded_for: true\n",
+    );
+    let behind_proxy = dir.path().join("proxied.yaml");
+    std::fs::write(&behind_proxy, text).expect("config");
+    let gw = Gateway::start(&behind_proxy);
+    assert_eq!(get(&gw.addr, "/health", "proxied-1", &forged).await, 200);
+    assert_eq!(get(&gw.addr, "/health", "proxied-2", &[]).await, 200);
+    let lines = access_lines(&gw, 2);
+    // The last hop is the one the operator's proxy added; without the header, the peer.
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| (l["request_id"].clone(), l["client"].clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            (json!("proxied-1"), json!("198.51.100.7")),
+            (json!("proxied-2"), json!("127.0.0.1")),
+        ]
+    );
+}
+
+/// A gateway logging to a file (so not to standard error); killed when dropped.
+struct FileLogged(std::process::Child);
+
+impl Drop for FileLogged {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `path` holds a line containing `text`; that line.
+fn wait_file_line(path: &std::path::Path, text: &str) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(content) = std::fs::read_to_string(path) {
+            if let Some(line) = content.lines().find(|l| l.contains(text)) {
+                return Some(line.to_owned());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Sygnal's `WatchedFileHandler` in `log.setup`: lines go to that file, and
+/// after logrotate renames it, `SIGHUP` starts a new one.
+#[tokio::test]
+async fn a_file_handler_logs_to_its_file_and_reopens_it_after_sighup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("sygnal.log");
+    let rotated = dir.path().join("sygnal.log.1");
+    let base = process::write_config(dir.path(), "gw", "store: none\n");
+    let text = std::fs::read_to_string(&base).expect("config").replace(
+        "log:\n  level: info\n",
+        &format!(
+            "log:\n  setup:\n    version: 1\n    handlers:\n      file:\n        class: logging.handlers.WatchedFileHandler\n        filename: '{}'\n    root:\n      level: INFO\n      handlers: [file]\n",
+            log.display()
+        ),
+    );
+    std::fs::write(&base, text).expect("config");
+    let child = std::process::Command::new(process::BIN)
+        .arg("--config")
+        .arg(&base)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let gw = FileLogged(child);
+    let ready = wait_file_line(&log, "\"listen\"").expect("the ready line is in the file");
+    let ready: Value = serde_json::from_str(&ready).expect("a JSON line");
+    let addr = ready["listen"].as_str().expect("listen").to_owned();
+
+    assert_eq!(get(&addr, "/health", "before-rotation", &[]).await, 200);
+    assert!(wait_file_line(&log, "before-rotation").is_some());
+    std::fs::rename(&log, &rotated).expect("rotate");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &gw.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    // The reload line is the first one after the reopen: the new file exists.
+    assert!(
+        wait_file_line(&log, "reloaded").is_some(),
+        "a new file after SIGHUP"
+    );
+    assert_eq!(get(&addr, "/health", "after-rotation", &[]).await, 200);
+    assert!(wait_file_line(&log, "after-rotation").is_some());
+    let old = std::fs::read_to_string(&rotated).expect("rotated");
+    let new = std::fs::read_to_string(&log).expect("new");
+    assert!(old.contains("before-rotation") && !old.contains("after-rotation"));
+    assert!(!new.contains("before-rotation"));
+    drop(gw);
+}

@@ -72,6 +72,50 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
+        // Outermost: sees the final status, a panic's 500 included.
+        .layer(middleware::from_fn(access_log))
+}
+
+/// The peer of the connection a request came on (set by the accept loop).
+#[derive(Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+/// One access line per request (`log.access`), on target `pushgate::access`.
+async fn access_log(req: Request, next: Next) -> Response {
+    use crate::telemetry::access;
+    let settings = access::settings();
+    if !settings.enabled || !tracing::enabled!(target: access::TARGET, tracing::Level::INFO) {
+        return next.run(req).await;
+    }
+    let started = std::time::Instant::now();
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+    let client = access::client_address(
+        peer,
+        req.headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.as_bytes()),
+        settings.x_forwarded_for,
+    );
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info!(
+        target: access::TARGET,
+        client = %client.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        duration_ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        request_id,
+        "request"
+    );
+    resp
 }
 
 async fn health() -> impl IntoResponse {

@@ -162,7 +162,7 @@ pub async fn serve(
         match tls.clone() {
             None => {
                 connections.spawn(async move {
-                    serve_connection(stream, router, &http, stop).await;
+                    serve_connection(stream, peer, router, &http, stop).await;
                     drop(ticket);
                 });
             }
@@ -170,7 +170,7 @@ pub async fn serve(
                 connections.spawn(async move {
                     let handshake = acceptor.accept(stream);
                     match tokio::time::timeout(http.header_read_timeout, handshake).await {
-                        Ok(Ok(tls)) => serve_connection(tls, router, &http, stop).await,
+                        Ok(Ok(tls)) => serve_connection(tls, peer, router, &http, stop).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -261,6 +261,7 @@ impl Drop for Busy {
 /// turns true (then its requests in flight finish first).
 async fn serve_connection<I>(
     io: I,
+    peer: std::net::SocketAddr,
     router: Router,
     http: &HttpConfig,
     mut stop: watch::Receiver<bool>,
@@ -274,7 +275,9 @@ async fn serve_connection<I>(
     });
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            // For the access log's client address.
+            req.extensions_mut().insert(super::PeerAddr(peer));
             let busy = Busy::start(&activity);
             let router = router.clone();
             async move {

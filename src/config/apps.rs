@@ -31,6 +31,20 @@ pub enum AppKind {
     WebPush(WebPushConfig),
 }
 
+impl AppConfig {
+    /// When this app's APNs client certificate expires (Unix seconds); `None`
+    /// for token auth, other types, or a file no longer readable.
+    pub fn certificate_expiry(&self) -> Option<i64> {
+        match &self.kind {
+            AppKind::Apns(ApnsConfig {
+                auth: ApnsAuth::Certificate { certfile },
+                ..
+            }) => certificate_not_after(&std::fs::read(certfile).ok()?),
+            _ => None,
+        }
+    }
+}
+
 impl AppKind {
     /// The pushkin type name used in logs and metrics.
     pub fn type_name(&self) -> &'static str {
@@ -137,9 +151,12 @@ pub(super) fn read_apps(root: &mut Section<'_>, p: &mut Problems) -> Vec<AppConf
             p.error(path.clone(), "an app id must not be empty");
         }
         let Some(kind) = s.required_string("type", p) else {
+            s.ignore(&ALL_APP_KEYS);
             s.finish(p);
             continue;
         };
+        let kind = canonical_type(kind);
+        let type_keys = keys_of_type(&kind);
         let inflight = s.uint("inflight_request_limit", 512, 1, 1_000_000, p) as usize;
         let kind = match kind.as_str() {
             "apns" => read_apns(&mut s, p).map(AppKind::Apns),
@@ -160,6 +177,9 @@ pub(super) fn read_apps(root: &mut Section<'_>, p: &mut Problems) -> Vec<AppConf
                 None
             }
         };
+        // A reader that stopped at an error has not asked for the keys after
+        // it: they are still valid keys, not unknown ones.
+        s.ignore(type_keys);
         s.finish(p);
         if let Some(kind) = kind {
             out.push(AppConfig {
@@ -171,6 +191,88 @@ pub(super) fn read_apps(root: &mut Section<'_>, p: &mut Problems) -> Vec<AppConf
     }
     apps.finish(p);
     out
+}
+
+/// Sygnal's pushkin class paths name our types too (`type:` takes either).
+fn canonical_type(kind: String) -> String {
+    match kind.as_str() {
+        "sygnal.apnspushkin.ApnsPushkin" => "apns".into(),
+        "sygnal.gcmpushkin.GcmPushkin" => "gcm".into(),
+        "sygnal.webpushpushkin.WebpushPushkin" => "webpush".into(),
+        _ => kind,
+    }
+}
+
+const COMMON_KEYS: [&str; 2] = ["type", "inflight_request_limit"];
+const APNS_KEYS: [&str; 14] = [
+    "certfile",
+    "keyfile",
+    "key_id",
+    "team_id",
+    "topic",
+    "platform",
+    "push_type",
+    "convert_device_token_to_hex",
+    "send_badge_counts",
+    "expiration",
+    "collapse_id_from_room",
+    "endpoint",
+    "ca_file",
+    "inflight_request_limit",
+];
+const FCM_KEYS: [&str; 11] = [
+    "api_version",
+    "api_key",
+    "project_id",
+    "service_account_file",
+    "fcm_options",
+    "max_connections",
+    "send_badge_counts",
+    "endpoint",
+    "token_uri",
+    "ca_file",
+    "inflight_request_limit",
+];
+const WEBPUSH_KEYS: [&str; 9] = [
+    "vapid_private_key",
+    "vapid_contact_email",
+    "allowed_endpoints",
+    "ttl",
+    "max_connections",
+    "allow_private_endpoints",
+    "allow_http_endpoints",
+    "ca_file",
+    "inflight_request_limit",
+];
+/// Every key some app type reads: an app whose type is missing or unknown
+/// gets no "unknown key" warnings on top of its type error.
+const ALL_APP_KEYS: [&str; 36] = concat_keys();
+
+const fn concat_keys() -> [&'static str; 36] {
+    let mut out = [""; 36];
+    let mut n = 0;
+    let lists: [&[&str]; 4] = [&COMMON_KEYS, &APNS_KEYS, &FCM_KEYS, &WEBPUSH_KEYS];
+    let mut l = 0;
+    while l < lists.len() {
+        let mut i = 0;
+        while i < lists[l].len() {
+            out[n] = lists[l][i];
+            n += 1;
+            i += 1;
+        }
+        l += 1;
+    }
+    out
+}
+
+/// The keys an app of this type may have; all app keys for a type we don't know.
+fn keys_of_type(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "apns" => &APNS_KEYS,
+        "gcm" | "fcm" => &FCM_KEYS,
+        "webpush" => &WEBPUSH_KEYS,
+        _ => &ALL_APP_KEYS,
+    }
 }
 
 fn apps_keys(apps: &Section<'_>) -> Vec<String> {
@@ -216,15 +318,16 @@ fn read_apns(s: &mut Section<'_>, p: &mut Problems) -> Option<ApnsConfig> {
     let key_id = s.string("key_id", p);
     let team_id = s.string("team_id", p);
     let topic = s.string("topic", p);
+    if certfile.is_some() && keyfile.is_some() {
+        // Sygnal uses the certificate when both are given; so do we, but say so.
+        p.warn(
+            s.path.clone(),
+            "both `certfile` and `keyfile` are set: the certificate is used and `keyfile` ignored (as Sygnal does); remove one",
+        );
+    }
+    let keyfile = if certfile.is_some() { None } else { keyfile };
     let auth = match (certfile, keyfile) {
-        (Some(_), Some(_)) => {
-            p.error(
-                s.path.clone(),
-                "set either `certfile` (certificate auth) or `keyfile` (token auth), not both",
-            );
-            return None;
-        }
-        (Some(certfile), None) => {
+        (Some(certfile), _) => {
             if let Some(bytes) = readable(&certfile, s.key_path("certfile"), p) {
                 match check_certificate(&bytes) {
                     Err(why) => p.error(
@@ -277,12 +380,13 @@ fn read_apns(s: &mut Section<'_>, p: &mut Problems) -> Option<ApnsConfig> {
         }
     };
     let platform = match s.string("platform", p).as_deref() {
-        None | Some("production") => ApnsPlatform::Production,
+        // Sygnal's spellings: `prod` and an empty value mean production too.
+        None | Some("production" | "prod" | "") => ApnsPlatform::Production,
         Some("sandbox") => ApnsPlatform::Sandbox,
         Some(other) => {
             p.error(
                 s.key_path("platform"),
-                format!("`{other}`: expected `production` or `sandbox`"),
+                format!("`{other}`: expected `production` (or `prod`) or `sandbox`"),
             );
             ApnsPlatform::Production
         }
@@ -419,7 +523,7 @@ fn read_webpush(s: &mut Section<'_>, p: &mut Problems) -> Option<WebPushConfig> 
                 p.error(
                     s.key_path("vapid_private_key"),
                     format!(
-                        "`{}` is not a P-256 private key in PEM (PKCS#8 or SEC1)",
+                        "`{}` is not a P-256 private key in PEM (PKCS#8 or SEC1) or base64url DER",
                         key_path.display()
                     ),
                 );
@@ -486,4 +590,14 @@ pub fn check_certificate(pem: &[u8]) -> Result<i64, String> {
         ));
     }
     Ok((not_after - now) / 86_400)
+}
+
+/// When the first certificate of a PEM file expires (Unix seconds); `None`
+/// when the file holds no readable certificate. For the expiry gauge.
+pub fn certificate_not_after(pem: &[u8]) -> Option<i64> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let first = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&first).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }

@@ -8,6 +8,7 @@
 //! start-up, not at the first push.
 
 mod apps;
+mod logsetup;
 mod problems;
 mod tls;
 mod walk;
@@ -19,7 +20,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use apps::{
-    ApnsAuth, ApnsConfig, ApnsPlatform, AppConfig, AppKind, FcmConfig, VapidKey, WebPushConfig,
+    certificate_not_after, check_certificate, ApnsAuth, ApnsConfig, ApnsPlatform, AppConfig,
+    AppKind, FcmConfig, VapidKey, WebPushConfig,
 };
 pub use problems::{ConfigError, Problem, Problems, Severity};
 pub use tls::TlsConfig;
@@ -56,6 +58,22 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// Take the client address of the request log line from `X-Forwarded-For`.
     pub x_forwarded_for: bool,
+    /// Where log lines go: `log.file`, or the handler `log.setup` names.
+    pub output: LogOutput,
+    /// `log.access.enabled`: one line per HTTP request (target `pushgate::access`).
+    pub access_enabled: bool,
+    /// Access lines go here instead of with the other lines (`log.access.file`,
+    /// or a handler of `log.setup`'s `sygnal.access` logger).
+    pub access_output: Option<LogOutput>,
+}
+
+/// Where log lines are written. A file is opened for appending and reopened
+/// at `SIGHUP`, so logrotate can move it away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogOutput {
+    Stderr,
+    Stdout,
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -356,30 +374,17 @@ fn read_log(s: Option<Section<'_>>, p: &mut Problems) -> LogConfig {
         level: "info".into(),
         format: LogFormat::Text,
         x_forwarded_for: false,
+        output: LogOutput::Stderr,
+        access_enabled: true,
+        access_output: None,
     };
     let Some(mut s) = s else { return cfg };
-    if let Some(mut setup) = s.section("setup", p) {
-        // Sygnal passes this to Python's logging.dictConfig; only the root level carries over.
-        let level = setup
-            .section("root", p)
-            .and_then(|mut root| root.string("level", p));
-        match level {
-            Some(l) => cfg.level = l.to_ascii_lowercase(),
-            None => p.warn(
-                setup.path.clone(),
-                "Python logging setup is not interpreted (only root.level is used); use log.level and log.format",
-            ),
-        }
-        setup.ignore(&[
-            "version",
-            "formatters",
-            "handlers",
-            "loggers",
-            "disable_existing_loggers",
-            "filters",
-            "incremental",
-        ]);
-        setup.finish(p);
+    if let Some(setup) = s.section("setup", p) {
+        // Sygnal passes this to Python's logging.dictConfig.
+        logsetup::read_setup(setup, &mut cfg, p);
+    }
+    if let Some(file) = s.path("file", p) {
+        cfg.output = LogOutput::File(file);
     }
     if let Some(level) = s.string("level", p) {
         cfg.level = level;
@@ -393,7 +398,40 @@ fn read_log(s: Option<Section<'_>>, p: &mut Problems) -> LogConfig {
     }
     if let Some(mut access) = s.section("access", p) {
         cfg.x_forwarded_for = access.bool("x_forwarded_for", false, p);
+        cfg.access_enabled = access.bool("enabled", true, p);
+        if let Some(file) = access.path("file", p) {
+            cfg.access_output = Some(LogOutput::File(file));
+        }
         access.finish(p);
+    }
+    // A file named by `log.setup`'s handlers is reported there.
+    let access_has_file = s
+        .raw("access")
+        .and_then(|a| a.get("file"))
+        .is_some_and(|f| !f.is_null());
+    for (key, out) in [
+        (
+            if s.has("file") {
+                "file"
+            } else {
+                "setup.handlers"
+            },
+            Some(&cfg.output),
+        ),
+        (
+            if access_has_file {
+                "access.file"
+            } else {
+                "setup.handlers"
+            },
+            cfg.access_output.as_ref(),
+        ),
+    ] {
+        if let Some(LogOutput::File(path)) = out {
+            if let Err(why) = writable_file(path) {
+                p.error(s.key_path(key), why);
+            }
+        }
     }
     if tracing_subscriber::EnvFilter::try_new(&cfg.level).is_err() {
         p.error(
@@ -470,6 +508,12 @@ fn read_metrics(s: Option<Section<'_>>, p: &mut Problems) -> MetricsConfig {
             let addr = prom
                 .string("address", p)
                 .unwrap_or_else(|| "127.0.0.1".into());
+            // Sygnal (Python's HTTP server) reads an empty address as every interface.
+            let addr = if addr.trim().is_empty() {
+                "0.0.0.0".to_owned()
+            } else {
+                addr
+            };
             let port = prom.uint("port", 8000, 0, 65535, p) as u16;
             match addr
                 .trim_matches(|c| c == '[' || c == ']')
@@ -642,6 +686,9 @@ fn read_store(root: &mut Section<'_>, p: &mut Problems) -> StoreConfig {
                 let path = sq
                     .path("path", p)
                     .unwrap_or_else(|| PathBuf::from("./pushgate.db"));
+                if let Err(why) = writable_file(&path) {
+                    p.error(sq.key_path("path"), why);
+                }
                 sq.finish(p);
                 StoreConfig::Sqlite { path }
             } else if let Some(mut pg) = s.section("postgres", p) {
@@ -675,6 +722,47 @@ fn read_store(root: &mut Section<'_>, p: &mut Problems) -> StoreConfig {
     }
 }
 
+/// Whether the gateway will be able to create or append to `path`: its
+/// directory exists and is writable, and the file, if there, is writable.
+/// An existing file is opened for appending (nothing written); for a new one,
+/// a uniquely named probe file is created in the directory and removed.
+fn writable_file(path: &Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "`{}`: the directory `{}` does not exist",
+            path.display(),
+            dir.display()
+        ));
+    }
+    if path.is_dir() {
+        return Err(format!("`{}` is a directory", path.display()));
+    }
+    let probe = if path.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+    } else {
+        let name = dir.join(format!(
+            ".pushgate-check-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&name)
+            .map(|_| {
+                let _ = std::fs::remove_file(&name);
+            })
+    };
+    probe.map_err(|e| format!("`{}` cannot be written: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -689,6 +777,143 @@ mod tests {
                 .collect(),
             Err(e) => vec![e.to_string()],
         }
+    }
+
+    /// `n` comment lines at `indent` spaces, the way sample configs explain a key.
+    fn comments(n: usize, indent: usize) -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "{:indent$}# line {i}: explains the key below, 'quoted' and \"quoted\" too\n",
+                    ""
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn long_comment_blocks_parse_at_every_nesting_level() {
+        for n in [32, 33, 100, 1000] {
+            let (c0, c2, c4, c6, c8) = (
+                comments(n, 0),
+                comments(n, 2),
+                comments(n, 4),
+                comments(n, 6),
+                comments(n, 8),
+            );
+            let yaml = format!(
+                "{c0}log:\n{c2}  level: 'debug'\n{c2}  access:\n{c4}    x_forwarded_for: true\n{c4}\n\
+                 http:\n{c2}  bind_addresses:\n{c4}    - \"127.0.0.1\"\n{c4}    - '::1'\n{c2}  port: 5000\n\
+                 {c0}limits: &limits\n{c2}  max_devices: 50\n\
+                 metrics:\n{c2}  prometheus:\n{c4}    enabled: false\n{c4}    address: ''\n\
+                 store: \"none\"\n\
+                 apps:\n{c2}  com.example.a:\n{c4}    type: \"sygnal.gcmpushkin.GcmPushkin\"\n\
+                 {c4}    api_version: v1\n{c4}    project_id: 'p'\n\
+                 {c4}    service_account_file: \"/nonexistent/sa.json\"\n\
+                 {c4}    fcm_options:\n{c6}      android:\n{c8}        priority: high\n{c8}\n\
+                 {c2}  com.example.b:\n{c4}    type: apns\n{c4}    keyfile: /nonexistent/k.p8\n\
+                 {c4}    key_id: &kid 'ABC'\n{c4}    team_id: *kid\n{c4}    topic: \"t\"\n{c0}"
+            );
+            let problems = match Config::from_yaml(&yaml, "t.yaml") {
+                Err(ConfigError::Invalid { problems, .. }) => problems,
+                other => panic!("{n} comment lines: expected the missing key files, got {other:?}"),
+            };
+            let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            assert_eq!(
+                text,
+                vec![
+                    "error: apps.com.example.a.service_account_file: cannot read `/nonexistent/sa.json`: No such file or directory (os error 2)".to_owned(),
+                    "error: apps.com.example.b.keyfile: cannot read `/nonexistent/k.p8`: No such file or directory (os error 2)".to_owned(),
+                ],
+                "{n} comment lines"
+            );
+        }
+    }
+
+    #[test]
+    fn anchors_aliases_and_quoting_styles_read_alike() {
+        let yaml = "defaults: &d\n  upstream_timeout: \"5s\"\n  connect_timeout: '2s'\n\
+                    dispatch:\n  <<: *d\n  max_age: 1h\n\
+                    http:\n  bind_addresses: [\"127.0.0.1\", '::1']\n";
+        let (c, warnings) = Config::from_yaml(yaml, "t.yaml").expect("valid");
+        assert_eq!(c.dispatch.upstream_timeout, Duration::from_secs(5));
+        assert_eq!(c.dispatch.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.dispatch.max_age, Duration::from_secs(3600));
+        assert_eq!(c.http.bind_addresses.len(), 2);
+        // The anchor's holder is not a key we know; it is named, not fatal.
+        assert!(warnings
+            .iter()
+            .any(|w| w.to_string() == "warning: defaults: unknown key, ignored"));
+    }
+
+    #[test]
+    fn sygnal_values_we_used_to_refuse() {
+        let (c, _) = Config::from_yaml(
+            "metrics:\n  prometheus:\n    enabled: true\n    address: ''\n    port: 9000\n",
+            "t.yaml",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.metrics.prometheus,
+            Some((IpAddr::from([0, 0, 0, 0]), 9000))
+        );
+    }
+
+    #[test]
+    fn with_certfile_and_keyfile_the_certificate_is_used_and_prod_is_production() {
+        use p256::pkcs8::{EncodePrivateKey, LineEnding};
+        let dir = tempfile::tempdir().expect("dir");
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.p8");
+        let ca = testkit::tls::TestCa::new();
+        std::fs::write(&cert, ca.client_cert("com.example.ios").combined_pem()).expect("cert");
+        let p8 = p256::SecretKey::random(&mut rand::rngs::OsRng)
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("pem");
+        std::fs::write(&key, p8.as_bytes()).expect("key");
+        let yaml = format!(
+            "store: none\napps:\n  a:\n    type: sygnal.apnspushkin.ApnsPushkin\n    certfile: {}\n    keyfile: {}\n    key_id: K\n    team_id: T\n    platform: prod\n",
+            cert.display(),
+            key.display()
+        );
+        let (c, warnings) = Config::from_yaml(&yaml, "t.yaml").expect("valid");
+        let AppKind::Apns(apns) = &c.apps[0].kind else {
+            panic!("an APNs app: {:?}", c.apps[0].kind);
+        };
+        assert!(
+            matches!(&apns.auth, ApnsAuth::Certificate { certfile } if *certfile == cert),
+            "{:?}",
+            apns.auth
+        );
+        assert_eq!(apns.platform, ApnsPlatform::Production);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(c.apps[0]
+            .certificate_expiry()
+            .is_some_and(|t| t > 1_700_000_000));
+    }
+
+    #[test]
+    fn an_unusable_store_path_is_a_config_error() {
+        assert_eq!(
+            errors("store:\n  sqlite:\n    path: /nonexistent/dir/pushgate.db\n"),
+            vec!["error: store.sqlite.path: `/nonexistent/dir/pushgate.db`: the directory `/nonexistent/dir` does not exist"]
+        );
+        let dir = tempfile::tempdir().expect("dir");
+        let yaml = format!("store:\n  sqlite:\n    path: {}\n", dir.path().display());
+        assert_eq!(
+            errors(&yaml),
+            vec![format!(
+                "error: store.sqlite.path: `{}` is a directory",
+                dir.path().display()
+            )]
+        );
+        let ok = format!(
+            "store:\n  sqlite:\n    path: {}/new.db\n",
+            dir.path().display()
+        );
+        assert_eq!(errors(&ok), Vec::<String>::new());
+        // Checking created nothing.
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
     }
 
     #[test]

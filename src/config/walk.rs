@@ -227,7 +227,7 @@ impl<'a> Section<'a> {
             _ => {
                 p.error(
                     self.key_path(key),
-                    "expected a size in bytes: a number, or a string like \"512KiB\" or \"1MiB\"",
+                    "expected a size in bytes: a number, or a string like \"512KiB\", \"1MiB\" or \"1GiB\"",
                 );
                 default
             }
@@ -273,14 +273,56 @@ impl<'a> Section<'a> {
         self.seen.extend(keys.iter().copied());
     }
 
-    /// Warns about every key that no reader asked for.
+    /// Warns about every key that no reader asked for, suggesting the known
+    /// key it most likely misspells.
     pub fn finish(self, p: &mut Problems) {
         for key in self.map.keys() {
             if !self.seen.contains(key.as_str()) {
-                p.warn(join(&self.path, key), "unknown key, ignored");
+                let message = match closest(key, self.seen.iter().copied()) {
+                    Some(known) => format!("unknown key, ignored; did you mean `{known}`?"),
+                    None => "unknown key, ignored".to_owned(),
+                };
+                p.warn(join(&self.path, key), message);
             }
         }
     }
+}
+
+/// The known key closest to `typo` when it is a likely misspelling: at most
+/// one edit for short keys, two for longer ones (a swap of neighbours is one).
+fn closest<'k>(typo: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k str> {
+    let budget = if typo.chars().count() <= 4 { 1 } else { 2 };
+    known
+        .map(|k| (edit_distance(typo, k), k))
+        .filter(|(d, _)| *d <= budget)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions
+/// and transpositions of adjacent characters each cost one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 fn parse_size(s: &str) -> Option<u64> {
@@ -292,6 +334,7 @@ fn parse_size(s: &str) -> Option<u64> {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
         _ => return None,
     };
     n.checked_mul(mult)
@@ -306,7 +349,19 @@ mod tests {
         assert_eq!(parse_size("512KiB"), Some(512 * 1024));
         assert_eq!(parse_size("1 MiB"), Some(1024 * 1024));
         assert_eq!(parse_size("100"), Some(100));
-        assert_eq!(parse_size("1GiB"), None);
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("1TiB"), None);
         assert_eq!(parse_size("x"), None);
+    }
+
+    #[test]
+    fn misspelt_keys_get_the_closest_known_key() {
+        let known = ["http", "log", "metrics", "apps", "proxy"];
+        assert_eq!(closest("htpp", known.iter().copied()), Some("http"));
+        assert_eq!(closest("metric", known.iter().copied()), Some("metrics"));
+        assert_eq!(closest("pxory", known.iter().copied()), Some("proxy"));
+        assert_eq!(closest("colour", known.iter().copied()), None);
+        assert_eq!(closest("lag", known.iter().copied()), Some("log"));
+        assert_eq!(closest("xyz", known.iter().copied()), None);
     }
 }

@@ -95,6 +95,11 @@ pub struct Metrics {
     inbound_refused: IntCounterVec,
     outbox_worker_restarts: IntCounter,
     outbox_worker_up: IntGauge,
+    /// Sygnal's FCM connection-slot families: time waiting, requests waiting.
+    gcm_queue_time: Histogram,
+    gcm_pending: IntGauge,
+    /// Sygnal's: when each APNs app's client certificate expires (Unix seconds).
+    client_cert_expiry: IntGaugeVec,
 }
 
 /// Registers every family up front, so a scrape shows each one (at zero)
@@ -309,8 +314,29 @@ impl Metrics {
                 "pushgate_outbox_worker_up",
                 "1 while the outbox worker runs; 0 without a store, or while it restarts",
             ),
+            gcm_queue_time: b.histogram(
+                "sygnal_gcm_queue_time",
+                "Time taken waiting for a connection to GCM",
+            ),
+            gcm_pending: b.gauge(
+                "sygnal_pending_gcm_requests",
+                "Number of GCM requests waiting for a connection",
+            ),
+            client_cert_expiry: b.gauge_vec(
+                "sygnal_client_cert_expiry",
+                "The expiry date of the client certificate in seconds since the epoch",
+                &["pushkin"],
+            ),
             registry: b.registry,
         };
+        // process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds, process_max_fds …: Sygnal's dashboard plots them.
+        #[cfg(target_os = "linux")]
+        if let Err(e) = m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )) {
+            tracing::error!(error = %e, "process metrics registration failed (a bug)");
+        }
         for limit in ["max_connections", "max_connections_per_ip"] {
             m.inbound_refused.with_label_values(&[limit]);
         }
@@ -414,6 +440,13 @@ impl Metrics {
         self.inbound_refused.with_label_values(&[limit]).inc();
     }
 
+    /// The client certificate of APNs app `app` expires at `not_after` (Unix seconds).
+    pub fn client_cert_expiry(&self, app: &str, not_after: i64) {
+        self.client_cert_expiry
+            .with_label_values(&[app])
+            .set(not_after);
+    }
+
     pub fn queued(&self, app: &str) {
         self.outbox_queued.with_label_values(&[app]).inc();
     }
@@ -452,6 +485,8 @@ impl Metrics {
             status_codes: f.status_codes.clone(),
             token_refreshes: self.token_refreshes.clone(),
             connections: self.connections.with_label_values(&[app]),
+            slot_wait: (service == Service::Gcm)
+                .then(|| (self.gcm_queue_time.clone(), self.gcm_pending.clone())),
         }
     }
 
@@ -509,9 +544,40 @@ pub struct Upstream {
     status_codes: IntCounterVec,
     token_refreshes: IntCounterVec,
     connections: IntCounter,
+    /// FCM only (Sygnal has these for GCM alone): time waiting for a
+    /// connection slot, and the requests waiting for one.
+    slot_wait: Option<(Histogram, IntGauge)>,
+}
+
+/// A request waiting for a connection slot: counted as pending until dropped,
+/// then its wait is observed.
+pub struct SlotWait<'a> {
+    families: Option<&'a (Histogram, IntGauge)>,
+    started: Instant,
+}
+
+impl Drop for SlotWait<'_> {
+    fn drop(&mut self) {
+        if let Some((time, pending)) = self.families {
+            pending.dec();
+            time.observe(self.started.elapsed().as_secs_f64());
+        }
+    }
 }
 
 impl Upstream {
+    /// A request starts waiting for a connection slot; drop the guard once it has one.
+    pub fn waiting_for_slot(&self) -> SlotWait<'_> {
+        let families = self.slot_wait.as_ref();
+        if let Some((_, pending)) = families {
+            pending.inc();
+        }
+        SlotWait {
+            families,
+            started: Instant::now(),
+        }
+    }
+
     /// An HTTP request to the push service starts; the guard times it and
     /// carries its `upstream` span (instrument the request future with it).
     pub fn request(&self) -> UpstreamCall<'_> {
@@ -594,6 +660,12 @@ mod tests {
             "pushgate_inbound_connections 0",
             "pushgate_inbound_connections_refused_total{limit=\"max_connections\"} 0",
             "pushgate_build_info{version=",
+            "sygnal_gcm_queue_time_count 0",
+            "sygnal_pending_gcm_requests 0",
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
         ] {
             assert!(text.contains(family), "{family} missing from\n{text}");
         }
@@ -631,6 +703,26 @@ mod tests {
             text.contains(
                 "sygnal_apns_status_codes_total{code=\"410\",pushkin=\"com.example.app\"} 1"
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn fcm_slot_waits_and_certificate_expiry_are_exported() {
+        let m = Metrics::new();
+        let fcm = m.upstream(Service::Gcm, "im.example.android");
+        let apns = m.upstream(Service::Apns, "im.example.ios");
+        {
+            let _waiting = fcm.waiting_for_slot();
+            let _other = apns.waiting_for_slot();
+            assert!(m.render().contains("sygnal_pending_gcm_requests 1"));
+        }
+        m.client_cert_expiry("im.example.ios", 1_900_000_000);
+        let text = m.render();
+        assert!(text.contains("sygnal_pending_gcm_requests 0"), "{text}");
+        assert!(text.contains("sygnal_gcm_queue_time_count 1"), "{text}");
+        assert!(
+            text.contains("sygnal_client_cert_expiry{pushkin=\"im.example.ios\"} 1900000000"),
             "{text}"
         );
     }

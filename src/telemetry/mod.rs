@@ -1,32 +1,61 @@
-//! Logging set-up (`tracing`, text or JSON), redaction of pushkeys, and the
-//! Prometheus metrics ([`metrics`]).
+//! Logging set-up (`tracing`, text or JSON, to a stream or a file that is
+//! reopened at `SIGHUP`), the access log ([`access`]), redaction of
+//! pushkeys, and the Prometheus metrics ([`metrics`]).
 
+pub mod access;
+pub mod logfile;
 pub mod metrics;
 pub mod otlp;
 
 use std::io::IsTerminal;
 
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{fmt, EnvFilter, Layer};
+use tracing_subscriber::{fmt, EnvFilter, Layer, Registry};
 
-use crate::config::{LogConfig, LogFormat, TracingConfig};
+use crate::config::{LogConfig, LogFormat, LogOutput, TracingConfig};
 
-/// Installs the global subscriber: log lines (text or JSON) and, when
-/// `tracing.otlp` is on, span export. `RUST_LOG`, when set, overrides
-/// `log.level`. Keep the returned guard until exit: dropping it flushes spans.
-pub fn init(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> Option<otlp::OtlpGuard> {
-    let filter = || {
-        EnvFilter::try_from_default_env()
-            .or_else(|_| EnvFilter::try_new(&cfg.level))
-            .unwrap_or_else(|_| EnvFilter::new("info"))
-    };
-    let ansi = std::io::stderr().is_terminal();
+/// A writer for `out`, and whether it is a terminal (colours on). A file that
+/// cannot be opened (it was checked at load, so this is rare) falls back to
+/// standard error, with the reason returned for logging once the subscriber is up.
+fn writer(out: &LogOutput) -> (BoxMakeWriter, bool, Option<String>) {
+    match out {
+        LogOutput::Stderr => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+            None,
+        ),
+        LogOutput::Stdout => (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+            None,
+        ),
+        LogOutput::File(path) => match logfile::LogFile::open(path) {
+            Ok(f) => (BoxMakeWriter::new(logfile::ArcLogFile(f)), false, None),
+            Err(e) => (
+                BoxMakeWriter::new(std::io::stderr),
+                std::io::stderr().is_terminal(),
+                Some(format!(
+                    "cannot open the log file {}: {e}; logging to standard error",
+                    path.display()
+                )),
+            ),
+        },
+    }
+}
+
+fn fmt_layer(
+    format: LogFormat,
+    out: &LogOutput,
+) -> (Box<dyn Layer<Registry> + Send + Sync>, Option<String>) {
+    let (w, ansi, problem) = writer(out);
     // Request ids are fields of every line already; span context would repeat them.
-    let fmt = match cfg.format {
+    let layer = match format {
         LogFormat::Text => fmt::layer()
             .with_target(false)
-            .with_writer(std::io::stderr)
+            .with_writer(w)
             .with_ansi(ansi)
             .boxed(),
         LogFormat::Json => fmt::layer()
@@ -35,25 +64,66 @@ pub fn init(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> Option<otlp::OtlpGu
             .with_current_span(false)
             .with_span_list(false)
             .with_target(false)
-            .with_writer(std::io::stderr)
+            .with_writer(w)
             .boxed(),
     };
-    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter()));
-    let Some(otlp_cfg) = &tracing_cfg.otlp else {
-        // try_init: tests may install their own subscriber first.
-        let _ = registry.try_init();
-        return None;
+    (layer, problem)
+}
+
+/// Installs the global subscriber: log lines (text or JSON) to `log`'s
+/// output, access lines to theirs, and, when `tracing.otlp` is on, span
+/// export. `RUST_LOG`, when set, overrides `log.level`. Keep the returned
+/// guard until exit: dropping it flushes spans.
+pub fn init(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> Option<otlp::OtlpGuard> {
+    access::configure(cfg);
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(&cfg.level))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
     };
-    match otlp::layer(otlp_cfg) {
-        Ok((layer, guard)) => {
-            let _ = registry.with(layer.with_filter(filter())).try_init();
-            Some(guard)
+    let separate_access = cfg.access_output.is_some();
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
+    let (main, problem) = fmt_layer(cfg.format, &cfg.output);
+    let mut problems: Vec<String> = problem.into_iter().collect();
+    layers.push(
+        main.with_filter(filter())
+            .with_filter(filter_fn(move |m| {
+                !(separate_access && m.target() == access::TARGET)
+            }))
+            .boxed(),
+    );
+    if let Some(out) = &cfg.access_output {
+        let (layer, problem) = fmt_layer(cfg.format, out);
+        problems.extend(problem);
+        layers.push(
+            layer
+                .with_filter(filter())
+                .with_filter(filter_fn(|m| m.target() == access::TARGET))
+                .boxed(),
+        );
+    }
+    let mut guard = None;
+    if let Some(otlp_cfg) = &tracing_cfg.otlp {
+        match otlp::layer(otlp_cfg) {
+            Ok((layer, g)) => {
+                layers.push(layer.with_filter(filter()).boxed());
+                guard = Some(g);
+            }
+            Err(e) => problems.push(format!("{e}; spans are not exported")),
         }
-        Err(e) => {
-            let _ = registry.try_init();
-            tracing::error!("{e}; spans are not exported");
-            None
-        }
+    }
+    // try_init: tests may install their own subscriber first.
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    for p in problems {
+        tracing::error!("{p}");
+    }
+    guard
+}
+
+/// Reopens the log files (at `SIGHUP`, after logrotate moved them).
+pub fn reopen_logs() {
+    for (path, e) in logfile::reopen_all() {
+        tracing::error!(file = %path.display(), error = %e, "cannot reopen the log file; still writing to the old one");
     }
 }
 

@@ -332,3 +332,82 @@ async fn app_in_flight_limit_with_a_store_queues_the_excess() {
     )
     .await;
 }
+
+/// Every family the reference's Grafana dashboard and the usual certificate
+/// alert query, scraped from a gateway with an FCM app that sent one push
+/// and an APNs app on a client certificate.
+#[tokio::test]
+async fn the_reference_dashboard_s_families_are_all_exported() {
+    use testkit::fcm::{service_account_json, FakeGoogle, SERVICE_ACCOUNT_KEY};
+    let google = FakeGoogle::start(3600).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let sa = dir.path().join("sa.json");
+    std::fs::write(
+        &sa,
+        service_account_json(&google.token_uri(), SERVICE_ACCOUNT_KEY),
+    )
+    .expect("sa");
+    let cert = dir.path().join("cert.pem");
+    let hours = 24 * 40;
+    std::fs::write(
+        &cert,
+        testkit::tls::TestCa::new()
+            .client_cert_expiring("com.example.ios", hours)
+            .combined_pem(),
+    )
+    .expect("cert");
+    let gw = spawn(&format!(
+        "{METRICS}apps:\n  com.example.android:\n    type: gcm\n    api_version: v1\n    project_id: example-project\n    service_account_file: {}\n    endpoint: {}\n\
+         \x20 com.example.ios:\n    type: apns\n    certfile: {}\n    topic: com.example.ios\n",
+        sa.display(),
+        google.base_url(),
+        cert.display()
+    ))
+    .await;
+    let push = json!({"notification": {
+        "event_id": "$ev", "room_id": "!room:x", "type": "m.room.message", "sender": "@alice:x",
+        "counts": {"unread": 1}, "content": {"msgtype": "m.text", "body": "hi"},
+        "devices": [{"app_id": "com.example.android", "pushkey": "tok-1", "data": {}}]
+    }});
+    let a = gw.notify(&push).await;
+    assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
+
+    let text = assert_metrics(
+        &gw,
+        &[
+            ("sygnal_gcm_queue_time_count", 1.0),
+            ("sygnal_pending_gcm_requests", 0.0),
+            ("sygnal_gcm_request_time_count", 1.0),
+        ],
+    )
+    .await;
+    // The process collector: this test process's own figures, so only their sense is known.
+    for (series, at_least) in [
+        ("process_cpu_seconds_total", 0.0),
+        ("process_resident_memory_bytes", 1e6),
+        ("process_open_fds", 3.0),
+        ("process_max_fds", 3.0),
+        ("process_start_time_seconds", 1e9),
+    ] {
+        let v = sample(&text, series).unwrap_or(-1.0);
+        assert!(v >= at_least, "{series} = {v}\n{text}");
+    }
+    // Sygnal's meaning: the expiry date, in seconds since the epoch.
+    let expiry = sample(
+        &text,
+        "sygnal_client_cert_expiry{pushkin=\"com.example.ios\"}",
+    )
+    .expect("certificate expiry exported");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let expected = now + (hours * 3600) as f64;
+    assert!(
+        (expiry - expected).abs() < 86_400.0,
+        "expiry {expiry}, expected about {expected}"
+    );
+    // Token-auth and non-APNs apps have no certificate series.
+    assert!(!text.contains("sygnal_client_cert_expiry{pushkin=\"com.example.android\"}"));
+    promtool_check(&text);
+}

@@ -120,7 +120,9 @@ impl Fcm {
                 }
             };
             let step = {
+                let waiting = self.metrics.waiting_for_slot();
                 let _permit = self.connections.acquire().await;
+                drop(waiting);
                 let request = self
                     .client
                     .post(&self.url)

@@ -19,7 +19,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use apps::{
-    ApnsAuth, ApnsConfig, ApnsPlatform, AppConfig, AppKind, FcmConfig, VapidKey, WebPushConfig,
+    ApnsAuth, ApnsConfig, ApnsPlatform, AppConfig, AppKind, EndpointKeys, FcmConfig,
+    UnifiedPushConfig, VapidKey, WebPushConfig,
 };
 pub use problems::{ConfigError, Problem, Problems, Severity};
 pub use tls::TlsConfig;

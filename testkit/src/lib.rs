@@ -13,6 +13,7 @@
 //! - [`load`]: count-only mode and answer delays for the benchmark.
 //! - [`otlp`]: an OpenTelemetry collector stand-in (OTLP/HTTP JSON) that records spans.
 //! - [`proxy`]: a forward HTTP proxy (CONNECT and absolute-form) that records its targets.
+//! - [`unifiedpush`]: an ntfy-like UnifiedPush server (HTTP or HTTPS) that records bodies and headers.
 
 pub mod apns;
 pub mod faulty;
@@ -22,4 +23,5 @@ pub mod otlp;
 pub mod postgres;
 pub mod proxy;
 pub mod tls;
+pub mod unifiedpush;
 pub mod webpush;

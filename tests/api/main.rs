@@ -14,5 +14,6 @@ mod proxy;
 mod rejections;
 mod routing;
 mod tls;
+mod unifiedpush;
 mod validation;
 mod webpush;

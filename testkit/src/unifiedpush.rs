@@ -11,14 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::record::Recorder;
+use crate::tls::TestCa;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::sync::Notify;
-
-use crate::tls::TestCa;
 
 /// The most a UnifiedPush server must accept; larger bodies are answered 413.
 pub const MAX_MESSAGE: usize = 4096;
@@ -68,8 +67,7 @@ struct Inner {
     behaviours: Mutex<HashMap<String, Behaviour>>,
     /// Answers used once each, in order, before the lasting behaviour.
     scripts: Mutex<HashMap<String, VecDeque<Behaviour>>>,
-    received: Mutex<Vec<ReceivedPush>>,
-    arrived: Notify,
+    received: Recorder<ReceivedPush>,
     connections: AtomicUsize,
 }
 
@@ -156,11 +154,7 @@ impl FakeUnifiedPush {
     }
 
     pub fn received(&self) -> Vec<ReceivedPush> {
-        self.inner
-            .received
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default()
+        self.inner.received.all()
     }
 
     pub fn received_for(&self, topic: &str) -> Vec<ReceivedPush> {
@@ -172,15 +166,7 @@ impl FakeUnifiedPush {
 
     /// Waits until at least `n` requests arrived or `timeout` passed; returns what arrived.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<ReceivedPush> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let arrived = self.inner.arrived.notified();
-            let got = self.received();
-            if got.len() >= n || tokio::time::Instant::now() >= deadline {
-                return got;
-            }
-            let _ = tokio::time::timeout_at(deadline, arrived).await;
-        }
+        self.inner.received.wait_for(n, timeout).await
     }
 
     /// TCP connections accepted so far.
@@ -246,17 +232,14 @@ async fn answer(
         Behaviour::RetryAfter(s, r) => (*s, Some(r.clone())),
         Behaviour::Stall => (0, None),
     };
-    if let Ok(mut r) = inner.received.lock() {
-        r.push(ReceivedPush {
-            topic,
-            method,
-            query,
-            headers,
-            body,
-            answered: status,
-        });
-    }
-    inner.arrived.notify_waiters();
+    inner.received.push(ReceivedPush {
+        topic,
+        method,
+        query,
+        headers,
+        body,
+        answered: status,
+    });
     if behaviour == Behaviour::Stall {
         std::future::pending::<()>().await;
     }

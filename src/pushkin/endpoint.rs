@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 use url::{Host, Url};
 
-use super::outcome::Cause;
+use super::outcome::{Answer, Cause};
 use super::tap::Tap;
 use super::{parse_retry_after, Outcome, Settings};
 use crate::config::EndpointKeys;
@@ -219,6 +219,21 @@ impl Endpoints {
             && endpoint
                 .host_str()
                 .is_some_and(|h| self.known_services.iter().any(|g| glob_match(g, h)))
+    }
+}
+
+/// The outcome of an endpoint's answer (RFC 8030 §5, §8.3; UnifiedPush
+/// servers answer alike): 2xx delivered; 429 and 5xx temporary; anything
+/// else final — a 3xx too, as redirects are not followed — and judged by the
+/// one rejection rule.
+pub fn judge(answer: Answer, retry_after: Option<Duration>) -> Outcome {
+    match answer.status() {
+        200..=299 => Outcome::Delivered,
+        429 | 500..=599 => Outcome::Temporary {
+            cause: Cause::Answer(answer),
+            retry_after,
+        },
+        _ => Outcome::from_final_answer(answer, None),
     }
 }
 

@@ -88,15 +88,10 @@ fn endpoint_of(d: &Device) -> Option<Url> {
 /// Maps the push server's status to an outcome: 404/410 say the endpoint is
 /// gone; redirects are not followed, so a 3xx is this push's failure.
 fn map_status(status: u16, retry_after: Option<Duration>) -> Outcome {
-    let answer = Answer::UnifiedPush { status };
-    match status {
-        200..=299 => Outcome::Delivered,
-        429 | 500..=599 => Outcome::Temporary {
-            cause: Cause::Answer(answer),
-            retry_after: retry_after.map(|r| r.min(MAX_RETRY_AFTER)),
-        },
-        _ => Outcome::from_final_answer(answer, None),
-    }
+    endpoint::judge(
+        Answer::UnifiedPush { status },
+        retry_after.map(|r| r.min(MAX_RETRY_AFTER)),
+    )
 }
 
 impl Pushkin for UnifiedPush {

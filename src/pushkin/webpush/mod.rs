@@ -95,18 +95,9 @@ impl WebPush {
     }
 }
 
-/// Maps the push service's status to an outcome (RFC 8030 §5, §8.3);
-/// redirects are not followed, so a 3xx is this push's failure.
+/// Maps the push service's status to an outcome ([`endpoint::judge`]).
 fn map_status(status: u16, retry_after: Option<Duration>) -> Outcome {
-    let answer = Answer::WebPush { status };
-    match status {
-        200..=299 => Outcome::Delivered,
-        429 | 500..=599 => Outcome::Temporary {
-            cause: Cause::Answer(answer),
-            retry_after,
-        },
-        _ => Outcome::from_final_answer(answer, None),
-    }
+    endpoint::judge(Answer::WebPush { status }, retry_after)
 }
 
 /// The browsers' push services (host globs).

@@ -431,4 +431,10 @@ async fn the_default_app_serves_app_ids_nothing_else_matches() {
         got[0].json()["notification"]["devices"][0]["app_id"],
         "chat.fluffy.fluffychat"
     );
+    // A configured app id keeps its own app: Web Push cannot use an endpoint as a pushkey.
+    let mut web = device(&endpoint);
+    web["app_id"] = json!("org.example.web");
+    let a = gw.notify(&message("$w", vec![web])).await;
+    assert_eq!((a.status, a.body), (200, json!({"rejected": [endpoint]})));
+    assert_eq!(fake.received().len(), 1, "nothing more sent");
 }

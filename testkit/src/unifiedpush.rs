@@ -3,7 +3,9 @@
 //! of the test CA. Every request is recorded (topic, headers, body) and
 //! answered with the topic's [`Behaviour`] — `200` by default, `413` for a
 //! body over 4,096 bytes as real servers do — so tests can script status
-//! codes, `Retry-After` and stalls per topic.
+//! codes, `Retry-After` and stalls per topic. A topic registered with keys
+//! ([`FakeUnifiedPush::register_encrypted`]) has its `aes128gcm` bodies
+//! decrypted independently of the gateway's code ([`crate::webpush::ece`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use crate::record::Recorder;
 use crate::tls::TestCa;
+use crate::webpush::Subscription;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -43,6 +46,8 @@ pub struct ReceivedPush {
     /// Lower-case header names, in arrival order.
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// The decrypted body, when it came `aes128gcm`-encoded to a topic with keys (or why not).
+    pub plaintext: Option<Result<Vec<u8>, String>>,
     /// The status answered (0 when stalled).
     pub answered: u16,
 }
@@ -55,9 +60,14 @@ impl ReceivedPush {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The body parsed as JSON (`Null` when it is not JSON).
+    /// The body parsed as JSON, decrypted first when it was encrypted (`Null` when it is not JSON).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+        let bytes = match &self.plaintext {
+            Some(Ok(plain)) => plain.as_slice(),
+            Some(Err(_)) => return serde_json::Value::Null,
+            None => &self.body,
+        };
+        serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -67,6 +77,8 @@ struct Inner {
     behaviours: Mutex<HashMap<String, Behaviour>>,
     /// Answers used once each, in order, before the lasting behaviour.
     scripts: Mutex<HashMap<String, VecDeque<Behaviour>>>,
+    /// The keys of topics registered for encrypted pushes.
+    keys: Mutex<HashMap<String, Subscription>>,
     received: Recorder<ReceivedPush>,
     connections: AtomicUsize,
 }
@@ -138,6 +150,16 @@ impl FakeUnifiedPush {
         &self.origin
     }
 
+    /// Registers `topic` for Web Push–encrypted pushes; returns the keys the
+    /// app would give in its pusher's data (`p256dh`, `auth`).
+    pub fn register_encrypted(&self, topic: &str) -> Subscription {
+        let sub = Subscription::generate();
+        if let Ok(mut k) = self.inner.keys.lock() {
+            k.insert(topic.to_owned(), sub.clone());
+        }
+        sub
+    }
+
     /// From now on, `topic` is answered with `b`.
     pub fn set_behaviour(&self, topic: &str, b: Behaviour) {
         if let Ok(mut m) = self.inner.behaviours.lock() {
@@ -202,9 +224,19 @@ async fn answer(
             )
         })
         .collect();
+    let encrypted = req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() == b"aes128gcm");
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
+    };
+    let keys = inner.keys.lock().ok().and_then(|k| k.get(&topic).cloned());
+    let plaintext = match (encrypted, keys) {
+        (false, _) => None,
+        (true, Some(sub)) => Some(sub.decrypt(&body)),
+        (true, None) => Some(Err("encrypted to a topic without keys".to_owned())),
     };
     let scripted = inner
         .scripts
@@ -238,6 +270,7 @@ async fn answer(
         query,
         headers,
         body,
+        plaintext,
         answered: status,
     });
     if behaviour == Behaviour::Stall {

@@ -384,6 +384,7 @@ async fn endpoints_outside_allowed_endpoints_or_plain_http_fail() {
 #[tokio::test]
 async fn a_pushkey_that_is_no_endpoint_is_rejected_but_not_remembered() {
     let dir = tempfile::tempdir().expect("dir");
+    let fake = FakeUnifiedPush::start().await;
     let gw = http_gateway("    allow_private_endpoints: true\n", &sqlite(dir.path())).await;
     for (i, key) in ["fcm-token-abc", "ftp://files.example.org/x"]
         .iter()
@@ -394,6 +395,23 @@ async fn a_pushkey_that_is_no_endpoint_is_rejected_but_not_remembered() {
             .await;
         assert_eq!((a.status, a.body), (200, json!({"rejected": [key]})));
     }
+    // Encryption keys that can never be used: a bad key, a key without its auth secret.
+    let endpoint = fake.endpoint("keys");
+    let good = fake.register_encrypted("keys");
+    for (i, data) in [
+        json!({"p256dh": "not-a-key", "auth": good.auth()}),
+        json!({"p256dh": good.p256dh()}),
+        json!({"p256dh": good.p256dh(), "auth": "c2hvcnQ"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut dev = device(&endpoint);
+        dev["data"] = data;
+        let a = gw.notify(&message(&format!("$k{i}"), vec![dev])).await;
+        assert_eq!((a.status, a.body), (200, json!({"rejected": [endpoint]})));
+    }
+    assert_eq!(fake.connections(), 0, "nothing sent");
     let store = pushgate::store::open(&pushgate::config::StoreConfig::Sqlite {
         path: dir.path().join("up.db"),
     })
@@ -437,4 +455,50 @@ async fn the_default_app_serves_app_ids_nothing_else_matches() {
     let a = gw.notify(&message("$w", vec![web])).await;
     assert_eq!((a.status, a.body), (200, json!({"rejected": [endpoint]})));
     assert_eq!(fake.received().len(), 1, "nothing more sent");
+}
+
+#[tokio::test]
+async fn web_push_encrypted_registrations_get_an_rfc8291_body() {
+    let fake = FakeUnifiedPush::start().await;
+    let gw = http_gateway("    allow_private_endpoints: true\n", "").await;
+    let keys = fake.register_encrypted("sealed");
+    let endpoint = fake.endpoint("sealed");
+    let mut dev = device(&endpoint);
+    dev["data"] = json!({"format": "full", "p256dh": keys.p256dh(), "auth": keys.auth()});
+
+    let a = gw.notify(&message("$enc", vec![dev.clone()])).await;
+    assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
+    // 4,050 bytes of JSON would fit unencrypted, but not once encrypted (103 bytes more):
+    // `content` goes so that the whole record fits.
+    let mut sized = expected_body("$encbig", &endpoint);
+    sized["notification"]["devices"][0]["data"] = dev["data"].clone();
+    let pad = 4050 - sized.to_string().len() + "hello".len();
+    let mut big = message("$encbig", vec![dev.clone()]);
+    big["notification"]["content"]["body"] = json!("z".repeat(pad));
+    let a = gw.notify(&big).await;
+    assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
+
+    let got = fake.received();
+    assert_eq!(got.len(), 2);
+    let mut want = expected_body("$enc", &endpoint);
+    want["notification"]["devices"][0]["data"] = dev["data"].clone();
+    let mut want_big = expected_body("$encbig", &endpoint);
+    want_big["notification"]["devices"][0]["data"] = dev["data"].clone();
+    want_big["notification"]
+        .as_object_mut()
+        .expect("object")
+        .remove("content");
+    for (p, want) in got.iter().zip([want, want_big]) {
+        assert!(
+            matches!(p.plaintext, Some(Ok(_))),
+            "decrypted: {:?}",
+            p.plaintext
+        );
+        assert_eq!(p.json(), want);
+        assert_eq!(p.header("content-encoding"), Some("aes128gcm"));
+        assert_eq!(p.header("content-type"), Some("application/octet-stream"));
+        assert_eq!(p.header("ttl"), Some("86400"));
+        assert!(p.body.len() <= MAX_MESSAGE, "{} bytes", p.body.len());
+        assert_eq!(p.answered, 200);
+    }
 }

@@ -7,6 +7,10 @@
 //! client on the phone parses. Endpoints are chosen by clients, so they pass
 //! the same checks as Web Push endpoints ([`super::endpoint`]); a dead one is
 //! remembered by its URL.
+//!
+//! A pusher whose `data` also holds `p256dh` and `auth` (a Web Push–style
+//! registration, which newer distributors accept) gets the same body
+//! encrypted with RFC 8291 `aes128gcm`, as the Web Push pushkin encrypts.
 
 pub mod payload;
 
@@ -16,7 +20,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use url::Url;
 
-use super::endpoint::{self, Endpoints};
+use super::endpoint::{self, Endpoints, UaKeys, ENCRYPTION_OVERHEAD};
 use super::outcome::{Answer, Cause, Unusable};
 use super::tap::Tap;
 use super::{Outcome, Pushkin, Settings};
@@ -30,6 +34,9 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Why a pushkey can never be a UnifiedPush endpoint.
 const NOT_AN_ENDPOINT: &str = "the pushkey is not a UnifiedPush endpoint (an http(s) URL)";
+/// Why encryption keys given in the pusher's data can never be used.
+const BAD_KEYS: &str =
+    "data.p256dh and data.auth must be a P-256 public key and a 16-byte secret (base64url)";
 
 pub struct UnifiedPush {
     endpoints: Endpoints,
@@ -47,13 +54,18 @@ impl UnifiedPush {
     }
 
     async fn send(&self, n: &Notification, d: &Device, tap: Option<&Tap>) -> Outcome {
-        let Some(url) = endpoint_of(d) else {
-            return Outcome::unusable(Unusable::MalformedToken(NOT_AN_ENDPOINT));
+        let Registration { url, keys } = match Registration::of(d) {
+            Ok(r) => r,
+            Err(u) => return Outcome::unusable(u),
         };
         if let Err(outcome) = self.endpoints.check(&url).await {
             return outcome;
         }
-        let body = match payload::build(n, d) {
+        let max = match keys {
+            Some(_) => payload::MAX_BODY - ENCRYPTION_OVERHEAD,
+            None => payload::MAX_BODY,
+        };
+        let body = match payload::build(n, d, max) {
             Ok(b) => b,
             Err(e) => return Outcome::failed(Cause::PayloadTooLarge(e.to_string())),
         };
@@ -61,17 +73,35 @@ impl UnifiedPush {
             .endpoints
             .client()
             .post(url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("TTL", &self.ttl)
-            .body(body)
-            .build();
+            .header("TTL", &self.ttl);
+        let (req, plaintext) = match &keys {
+            None => (
+                req.header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body),
+                None,
+            ),
+            Some(keys) => match keys.encrypt(body.clone().into_bytes()) {
+                Ok(sealed) => (
+                    req.header("Content-Encoding", "aes128gcm")
+                        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                        .body(sealed),
+                    tap.map(|_| body),
+                ),
+                Err(outcome) => return outcome,
+            },
+        };
+        let req = req.build();
         let req = match req {
             Ok(r) => r,
             Err(e) => {
                 return Outcome::failed(Cause::Local(format!("bad request: {}", net::describe(&e))))
             }
         };
-        match self.endpoints.send(req, &url, tap, None).await {
+        match self
+            .endpoints
+            .send(req, &url, tap, plaintext.as_deref().map(str::as_bytes))
+            .await
+        {
             Ok(a) => map_status(a.status, a.retry_after),
             Err(outcome) => outcome,
         }
@@ -83,6 +113,32 @@ fn endpoint_of(d: &Device) -> Option<Url> {
     Url::parse(&d.pushkey)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
+/// A device's UnifiedPush registration: the endpoint, and the keys to
+/// encrypt to when the pusher gives them.
+struct Registration {
+    url: Url,
+    keys: Option<UaKeys>,
+}
+
+impl Registration {
+    /// Data that can never be served is the request's own: rejected, never remembered.
+    fn of(d: &Device) -> Result<Registration, Unusable> {
+        let url = endpoint_of(d).ok_or(Unusable::MalformedToken(NOT_AN_ENDPOINT))?;
+        let given = |k: &str| d.data.get(k).filter(|v| !v.is_null());
+        let keys = match (given("p256dh"), given("auth")) {
+            (None, None) => None,
+            (p256dh, auth) => Some(
+                p256dh
+                    .and_then(|p| p.as_str())
+                    .zip(auth.and_then(|a| a.as_str()))
+                    .and_then(|(p, a)| UaKeys::decode(p, a))
+                    .ok_or(Unusable::MalformedToken(BAD_KEYS))?,
+            ),
+        };
+        Ok(Registration { url, keys })
+    }
 }
 
 /// Maps the push server's status to an outcome: 404/410 say the endpoint is
@@ -100,9 +156,7 @@ impl Pushkin for UnifiedPush {
     }
 
     fn unusable(&self, d: &Device) -> Option<Unusable> {
-        endpoint_of(d)
-            .is_none()
-            .then_some(Unusable::MalformedToken(NOT_AN_ENDPOINT))
+        Registration::of(d).err()
     }
 
     /// The endpoint is what the push server judged; hashed, as Web Push does.

@@ -1,6 +1,7 @@
 //! The body a UnifiedPush Matrix client receives: the `/notify` body the
 //! homeserver sent, holding only this device (what such clients parse), cut
-//! to fit the 4,096 bytes every UnifiedPush server accepts — never split.
+//! to fit the 4,096 bytes every UnifiedPush server accepts (less the
+//! encryption's overhead when it is encrypted) — never split.
 
 use crate::notification::{to_wire, Device, Notification};
 
@@ -9,15 +10,16 @@ pub const MAX_BODY: usize = 4096;
 
 /// Why no body small enough could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the UnifiedPush body is {0} bytes even without content and names (limit {MAX_BODY})")]
-pub struct TooLarge(pub usize);
+#[error("the UnifiedPush body is {0} bytes even without content and names (limit {1})")]
+pub struct TooLarge(pub usize, pub usize);
 
-/// The body for `device`: `content` goes first when the whole is too large,
-/// then the fields a client can fetch again from the homeserver, largest
-/// meaning last; the event and room ids and the counts always stay.
-pub fn build(n: &Notification, device: &Device) -> Result<String, TooLarge> {
+/// The body for `device`, at most `max` bytes: `content` goes first when the
+/// whole is too large, then the fields a client can fetch again from the
+/// homeserver, largest meaning last; the event and room ids and the counts
+/// always stay.
+pub fn build(n: &Notification, device: &Device, max: usize) -> Result<String, TooLarge> {
     let body = to_wire(n, device);
-    if body.len() <= MAX_BODY {
+    if body.len() <= max {
         return Ok(body);
     }
     let mut n = n.clone();
@@ -38,12 +40,12 @@ pub fn build(n: &Notification, device: &Device) -> Result<String, TooLarge> {
     for cut in cuts {
         cut(&mut n, &mut d);
         let body = to_wire(&n, &d);
-        if body.len() <= MAX_BODY {
+        if body.len() <= max {
             return Ok(body);
         }
         last = body.len();
     }
-    Err(TooLarge(last))
+    Err(TooLarge(last, max))
 }
 
 #[cfg(test)]
@@ -62,7 +64,7 @@ mod tests {
             "devices": [{"app_id": "a", "pushkey": "https://up.example/1"},
                         {"app_id": "a", "pushkey": "https://up.example/2"}]}}));
         let body: Value =
-            serde_json::from_str(&build(&n, &n.devices[1]).expect("fits")).expect("json");
+            serde_json::from_str(&build(&n, &n.devices[1], MAX_BODY).expect("fits")).expect("json");
         assert_eq!(
             body["notification"]["devices"].as_array().map(Vec::len),
             Some(1)
@@ -80,7 +82,7 @@ mod tests {
             "content": {"body": "short"},
             "devices": [{"app_id": "a", "pushkey": "https://up.example/1"}]}}));
         let body: Value =
-            serde_json::from_str(&build(&n, &n.devices[0]).expect("fits")).expect("json");
+            serde_json::from_str(&build(&n, &n.devices[0], MAX_BODY).expect("fits")).expect("json");
         let got = &body["notification"];
         assert_eq!(got.get("content"), None);
         assert_eq!(got.get("room_name"), None);
@@ -95,8 +97,12 @@ mod tests {
             "content": {"body": "y".repeat(5000)},
             "devices": [{"app_id": "a", "pushkey": "https://up.example/1"}]}}),
         );
-        let body = build(&n, &n.devices[0]).expect("fits");
+        let body = build(&n, &n.devices[0], MAX_BODY).expect("fits");
         assert!(body.len() <= MAX_BODY);
+        assert!(
+            matches!(build(&n, &n.devices[0], 40), Err(TooLarge(len, 40)) if len > 40),
+            "nothing fits 40 bytes: failed, not sent"
+        );
         let v: Value = serde_json::from_str(&body).expect("json");
         assert_eq!(v["notification"]["room_name"], "Tea");
         assert_eq!(v["notification"].get("content"), None);

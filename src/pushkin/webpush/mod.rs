@@ -18,7 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::endpoint::{self, Endpoints};
+use super::endpoint::{self, Endpoints, UaKeys};
 use super::outcome::{Answer, Cause, Unusable};
 use super::tap::Tap;
 use super::{Outcome, Pushkin, Settings};
@@ -58,9 +58,9 @@ impl WebPush {
             Err(e) => return Outcome::failed(Cause::PayloadTooLarge(e.to_string())),
         };
         let plain_copy = tap.map(|_| plaintext.clone());
-        let body = match web_push_native::encrypt(plaintext, &sub.p256dh, &sub.auth) {
+        let body = match sub.keys.encrypt(plaintext) {
             Ok(b) => b,
-            Err(e) => return Outcome::failed(Cause::Local(format!("encryption failed: {e}"))),
+            Err(outcome) => return outcome,
         };
         let origin = sub.endpoint.origin().ascii_serialization();
         let mut req = self
@@ -129,39 +129,15 @@ fn topic(room_id: &str) -> String {
 /// The browser's subscription, decoded from the device.
 struct Subscription {
     endpoint: Url,
-    p256dh: p256::PublicKey,
-    auth: web_push_native::Auth,
+    keys: UaKeys,
 }
 
 impl Subscription {
     fn from_device(d: &Device) -> Option<Self> {
         let endpoint = Url::parse(d.data.get("endpoint")?.as_str()?).ok()?;
-        let p256dh = p256::PublicKey::from_sec1_bytes(&decode_b64(&d.pushkey)?).ok()?;
-        let auth = decode_b64(d.data.get("auth")?.as_str()?)?;
-        if auth.len() != 16 {
-            return None;
-        }
-        Some(Subscription {
-            endpoint,
-            p256dh,
-            auth: web_push_native::Auth::clone_from_slice(&auth),
-        })
+        let keys = UaKeys::decode(&d.pushkey, d.data.get("auth")?.as_str()?)?;
+        Some(Subscription { endpoint, keys })
     }
-}
-
-/// Browsers give base64url without padding; some apps pass standard base64 or keep the padding.
-fn decode_b64(s: &str) -> Option<Vec<u8>> {
-    let normalized: String = s
-        .trim()
-        .trim_end_matches('=')
-        .chars()
-        .map(|c| match c {
-            '+' => '-',
-            '/' => '_',
-            c => c,
-        })
-        .collect();
-    URL_SAFE_NO_PAD.decode(normalized).ok()
 }
 
 impl Pushkin for WebPush {

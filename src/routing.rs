@@ -49,15 +49,11 @@ impl Routes {
         }
     }
 
-    /// Adds `route` under its key and as the route of otherwise unknown app ids.
+    /// Adds `route` as the route of every app id no exact key and no glob
+    /// matches. Its own key takes part in no match: a default app keyed `*`
+    /// must not make every glob ambiguous.
     pub fn add_default(&mut self, route: Route) {
-        let route = Arc::new(route);
-        self.default = Some(route.clone());
-        if is_glob(&route.key) {
-            self.globs.push(route);
-        } else {
-            self.exact.insert(route.key.clone(), route);
-        }
+        self.default = Some(Arc::new(route));
     }
 
     /// Every configured app key, sorted.
@@ -67,6 +63,7 @@ impl Routes {
             .keys()
             .cloned()
             .chain(self.globs.iter().map(|r| r.key.clone()))
+            .chain(self.default.iter().map(|r| r.key.clone()))
             .collect();
         keys.sort();
         keys

@@ -424,19 +424,19 @@ async fn a_pushkey_that_is_no_endpoint_is_rejected_but_not_remembered() {
 #[tokio::test]
 async fn the_default_app_serves_app_ids_nothing_else_matches() {
     let fake = FakeUnifiedPush::start().await;
-    let gw = spawn(
+    let gw = spawn(&format!(
         "apps:
-  org.example.web:
+  org.example.*:
     type: webpush
-    vapid_private_key: {vapid}
+    vapid_private_key: {{vapid}}
     vapid_contact_email: ops@example.org
-  unifiedpush:
+  '*':
     type: unifiedpush
     default_app: true
     allow_private_endpoints: true
     allow_http_endpoints: true
-",
-    )
+{METRICS}"
+    ))
     .await;
     let endpoint = fake.endpoint("fluffy");
     let mut dev = device(&endpoint);
@@ -449,12 +449,23 @@ async fn the_default_app_serves_app_ids_nothing_else_matches() {
         got[0].json()["notification"]["devices"][0]["app_id"],
         "chat.fluffy.fluffychat"
     );
-    // A configured app id keeps its own app: Web Push cannot use an endpoint as a pushkey.
+    // An app id a glob matches keeps its app (the default's `*` is no glob that would make it
+    // ambiguous): Web Push cannot use an endpoint as a pushkey.
     let mut web = device(&endpoint);
     web["app_id"] = json!("org.example.web");
     let a = gw.notify(&message("$w", vec![web])).await;
     assert_eq!((a.status, a.body), (200, json!({"rejected": [endpoint]})));
     assert_eq!(fake.received().len(), 1, "nothing more sent");
+    let outcome = |app: &str, outcome: &str| {
+        format!("pushgate_outcomes_total{{outcome=\"{outcome}\",pushkin=\"{app}\"}}")
+    };
+    for (series, want) in [
+        (outcome("org.example.*", "rejected"), 1.0),
+        (outcome("*", "delivered"), 1.0),
+        (outcome("(none)", "unroutable"), 0.0),
+    ] {
+        assert_eq!(metric(&gw, &series).await, Some(want), "{series}");
+    }
 }
 
 #[tokio::test]

@@ -69,11 +69,7 @@ impl UnifiedPush {
             Ok(b) => b,
             Err(e) => return Outcome::failed(Cause::PayloadTooLarge(e.to_string())),
         };
-        let req = self
-            .endpoints
-            .client()
-            .post(url.clone())
-            .header("TTL", &self.ttl);
+        let req = self.endpoints.client().post(url.clone());
         let (req, plaintext) = match &keys {
             None => (
                 req.header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -90,7 +86,7 @@ impl UnifiedPush {
                 Err(outcome) => return outcome,
             },
         };
-        let req = req.build();
+        let req = req.header("TTL", &self.ttl).build();
         let req = match req {
             Ok(r) => r,
             Err(e) => {

@@ -17,7 +17,7 @@ use crate::api::tls::{self, CertResolver};
 use crate::api::{self, AppState};
 use crate::config::{AppKind, Config, HttpConfig};
 use crate::dispatch::{outbox, Dispatcher};
-use crate::pushkin::{apns, fcm, webpush, Pushkin, Settings};
+use crate::pushkin::{apns, fcm, unifiedpush, webpush, Pushkin, Settings};
 use crate::routing::{Route, Routes};
 use crate::store;
 use crate::telemetry::metrics::{Metrics, Service};
@@ -106,6 +106,7 @@ pub fn build_routes(config: &Config, metrics: &Metrics) -> Result<Routes, StartE
             AppKind::WebPush(_) => Service::WebPush,
             AppKind::Apns(_) => Service::Apns,
             AppKind::Fcm(_) => Service::Gcm,
+            AppKind::UnifiedPush(_) => Service::UnifiedPush,
         };
         let settings = Settings {
             connect_timeout: config.dispatch.connect_timeout,
@@ -131,12 +132,22 @@ pub fn build_routes(config: &Config, metrics: &Metrics) -> Result<Routes, StartE
                 app: app.id.clone(),
                 source: source.into(),
             })?,
+            AppKind::UnifiedPush(u) => {
+                unifiedpush::build(u, &settings).map_err(|source| StartError::Client {
+                    app: app.id.clone(),
+                    source: source.into(),
+                })?
+            }
         };
-        routes.add(Route {
+        let route = Route {
             key: app.id.clone(),
             pushkin,
             inflight: Arc::new(Semaphore::new(app.inflight_request_limit)),
-        });
+        };
+        match &app.kind {
+            AppKind::UnifiedPush(u) if u.default_app => routes.add_default(route),
+            _ => routes.add(route),
+        }
     }
     Ok(routes)
 }

@@ -6,9 +6,9 @@
 //! - [`config`]: Sygnal-compatible YAML → typed, validated [`config::Config`].
 //! - [`api`]: axum router, `/notify` handler, Matrix JSON errors, `/health`, `/ready`, the metrics listener, inbound TLS, and the serving loop (connection caps, header/body/idle timers, HTTP/2 stream cap).
 //! - [`notification`]: the spec's request model and its validation.
-//! - [`routing`]: `app_id` → pushkin (exact first, then globs; ambiguous = rejected).
+//! - [`routing`]: `app_id` → pushkin (exact first, then globs, then a UnifiedPush default app; ambiguous = rejected).
 //! - [`dispatch`]: concurrent fan-out to all devices, the per-request summary.
-//! - [`pushkin`]: the `Pushkin` trait and one module per push service (`webpush`, `apns`, `fcm`).
+//! - [`pushkin`]: the `Pushkin` trait and one module per push service (`webpush`, `apns`, `fcm`, `unifiedpush`; `endpoint` holds the checks of client-chosen endpoint URLs).
 //! - [`net`]: the outbound HTTP client (rustls, HTTP/2, proxy, timeouts, trusted CA, address guard).
 //! - [`telemetry`]: logging, pushkey redaction and Prometheus metrics.
 //! - [`store`]: the outbox, the rejection memory and the de-duplication claims (SQLite, PostgreSQL).

@@ -37,7 +37,7 @@ enum Command {
         /// The app id (as a pusher would give it).
         #[arg(long)]
         app_id: String,
-        /// The device's pushkey (APNs/FCM token, or Web Push p256dh).
+        /// The device's pushkey (APNs/FCM token, Web Push p256dh, or UnifiedPush endpoint URL).
         #[arg(long)]
         pushkey: String,
         /// The pusher's `data` as JSON; Web Push needs `{"endpoint": ..., "auth": ...}`.

@@ -3,7 +3,9 @@
 //! Exact app ids win; otherwise the glob keys are tried (`*` any run of
 //! characters, `?` exactly one; anchored, case-sensitive, dots literal). An
 //! unknown app id, or one matched by more than one glob, is answered as
-//! rejected: the homeserver should stop using a pusher nobody can serve.
+//! rejected: the homeserver should stop using a pusher nobody can serve —
+//! unless a default app (UnifiedPush's `default_app: true`) takes every app
+//! id that nothing else matches.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +26,8 @@ pub struct Route {
 pub struct Routes {
     exact: HashMap<String, Arc<Route>>,
     globs: Vec<Arc<Route>>,
+    /// Serves app ids that no exact key or glob matches.
+    default: Option<Arc<Route>>,
 }
 
 /// Why no route was found.
@@ -45,6 +49,13 @@ impl Routes {
         }
     }
 
+    /// Adds `route` as the route of every app id no exact key and no glob
+    /// matches. Its own key takes part in no match: a default app keyed `*`
+    /// must not make every glob ambiguous.
+    pub fn add_default(&mut self, route: Route) {
+        self.default = Some(Arc::new(route));
+    }
+
     /// Every configured app key, sorted.
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self
@@ -52,6 +63,7 @@ impl Routes {
             .keys()
             .cloned()
             .chain(self.globs.iter().map(|r| r.key.clone()))
+            .chain(self.default.iter().map(|r| r.key.clone()))
             .collect();
         keys.sort();
         keys
@@ -63,7 +75,7 @@ impl Routes {
         }
         let mut matches = self.globs.iter().filter(|r| glob_match(&r.key, app_id));
         match (matches.next(), matches.next()) {
-            (None, _) => Err(RouteError::Unknown),
+            (None, _) => self.default.as_ref().ok_or(RouteError::Unknown),
             (Some(r), None) => Ok(r),
             (Some(a), Some(b)) => {
                 let mut keys = vec![a.key.as_str(), b.key.as_str()];

@@ -21,6 +21,7 @@ use crate::telemetry::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub struct TestPush {
     pub app_id: String,
+    /// The APNs/FCM token, Web Push `p256dh`, or UnifiedPush endpoint URL.
     pub pushkey: String,
     /// The pusher's `data` (Web Push needs `endpoint` and `auth`).
     pub data: Map<String, Value>,

@@ -153,8 +153,8 @@ fn broken_configs_list_every_problem_with_its_key_path() {
     let vapid = "    vapid_private_key: {dir}/vapid.pem\n    vapid_contact_email: a@b\n";
     let cases: Vec<(&str, String, Vec<&str>)> = vec![
         ("top level a list", "- a\n- b\n".into(), vec!["error: the top level must be a mapping of keys", "1 error(s); the gateway would not start"]),
-        ("unknown type", "apps:\n  a:\n    type: pigeon\n".into(), vec!["error: apps.a.type: unknown type `pigeon`; expected apns, gcm (or fcm) or webpush", "1 error(s); the gateway would not start"]),
-        ("python class", "apps:\n  a:\n    type: mypkg.pushkins.MyPushkin\n".into(), vec!["error: apps.a.type: `mypkg.pushkins.MyPushkin` looks like a Python pushkin class; plugins are not supported, use apns, gcm or webpush", "1 error(s); the gateway would not start"]),
+        ("unknown type", "apps:\n  a:\n    type: pigeon\n".into(), vec!["error: apps.a.type: unknown type `pigeon`; expected apns, gcm (or fcm), webpush or unifiedpush", "1 error(s); the gateway would not start"]),
+        ("python class", "apps:\n  a:\n    type: mypkg.pushkins.MyPushkin\n".into(), vec!["error: apps.a.type: `mypkg.pushkins.MyPushkin` looks like a Python pushkin class; plugins are not supported, use apns, gcm, webpush or unifiedpush", "1 error(s); the gateway would not start"]),
         ("apns cert without key", "apps:\n  a:\n    type: apns\n    certfile: {dir}/not-a-key.pem\n".into(), vec!["error: apps.a.certfile: `{dir}/not-a-key.pem`: holds no certificate (expected a PEM file with the certificate and its private key)", "1 error(s); the gateway would not start"]),
         ("apns cert with another key", "apps:\n  a:\n    type: apns\n    certfile: {dir}/mismatched.pem\n".into(), vec!["error: apps.a.certfile: `{dir}/mismatched.pem`: the private key does not belong to the certificate", "1 error(s); the gateway would not start"]),
         ("apns cert expired", "apps:\n  a:\n    type: apns\n    certfile: {dir}/expired.pem\n".into(), vec!["<expired>", "1 error(s); the gateway would not start"]),
@@ -307,6 +307,42 @@ fn sygnal_s_documented_sample_config_is_accepted_unchanged() {
     );
 }
 
+#[test]
+fn unifiedpush_apps_are_accepted_with_every_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    write_keys(dir.path());
+    let ca = testkit::tls::TestCa::new();
+    std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).expect("ca");
+    let file = write_config(
+        dir.path(),
+        "up.yaml",
+        "apps:
+  chat.fluffy.fluffychat:
+    type: unifiedpush
+    allowed_endpoints: ['ntfy.example.org', '*.up.example.net:8443']
+    ttl: 3600
+    max_connections: 8
+    allow_private_endpoints: false
+    allow_http_endpoints: false
+    ca_file: {dir}/ca.pem
+    inflight_request_limit: 64
+  '*':
+    type: unifiedpush
+    default_app: true
+",
+    );
+    let f = file.display().to_string();
+    let r = check(dir.path(), &["-c", &f], &[]);
+    assert_eq!(
+        (r.code, r.stdout, r.stderr),
+        (
+            0,
+            format!("{f}: OK (2 app(s): 2 unifiedpush)\n"),
+            String::new()
+        )
+    );
+}
+
 /// Sygnal's spellings that used to be refused: each accepted, with a warning where the
 /// meaning needs one.
 #[test]
@@ -355,7 +391,7 @@ fn each_problem_is_reported_once_and_typos_get_a_suggestion() {
             "apps:\n  a:\n    type: pigeon\n    topic: t\n    ttl: 5\n",
             1,
             vec![
-                "error: apps.a.type: unknown type `pigeon`; expected apns, gcm (or fcm) or webpush",
+                "error: apps.a.type: unknown type `pigeon`; expected apns, gcm (or fcm), webpush or unifiedpush",
                 "1 error(s); the gateway would not start",
             ],
         ),
@@ -398,4 +434,35 @@ fn each_problem_is_reported_once_and_typos_get_a_suggestion() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+#[test]
+fn unifiedpush_keys_are_checked() {
+    let (code, lines) = problems(
+        "apps:
+  a:
+    type: unifiedpush
+    ttl: soon
+    allow_http_endpoints: maybe
+    max_connections: 0
+    ca_file: {dir}/not-a-key.pem
+    default_app: true
+    vapid_private_key: {dir}/vapid.pem
+  b:
+    type: unifiedpush
+    default_app: true
+",
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        lines,
+        vec![
+            "error: apps.a.ttl: expected a whole number from 0 to 2419200, found a string",
+            "error: apps.a.max_connections: expected a whole number from 1 to 10000, found 0",
+            "error: apps.a.allow_http_endpoints: expected true or false, found a string",
+            "error: apps.a.ca_file: `{dir}/not-a-key.pem` holds no PEM certificate",
+            "warning: apps.a.vapid_private_key: unknown key, ignored",
+            "error: apps: `default_app: true` is set on several apps (a, b); at most one may serve unmatched app ids",
+            "5 error(s); the gateway would not start",
+        ]
+    );
 }

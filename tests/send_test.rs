@@ -241,3 +241,95 @@ async fn a_temporary_failure_shows_the_answer_and_exits_1() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn unifiedpush_report_shows_the_exchange() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new();
+    let fake = testkit::unifiedpush::FakeUnifiedPush::start_tls(&ca).await;
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).expect("ca");
+    let config = process::write_config(
+        dir.path(),
+        "gw",
+        &format!(
+            "  chat.example.up:\n    type: unifiedpush\n    allow_private_endpoints: true\n    ca_file: '{}'\nstore: none\n",
+            ca_file.display()
+        ),
+    );
+    let endpoint = fake.endpoint("upTest");
+    let (code, out, err) = send_test(
+        &config,
+        &["--app-id", "chat.example.up", "--pushkey", &endpoint],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let got = normalise(&out, &[(&endpoint, "<endpoint>")]);
+    let want = "app chat.example.up (type unifiedpush)
+
+attempt 1:
+> POST <endpoint>
+> content-type: application/json
+> ttl: 86400
+> body:
+    {
+      \"notification\": {
+        \"content\": {
+          \"body\": \"Test push from pushgate\",
+          \"msgtype\": \"m.text\"
+        },
+        \"counts\": {
+          \"unread\": 1
+        },
+        \"devices\": [
+          {
+            \"app_id\": \"chat.example.up\",
+            \"data\": {},
+            \"pushkey\": \"<endpoint>\",
+            \"pushkey_ts\": 0,
+            \"tweaks\": {}
+          }
+        ],
+        \"event_id\": \"$pushgate-test-<id>\",
+        \"prio\": \"high\",
+        \"room_id\": \"!pushgate-test:localhost\",
+        \"room_name\": \"pushgate test\",
+        \"sender\": \"@pushgate:localhost\",
+        \"sender_display_name\": \"pushgate\",
+        \"type\": \"m.room.message\"
+      }
+    }
+< 200
+< content-length: 2
+< date: <date>
+< body:
+    {}
+
+outcome: delivered
+";
+    assert_eq!(got, want.trim_end());
+    let received = fake.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].topic, "upTest");
+
+    // A dead endpoint: the exchange shows the 410 and the verdict.
+    fake.set_behaviour("upTest", testkit::unifiedpush::Behaviour::Status(410));
+    let (code, out, _) = send_test(
+        &config,
+        &[
+            "--app-id",
+            "chat.example.up",
+            "--pushkey",
+            &endpoint,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+    let report: Value = serde_json::from_str(&out).expect("json report");
+    assert_eq!(report["type"], "unifiedpush");
+    assert_eq!(report["outcome"], "rejected");
+    assert_eq!(report["reason"], "UnifiedPush server answered 410");
+    assert_eq!(report["exchanges"][0]["url"], endpoint);
+    assert_eq!(report["exchanges"][0]["status"], 410);
+}

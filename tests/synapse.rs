@@ -1,6 +1,6 @@
 //! End to end with a real homeserver: Synapse (from PyPI, SQLite, loopback
-//! only) pushes through a real pushgate process to the fake APNs, FCM and
-//! Web Push services.
+//! only) pushes through a real pushgate process to the fake APNs, FCM,
+//! Web Push and UnifiedPush services.
 //!
 //! Users register, a room is made, HTTP pushers are set for every service
 //! (full and `event_id_only`), and an invite, a message and a call invite
@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use testkit::apns::{ApnsAuth, ApnsBehaviour, FakeApns};
 use testkit::fcm::{service_account_json, FakeGoogle, SERVICE_ACCOUNT_KEY};
 use testkit::tls::TestCa;
+use testkit::unifiedpush::FakeUnifiedPush;
 use testkit::webpush::FakeWebPush;
 
 use process::Gateway;
@@ -301,6 +302,7 @@ async fn synapse_pushes_through_pushgate_to_every_service() {
     )
     .expect("service account");
     let webpush = FakeWebPush::start().await;
+    let unifiedpush = FakeUnifiedPush::start().await;
 
     // pushgate on a fixed port (the pushers' URL), with its own SQLite store.
     let port = free_port();
@@ -322,6 +324,10 @@ async fn synapse_pushes_through_pushgate_to_every_service() {
     project_id: example-project
     service_account_file: '{d}/sa.json'
     endpoint: '{fcm_url}'
+  im.example.unifiedpush:
+    type: unifiedpush
+    allow_private_endpoints: true
+    allow_http_endpoints: true
 store:
   sqlite:
     path: '{d}/pushgate.db'
@@ -344,7 +350,7 @@ store:
     let alice = User::register(&synapse.base, "alice").await;
     let bob = User::register(&synapse.base, "bob").await;
 
-    // Bob's devices: APNs (full and event_id_only), FCM, Web Push, and one dead APNs token.
+    // Bob's devices: APNs (full and event_id_only), FCM, Web Push, UnifiedPush, and one dead APNs token.
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     let (ios_full, ios_full_hex) = (b64(&[0xa1, 0x01]), "a101");
     let (ios_eio, ios_eio_hex) = (b64(&[0xa1, 0x02]), "a102");
@@ -372,9 +378,16 @@ store:
         json!({"url": notify_url, "endpoint": wp_endpoint, "auth": wp_sub.auth()}),
     )
     .await;
+    let up_endpoint = unifiedpush.endpoint("bob-phone");
+    bob.set_pusher(
+        "im.example.unifiedpush",
+        &up_endpoint,
+        json!({"url": notify_url}),
+    )
+    .await;
     bob.set_pusher("com.example.ios", &ios_dead, json!({"url": notify_url}))
         .await;
-    assert_eq!(bob.pushkeys().await.len(), 5);
+    assert_eq!(bob.pushkeys().await.len(), 6);
 
     // An invite, a message, a call invite.
     let room = alice
@@ -495,6 +508,30 @@ store:
     assert_eq!(wp["content"]["body"], "Tea at five?");
     assert_eq!(wp["room_name"], "Tea");
 
+    // UnifiedPush: Synapse's notification, only Bob's phone in `devices`, as plain JSON.
+    let up_for = |ev: &str| {
+        unifiedpush
+            .received_for("bob-phone")
+            .into_iter()
+            .find(|p| p.json()["notification"]["event_id"] == ev)
+    };
+    eventually("UnifiedPush message push", Duration::from_secs(30), || {
+        up_for(&message).is_some()
+    })
+    .await;
+    let up = up_for(&message).expect("unifiedpush");
+    assert_eq!(up.header("content-type"), Some("application/json"));
+    let n = &up.json()["notification"];
+    assert_eq!(n["content"]["body"], "Tea at five?");
+    assert_eq!(n["room_id"], room.as_str());
+    assert_eq!(n["sender"], alice.id.as_str());
+    assert_eq!(
+        n["devices"],
+        json!([{"app_id": "im.example.unifiedpush", "pushkey": up_endpoint,
+                "pushkey_ts": n["devices"][0]["pushkey_ts"], "data": {},
+                "tweaks": n["devices"][0]["tweaks"]}])
+    );
+
     // The dead token was rejected and Synapse deleted its pusher.
     let deadline = Instant::now() + Duration::from_secs(30);
     while bob.pushkeys().await.contains(&ios_dead) {
@@ -504,7 +541,7 @@ store:
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert_eq!(bob.pushkeys().await.len(), 4);
+    assert_eq!(bob.pushkeys().await.len(), 5);
 
     // pushgate away for 20 s while messages are sent; after its restart each arrives once.
     gateway.kill_9();
@@ -528,7 +565,7 @@ store:
         Duration::from_secs(120),
         || {
             late.iter()
-                .all(|ev| wp_for(ev).is_some() && fcm_for(ev).is_some())
+                .all(|ev| wp_for(ev).is_some() && fcm_for(ev).is_some() && up_for(ev).is_some())
         },
     )
     .await;
@@ -551,7 +588,16 @@ store:
             .filter_map(|r| r.message.ok())
             .filter(|m| m["message"]["data"]["event_id"] == ev.as_str())
             .count();
-        assert_eq!((count_apns, count_wp, count_fcm), (1, 1, 1), "event {ev}");
+        let count_up = unifiedpush
+            .received_for("bob-phone")
+            .iter()
+            .filter(|p| p.json()["notification"]["event_id"] == ev.as_str())
+            .count();
+        assert_eq!(
+            (count_apns, count_wp, count_fcm, count_up),
+            (1, 1, 1, 1),
+            "event {ev}"
+        );
     }
     drop(synapse);
 }

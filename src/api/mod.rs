@@ -54,8 +54,14 @@ impl AppState {
 pub struct RequestId(pub String);
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let notify_route =
-        post(notify::notify).fallback(|| async { ApiError::MethodNotAllowed { allow: "POST" } });
+    let notify_route = post(notify::notify)
+        .get(unifiedpush_discovery)
+        .options(notify_options)
+        .fallback(|| async {
+            ApiError::MethodNotAllowed {
+                allow: NOTIFY_METHODS,
+            }
+        });
     let health_route =
         get(health).fallback(|| async { ApiError::MethodNotAllowed { allow: "GET, HEAD" } });
     Router::new()
@@ -116,6 +122,27 @@ async fn access_log(req: Request, next: Next) -> Response {
         "request"
     );
     resp
+}
+
+/// The methods `/notify` answers: `POST` (the Push Gateway API) and the
+/// UnifiedPush discovery (`GET`, `HEAD`).
+const NOTIFY_METHODS: &str = "GET, HEAD, POST, OPTIONS";
+
+/// UnifiedPush clients probe the gateway with a `GET` on the notify URL before
+/// registering a pusher with it; this answer says "a Matrix gateway".
+/// (`HEAD` is answered by the same route, without the body.)
+async fn unifiedpush_discovery() -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        Json(json!({ "unifiedpush": { "gateway": "matrix" } })),
+    )
+}
+
+async fn notify_options() -> impl IntoResponse {
+    (
+        StatusCode::NO_CONTENT,
+        [(axum::http::header::ALLOW, NOTIFY_METHODS)],
+    )
 }
 
 async fn health() -> impl IntoResponse {

@@ -29,6 +29,7 @@ pub enum AppKind {
     Apns(ApnsConfig),
     Fcm(FcmConfig),
     WebPush(WebPushConfig),
+    UnifiedPush(UnifiedPushConfig),
 }
 
 impl AppConfig {
@@ -52,6 +53,7 @@ impl AppKind {
             AppKind::Apns(_) => "apns",
             AppKind::Fcm(_) => "gcm",
             AppKind::WebPush(_) => "webpush",
+            AppKind::UnifiedPush(_) => "unifiedpush",
         }
     }
 }
@@ -119,15 +121,31 @@ pub struct WebPushConfig {
     pub vapid_key: VapidKey,
     /// The VAPID `sub` claim: `mailto:` + `vapid_contact_email` (or the value as given if it is a URI).
     pub vapid_subject: String,
+    pub endpoints: EndpointKeys,
+}
+
+/// The keys of an app whose endpoints are URLs chosen by clients (Web Push, UnifiedPush).
+#[derive(Debug, Clone)]
+pub struct EndpointKeys {
     /// Globs on `host` or `host:port`; empty means any host.
     pub allowed_endpoints: Vec<String>,
+    /// How long the push server keeps a push for an offline device (`TTL`).
     pub ttl: Duration,
+    /// Concurrent requests per endpoint origin.
     pub max_connections: usize,
     /// (ours) Allow endpoints on loopback/private/link-local addresses.
     pub allow_private_endpoints: bool,
     /// (ours) Allow plain `http://` endpoints.
     pub allow_http_endpoints: bool,
     pub ca_file: Option<PathBuf>,
+}
+
+/// A UnifiedPush app: the pushkey is the endpoint URL on the user's push server.
+#[derive(Debug, Clone)]
+pub struct UnifiedPushConfig {
+    pub endpoints: EndpointKeys,
+    /// This app also serves every app id that no other app matches.
+    pub default_app: bool,
 }
 
 pub(super) fn read_apps(root: &mut Section<'_>, p: &mut Problems) -> Vec<AppConfig> {
@@ -162,17 +180,18 @@ pub(super) fn read_apps(root: &mut Section<'_>, p: &mut Problems) -> Vec<AppConf
             "apns" => read_apns(&mut s, p).map(AppKind::Apns),
             "gcm" | "fcm" => read_fcm(&mut s, p).map(AppKind::Fcm),
             "webpush" => read_webpush(&mut s, p).map(AppKind::WebPush),
+            "unifiedpush" => Some(AppKind::UnifiedPush(read_unifiedpush(&mut s, p))),
             other if other.contains('.') => {
                 p.error(
                     s.key_path("type"),
-                    format!("`{other}` looks like a Python pushkin class; plugins are not supported, use apns, gcm or webpush"),
+                    format!("`{other}` looks like a Python pushkin class; plugins are not supported, use apns, gcm, webpush or unifiedpush"),
                 );
                 None
             }
             other => {
                 p.error(
                     s.key_path("type"),
-                    format!("unknown type `{other}`; expected apns, gcm (or fcm) or webpush"),
+                    format!("unknown type `{other}`; expected apns, gcm (or fcm), webpush or unifiedpush"),
                 );
                 None
             }
@@ -190,6 +209,20 @@ pub(super) fn read_apps(root: &mut Section<'_>, p: &mut Problems) -> Vec<AppConf
         }
     }
     apps.finish(p);
+    let defaults: Vec<&str> = out
+        .iter()
+        .filter(|a| matches!(&a.kind, AppKind::UnifiedPush(u) if u.default_app))
+        .map(|a| a.id.as_str())
+        .collect();
+    if defaults.len() > 1 {
+        p.error(
+            "apps",
+            format!(
+                "`default_app: true` is set on several apps ({}); at most one may serve unmatched app ids",
+                defaults.join(", ")
+            ),
+        );
+    }
     out
 }
 
@@ -244,14 +277,30 @@ const WEBPUSH_KEYS: [&str; 9] = [
     "ca_file",
     "inflight_request_limit",
 ];
+const UNIFIEDPUSH_KEYS: [&str; 8] = [
+    "allowed_endpoints",
+    "ttl",
+    "max_connections",
+    "allow_private_endpoints",
+    "allow_http_endpoints",
+    "ca_file",
+    "inflight_request_limit",
+    "default_app",
+];
 /// Every key some app type reads: an app whose type is missing or unknown
 /// gets no "unknown key" warnings on top of its type error.
-const ALL_APP_KEYS: [&str; 36] = concat_keys();
+const ALL_APP_KEYS: [&str; 44] = concat_keys();
 
-const fn concat_keys() -> [&'static str; 36] {
-    let mut out = [""; 36];
+const fn concat_keys() -> [&'static str; 44] {
+    let mut out = [""; 44];
     let mut n = 0;
-    let lists: [&[&str]; 4] = [&COMMON_KEYS, &APNS_KEYS, &FCM_KEYS, &WEBPUSH_KEYS];
+    let lists: [&[&str]; 5] = [
+        &COMMON_KEYS,
+        &APNS_KEYS,
+        &FCM_KEYS,
+        &WEBPUSH_KEYS,
+        &UNIFIEDPUSH_KEYS,
+    ];
     let mut l = 0;
     while l < lists.len() {
         let mut i = 0;
@@ -271,6 +320,7 @@ fn keys_of_type(kind: &str) -> &'static [&'static str] {
         "apns" => &APNS_KEYS,
         "gcm" | "fcm" => &FCM_KEYS,
         "webpush" => &WEBPUSH_KEYS,
+        "unifiedpush" => &UNIFIEDPUSH_KEYS,
         _ => &ALL_APP_KEYS,
     }
 }
@@ -531,19 +581,36 @@ fn read_webpush(s: &mut Section<'_>, p: &mut Problems) -> Option<WebPushConfig> 
             }
         }
     });
-    let allowed_endpoints = s.string_list("allowed_endpoints", p).unwrap_or_default();
-    let ttl = Duration::from_secs(s.uint("ttl", 900, 0, 2_419_200, p));
+    let endpoints = read_endpoint_keys(s, Duration::from_secs(900), p);
     let cfg = WebPushConfig {
         vapid_key: VapidKey(Arc::new(key?)),
         vapid_subject: vapid_subject(&contact?),
-        allowed_endpoints,
-        ttl,
+        endpoints,
+    };
+    Some(cfg)
+}
+
+fn read_endpoint_keys(
+    s: &mut Section<'_>,
+    default_ttl: Duration,
+    p: &mut Problems,
+) -> EndpointKeys {
+    EndpointKeys {
+        allowed_endpoints: s.string_list("allowed_endpoints", p).unwrap_or_default(),
+        ttl: Duration::from_secs(s.uint("ttl", default_ttl.as_secs(), 0, 2_419_200, p)),
         max_connections: s.uint("max_connections", 20, 1, 10_000, p) as usize,
         allow_private_endpoints: s.bool("allow_private_endpoints", false, p),
         allow_http_endpoints: s.bool("allow_http_endpoints", false, p),
         ca_file: ca_file(s, p),
-    };
-    Some(cfg)
+    }
+}
+
+fn read_unifiedpush(s: &mut Section<'_>, p: &mut Problems) -> UnifiedPushConfig {
+    UnifiedPushConfig {
+        // A day: a phone that was offline still learns that messages wait.
+        endpoints: read_endpoint_keys(s, Duration::from_secs(86_400), p),
+        default_app: s.bool("default_app", false, p),
+    }
 }
 
 fn vapid_subject(contact: &str) -> String {

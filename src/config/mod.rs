@@ -21,7 +21,7 @@ use serde_json::Value;
 
 pub use apps::{
     certificate_not_after, check_certificate, ApnsAuth, ApnsConfig, ApnsPlatform, AppConfig,
-    AppKind, FcmConfig, VapidKey, WebPushConfig,
+    AppKind, EndpointKeys, FcmConfig, UnifiedPushConfig, VapidKey, WebPushConfig,
 };
 pub use problems::{ConfigError, Problem, Problems, Severity};
 pub use tls::TlsConfig;

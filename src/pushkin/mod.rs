@@ -5,9 +5,11 @@
 //! live inside it) and shared by every request.
 
 pub mod apns;
+pub mod endpoint;
 pub mod fcm;
 pub mod outcome;
 pub mod tap;
+pub mod unifiedpush;
 pub mod webpush;
 
 pub use outcome::Outcome;

@@ -91,6 +91,10 @@ pub enum Answer {
     WebPush {
         status: u16,
     },
+    /// A UnifiedPush server (the pusher's endpoint) answered.
+    UnifiedPush {
+        status: u16,
+    },
 }
 
 impl Answer {
@@ -116,7 +120,9 @@ impl Answer {
                 ..
             } => *about_token,
             Answer::Fcm { .. } => false,
-            Answer::WebPush { status } => matches!(status, 404 | 410),
+            Answer::WebPush { status } | Answer::UnifiedPush { status } => {
+                matches!(status, 404 | 410)
+            }
         }
     }
 
@@ -124,16 +130,17 @@ impl Answer {
         match self {
             Answer::Apns { status, .. }
             | Answer::Fcm { status, .. }
-            | Answer::WebPush { status } => *status,
+            | Answer::WebPush { status }
+            | Answer::UnifiedPush { status } => *status,
         }
     }
 
     /// The `reason` label of `pushgate_failures_total` when this answer fails a push.
     fn failure_code(&self) -> &'static str {
         match self {
-            Answer::Apns { status: 413, .. } | Answer::WebPush { status: 413 } => {
-                "payload_too_large"
-            }
+            Answer::Apns { status: 413, .. }
+            | Answer::WebPush { status: 413 }
+            | Answer::UnifiedPush { status: 413 } => "payload_too_large",
             Answer::Apns {
                 reason:
                     ApnsReason::TopicDisallowed
@@ -161,6 +168,7 @@ impl fmt::Display for Answer {
             Answer::Apns { status, reason } => write!(f, "APNs answered {status} {reason}"),
             Answer::Fcm { status, text, .. } => write!(f, "FCM answered {status} {text}"),
             Answer::WebPush { status } => write!(f, "push service answered {status}"),
+            Answer::UnifiedPush { status } => write!(f, "UnifiedPush server answered {status}"),
         }
     }
 }
@@ -353,6 +361,8 @@ mod tests {
             fcm(400, "INVALID_ARGUMENT", true),
             Answer::WebPush { status: 404 },
             Answer::WebPush { status: 410 },
+            Answer::UnifiedPush { status: 404 },
+            Answer::UnifiedPush { status: 410 },
         ];
         for a in dead {
             assert!(a.says_token_dead(), "{a:?} says the token is dead");
@@ -382,6 +392,14 @@ mod tests {
             Answer::WebPush { status: 429 },
             Answer::WebPush { status: 500 },
             Answer::WebPush { status: 301 },
+            Answer::UnifiedPush { status: 400 },
+            Answer::UnifiedPush { status: 401 },
+            Answer::UnifiedPush { status: 403 },
+            Answer::UnifiedPush { status: 413 },
+            Answer::UnifiedPush { status: 429 },
+            Answer::UnifiedPush { status: 500 },
+            Answer::UnifiedPush { status: 503 },
+            Answer::UnifiedPush { status: 302 },
         ];
         for a in alive {
             assert!(!a.says_token_dead(), "{a:?} must not reject");
@@ -411,6 +429,14 @@ mod tests {
             ),
             (
                 Cause::Answer(Answer::WebPush { status: 400 }),
+                "bad_request",
+            ),
+            (
+                Cause::Answer(Answer::UnifiedPush { status: 413 }),
+                "payload_too_large",
+            ),
+            (
+                Cause::Answer(Answer::UnifiedPush { status: 400 }),
                 "bad_request",
             ),
             (Cause::EndpointRefused("x".into()), "endpoint_refused"),

@@ -45,6 +45,7 @@ pub enum Service {
     Apns,
     Gcm,
     WebPush,
+    UnifiedPush,
 }
 
 impl Service {
@@ -53,6 +54,7 @@ impl Service {
             Service::Apns => "apns",
             Service::Gcm => "gcm",
             Service::WebPush => "webpush",
+            Service::UnifiedPush => "unifiedpush",
         }
     }
 }
@@ -76,6 +78,7 @@ pub struct Metrics {
     apns: ServiceFamilies,
     gcm: ServiceFamilies,
     webpush: ServiceFamilies,
+    unifiedpush: ServiceFamilies,
     outcomes: IntCounterVec,
     outbox_queued: IntCounterVec,
     outbox_dropped: IntCounterVec,
@@ -141,14 +144,20 @@ impl Builder {
     }
 
     fn service(&self, s: Service, status_prefix: &str) -> ServiceFamilies {
+        self.service_named(s, "sygnal", status_prefix)
+    }
+
+    /// A service's families, the timing ones under `prefix` (Sygnal's name for
+    /// the services Sygnal has, ours for the others).
+    fn service_named(&self, s: Service, prefix: &str, status_prefix: &str) -> ServiceFamilies {
         let n = s.name();
         ServiceFamilies {
             request_time: self.histogram(
-                &format!("sygnal_{n}_request_time"),
+                &format!("{prefix}_{n}_request_time"),
                 &format!("Time taken to send HTTP request to {n}"),
             ),
             active: self.gauge(
-                &format!("sygnal_active_{n}_requests"),
+                &format!("{prefix}_active_{n}_requests"),
                 &format!("Number of {n} requests in flight"),
             ),
             status_codes: self.counter_vec(
@@ -216,6 +225,8 @@ impl Metrics {
             gcm: b.service(Service::Gcm, "sygnal"),
             // Sygnal has no status-code family for Web Push: ours is prefixed pushgate_.
             webpush: b.service(Service::WebPush, "pushgate"),
+            // Sygnal has no UnifiedPush pushkin: all of its families are ours.
+            unifiedpush: b.service_named(Service::UnifiedPush, "pushgate", "pushgate"),
             outcomes: b.counter_vec(
                 "pushgate_outcomes_total",
                 "Device outcomes, per app and kind (delivered, rejected, remembered, \
@@ -476,6 +487,7 @@ impl Metrics {
             Service::Apns => &self.apns,
             Service::Gcm => &self.gcm,
             Service::WebPush => &self.webpush,
+            Service::UnifiedPush => &self.unifiedpush,
         };
         Upstream {
             service: service.name(),
@@ -655,6 +667,8 @@ mod tests {
             "sygnal_apns_request_time_count 0",
             "sygnal_active_gcm_requests 0",
             "sygnal_webpush_request_time_count 0",
+            "pushgate_unifiedpush_request_time_count 0",
+            "pushgate_active_unifiedpush_requests 0",
             "pushgate_outbox_oldest_age_seconds 0",
             "pushgate_store_up 0",
             "pushgate_inbound_connections 0",

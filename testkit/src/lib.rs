@@ -13,6 +13,8 @@
 //! - [`load`]: count-only mode and answer delays for the benchmark.
 //! - [`otlp`]: an OpenTelemetry collector stand-in (OTLP/HTTP JSON) that records spans.
 //! - [`proxy`]: a forward HTTP proxy (CONNECT and absolute-form) that records its targets.
+//! - [`record`]: what a fake received, with a bounded wait for more.
+//! - [`unifiedpush`]: an ntfy-like UnifiedPush server (HTTP or HTTPS) that records bodies and headers.
 
 pub mod apns;
 pub mod faulty;
@@ -21,5 +23,7 @@ pub mod load;
 pub mod otlp;
 pub mod postgres;
 pub mod proxy;
+pub mod record;
 pub mod tls;
+pub mod unifiedpush;
 pub mod webpush;

@@ -14,6 +14,7 @@ mod proxy;
 mod rejections;
 mod routing;
 mod tls;
+mod unifiedpush;
 mod upstream;
 mod validation;
 mod webpush;

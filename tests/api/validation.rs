@@ -365,13 +365,13 @@ async fn malformed_requests_get_exact_matrix_errors() {
             error: "unrecognized request: /",
         },
         Case {
-            name: "GET notify",
-            method: "GET",
+            name: "DELETE notify",
+            method: "DELETE",
             path: "/_matrix/push/v1/notify",
             body: String::new(),
             status: 405,
             errcode: "M_UNRECOGNIZED",
-            error: "method not allowed here; allowed: POST",
+            error: "method not allowed here; allowed: GET, HEAD, POST, OPTIONS",
         },
         Case {
             name: "PUT notify",
@@ -380,7 +380,7 @@ async fn malformed_requests_get_exact_matrix_errors() {
             body: "{}".into(),
             status: 405,
             errcode: "M_UNRECOGNIZED",
-            error: "method not allowed here; allowed: POST",
+            error: "method not allowed here; allowed: GET, HEAD, POST, OPTIONS",
         },
         Case {
             name: "POST health",
@@ -408,7 +408,7 @@ async fn malformed_requests_get_exact_matrix_errors() {
             let allow = if c.path == "/health" {
                 "GET, HEAD"
             } else {
-                "POST"
+                "GET, HEAD, POST, OPTIONS"
             };
             assert_eq!(a.headers["allow"], allow, "{}", c.name);
         }

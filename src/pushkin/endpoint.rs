@@ -1,0 +1,352 @@
+//! Pushes to user-supplied endpoint URLs (Web Push, UnifiedPush): the checks
+//! an endpoint must pass before anything is sent, and the one exchange with
+//! it (per-origin concurrency, a short time for unknown hosts, the tap).
+//!
+//! Invariants: an endpoint refused by policy (scheme, `allowed_endpoints`,
+//! the private-address guard) fails the push and is never a rejection; a
+//! slow origin holds only its own slots; redirects are never followed (the
+//! client is built with redirects off), so a 3xx is the pushkin's to judge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+use url::{Host, Url};
+
+use super::outcome::{Answer, Cause};
+use super::tap::Tap;
+use super::{parse_retry_after, Outcome, Settings};
+use crate::config::EndpointKeys;
+use crate::glob::glob_match;
+use crate::net::{self, AddressGuard, ClientOptions, NetError};
+use crate::telemetry::metrics::Upstream;
+
+/// Time given to a push to an endpoint that is not a well-known push service.
+pub const OTHER_HOST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The client and checks for one app's endpoints.
+pub struct Endpoints {
+    client: reqwest::Client,
+    guard: AddressGuard,
+    /// Set when a proxy resolves names for us: then the guard must resolve first.
+    proxied: bool,
+    allowed_endpoints: Vec<String>,
+    allow_http: bool,
+    known_services: &'static [&'static str],
+    slots: OriginSlots,
+    timeout: Duration,
+    metrics: Upstream,
+}
+
+/// The endpoint's answer, as far as the gateway needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+}
+
+impl Endpoints {
+    /// `known_services`: host globs of the well-known push services, which
+    /// get the full timeout.
+    pub fn new(
+        keys: &EndpointKeys,
+        known_services: &'static [&'static str],
+        s: &Settings<'_>,
+    ) -> Result<Self, NetError> {
+        let guard = AddressGuard {
+            allow_private: keys.allow_private_endpoints,
+            exempt: None,
+        };
+        let client = net::build_client(&ClientOptions {
+            connect_timeout: s.connect_timeout,
+            timeout: s.timeout,
+            proxy: s.proxy,
+            extra_ca: keys.ca_file.as_deref(),
+            max_idle_per_host: keys.max_connections,
+            guard: Some(guard.clone()),
+            http2_only: false,
+            identity: None,
+            connections: Some(s.metrics.connections()),
+        })?;
+        Ok(Endpoints {
+            client,
+            guard,
+            proxied: s.proxy.is_some(),
+            allowed_endpoints: keys.allowed_endpoints.clone(),
+            allow_http: keys.allow_http_endpoints,
+            known_services,
+            slots: OriginSlots::new(keys.max_connections),
+            timeout: s.timeout,
+            metrics: s.metrics.clone(),
+        })
+    }
+
+    /// The client to build requests with (the one [`Endpoints::send`] uses).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Checks that an endpoint may be used. A refusal is this push's failure
+    /// (the pusher stays); a name that cannot be resolved is temporary.
+    pub async fn check(&self, url: &Url) -> Result<(), Outcome> {
+        let not_allowed = |why: String| Err(Outcome::failed(Cause::EndpointNotAllowed(why)));
+        match url.scheme() {
+            "https" => {}
+            "http" if self.allow_http => {}
+            other => {
+                return not_allowed(format!(
+                    "endpoint scheme `{other}` is not allowed (https only)"
+                ))
+            }
+        }
+        let (Some(host), Some(host_str)) = (url.host(), url.host_str()) else {
+            return not_allowed("endpoint has no host".into());
+        };
+        if !self.allowed_endpoints.is_empty() {
+            let with_port = url.port().map(|p| format!("{host_str}:{p}"));
+            let allowed = self.allowed_endpoints.iter().any(|g| {
+                glob_match(g, host_str) || with_port.as_deref().is_some_and(|hp| glob_match(g, hp))
+            });
+            if !allowed {
+                return not_allowed(format!(
+                    "endpoint host {host_str} is not in allowed_endpoints"
+                ));
+            }
+        }
+        let refused = |r: net::Refused| Outcome::failed(Cause::EndpointRefused(r.to_string()));
+        match host {
+            // Literal addresses skip DNS in the client: judged here.
+            Host::Ipv4(ip) => self.guard.check(host_str, ip.into()).map_err(refused)?,
+            Host::Ipv6(ip) => self.guard.check(host_str, ip.into()).map_err(refused)?,
+            Host::Domain(name) if self.proxied && !self.guard.allow_private => {
+                // Through a proxy the client does not resolve the endpoint: resolve
+                // it here with the system resolver and judge what it resolves to.
+                let port = url.port_or_known_default().unwrap_or(443);
+                let addrs = tokio::net::lookup_host((name, port)).await.map_err(|e| {
+                    Outcome::temporary(Cause::Dns(format!("cannot resolve {name}: {e}")))
+                })?;
+                for a in addrs {
+                    self.guard.check(name, a.ip()).map_err(refused)?;
+                }
+            }
+            // Resolved and judged by the client's resolver at connect time.
+            Host::Domain(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Sends `req` to `endpoint` (already [checked](Endpoints::check)) and
+    /// returns its answer; no answer is a temporary outcome, the guard refusing
+    /// the endpoint at connect time a failed one. `plaintext` is what the
+    /// body encrypts, for the tap.
+    pub async fn send(
+        &self,
+        req: reqwest::Request,
+        endpoint: &Url,
+        tap: Option<&Tap>,
+        plaintext: Option<&[u8]>,
+    ) -> Result<Answered, Outcome> {
+        let tapped = tap.map(|t| (t, t.sent(&req, plaintext)));
+        // An endpoint outside the well-known push services (or the operator's
+        // allowed_endpoints) may be anyone's server: it gets a short time.
+        let timeout = if self.allowed_endpoints.is_empty() && !self.is_known_service(endpoint) {
+            self.timeout.min(OTHER_HOST_TIMEOUT)
+        } else {
+            self.timeout
+        };
+        let slots = self.slots.of(&endpoint.origin().ascii_serialization());
+        let sent = async {
+            let _permit = slots.acquire().await;
+            let call = self.metrics.request();
+            let sent = self.client.execute(req).instrument(call.span()).await;
+            if let Ok(resp) = &sent {
+                call.answered(resp.status().as_u16());
+            }
+            sent
+        };
+        let response = match tokio::time::timeout(timeout, sent).await {
+            Err(_) => {
+                if let Some((t, i)) = tapped {
+                    t.failed(i, "no answer in time".into());
+                }
+                return Err(Outcome::temporary(Cause::Timeout("push service")));
+            }
+            Ok(Err(e)) => {
+                if let Some((t, i)) = tapped {
+                    t.failed(i, net::describe(&e));
+                }
+                if let Some(refused) = net::refused_by_guard(&e) {
+                    if Some(refused.host.as_str()) == endpoint.host_str() {
+                        return Err(Outcome::failed(Cause::EndpointRefused(refused.to_string())));
+                    }
+                    // Something other than the endpoint was refused (a bug or a
+                    // misconfiguration): never the pusher's fault.
+                    tracing::error!(error = %refused, "the address guard refused a host that is not the endpoint");
+                }
+                return Err(Outcome::temporary(Cause::transport(&e)));
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        if let Some((t, i)) = tapped {
+            // Only send-test reads the body: the gateway needs nothing from it.
+            let headers = response.headers().clone();
+            let body = tokio::time::timeout(self.timeout, response.bytes())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            t.answered(i, status, &headers, &body);
+        }
+        Ok(Answered {
+            status,
+            retry_after,
+        })
+    }
+
+    fn is_known_service(&self, endpoint: &Url) -> bool {
+        endpoint.scheme() == "https"
+            && endpoint
+                .host_str()
+                .is_some_and(|h| self.known_services.iter().any(|g| glob_match(g, h)))
+    }
+}
+
+/// The outcome of an endpoint's answer (RFC 8030 §5, §8.3; UnifiedPush
+/// servers answer alike): 2xx delivered; 429 and 5xx temporary; anything
+/// else final — a 3xx too, as redirects are not followed — and judged by the
+/// one rejection rule.
+pub fn judge(answer: Answer, retry_after: Option<Duration>) -> Outcome {
+    match answer.status() {
+        200..=299 => Outcome::Delivered,
+        429 | 500..=599 => Outcome::Temporary {
+            cause: Cause::Answer(answer),
+            retry_after,
+        },
+        _ => Outcome::from_final_answer(answer, None),
+    }
+}
+
+/// The rejection-memory key of an endpoint URL: a hash, so that long URLs
+/// (and the secrets some carry in their path) are not stored as given.
+pub fn memory_key(endpoint: &str) -> String {
+    let digest = Sha256::digest(endpoint.as_bytes());
+    format!("endpoint:{}", URL_SAFE_NO_PAD.encode(digest))
+}
+
+/// The user agent's keys of an RFC 8291 subscription: what a push is encrypted to.
+pub struct UaKeys {
+    p256dh: p256::PublicKey,
+    auth: web_push_native::Auth,
+}
+
+impl UaKeys {
+    /// Decodes `p256dh` (a P-256 point) and `auth` (16 bytes), base64url or
+    /// standard base64, padded or not.
+    pub fn decode(p256dh: &str, auth: &str) -> Option<UaKeys> {
+        let p256dh = p256::PublicKey::from_sec1_bytes(&decode_b64(p256dh)?).ok()?;
+        let auth = decode_b64(auth)?;
+        if auth.len() != 16 {
+            return None;
+        }
+        Some(UaKeys {
+            p256dh,
+            auth: web_push_native::Auth::clone_from_slice(&auth),
+        })
+    }
+
+    /// One `aes128gcm` record of `plaintext`; a failure is this push's.
+    pub fn encrypt(&self, plaintext: Vec<u8>) -> Result<Vec<u8>, Outcome> {
+        web_push_native::encrypt(plaintext, &self.p256dh, &self.auth)
+            .map_err(|e| Outcome::failed(Cause::Local(format!("encryption failed: {e}"))))
+    }
+}
+
+/// What one `aes128gcm` record adds to its plaintext (RFC 8188 header with
+/// a 65-byte key id, the padding delimiter, the AEAD tag).
+pub const ENCRYPTION_OVERHEAD: usize = 16 + 4 + 1 + 65 + 1 + 16;
+
+/// Browsers give base64url without padding; some apps pass standard base64 or keep the padding.
+fn decode_b64(s: &str) -> Option<Vec<u8>> {
+    let normalized: String = s
+        .trim()
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect();
+    URL_SAFE_NO_PAD.decode(normalized).ok()
+}
+
+/// Concurrency limits per endpoint origin: a slow or hanging push service
+/// (or an attacker's endpoint) holds only its own slots, never another
+/// origin's.
+struct OriginSlots {
+    per_origin: usize,
+    origins: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// Origins tracked before idle ones are forgotten.
+const TRACKED_ORIGINS: usize = 1024;
+
+impl OriginSlots {
+    fn new(per_origin: usize) -> Self {
+        OriginSlots {
+            per_origin,
+            origins: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn of(&self, origin: &str) -> Arc<Semaphore> {
+        let mut origins = match self.origins.lock() {
+            Ok(o) => o,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(s) = origins.get(origin) {
+            return s.clone();
+        }
+        if origins.len() >= TRACKED_ORIGINS {
+            // Forget the origins nobody is sending to (all permits free).
+            origins.retain(|_, s| s.available_permits() < self.per_origin);
+        }
+        let slots = Arc::new(Semaphore::new(self.per_origin));
+        origins.insert(origin.to_owned(), slots.clone());
+        slots
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_keys_hash_the_endpoint() {
+        let k = memory_key("https://ntfy.example.org/upAbC?up=1");
+        assert!(k.starts_with("endpoint:"), "{k}");
+        assert_eq!(k.len(), "endpoint:".len() + 43);
+        assert_eq!(k, memory_key("https://ntfy.example.org/upAbC?up=1"));
+        assert_ne!(k, memory_key("https://ntfy.example.org/upAbD?up=1"));
+    }
+
+    #[test]
+    fn origin_slots_are_per_origin() {
+        let slots = OriginSlots::new(2);
+        let a = slots.of("https://a.example");
+        assert!(Arc::ptr_eq(&a, &slots.of("https://a.example")));
+        assert!(!Arc::ptr_eq(&a, &slots.of("https://b.example")));
+        assert_eq!(a.available_permits(), 2);
+    }
+}

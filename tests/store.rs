@@ -671,47 +671,13 @@ async fn fields_of_the_maximum_accepted_length_are_stored_and_found_again(b: Bac
     assert_eq!(s.claim(claim, 1500, 2500, 0).await.expect("claim"), vec![]);
 }
 
-/// Makes every write of a claim fail (as a full disk would), or lifts that,
-/// from a connection of its own.
+/// Makes writes of the gateway's store fail (as a full disk would), or lifts that.
 async fn refuse_claim_writes(config: &StoreConfig, refuse: bool) {
-    use sqlx::Executor;
+    use testkit::store_faults::{refuse_writes, Db};
     match config {
-        StoreConfig::Sqlite { path } => {
-            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-            let pool = sqlx::SqlitePool::connect_with(options)
-                .await
-                .expect("connect");
-            let sqls: &[&str] = if refuse {
-                &[
-                    "CREATE TRIGGER refuse_insert BEFORE INSERT ON claims \
-                     BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
-                    "CREATE TRIGGER refuse_update BEFORE UPDATE ON claims \
-                     BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
-                ]
-            } else {
-                &["DROP TRIGGER refuse_insert", "DROP TRIGGER refuse_update"]
-            };
-            for sql in sqls {
-                pool.execute(*sql).await.expect("trigger");
-            }
-            pool.close().await;
-        }
+        StoreConfig::Sqlite { path } => refuse_writes(Db::Sqlite(path), refuse).await,
         StoreConfig::Postgres { url, .. } => {
-            let pool = sqlx::PgPool::connect(url.expose()).await.expect("connect");
-            let sqls: &[&str] = if refuse {
-                &[
-                    "CREATE FUNCTION refuse_writes() RETURNS trigger LANGUAGE plpgsql AS \
-                     $$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100'; END $$",
-                    "CREATE TRIGGER refuse_writes BEFORE INSERT OR UPDATE ON claims \
-                     FOR EACH ROW EXECUTE FUNCTION refuse_writes()",
-                ]
-            } else {
-                &["DROP TRIGGER refuse_writes ON claims"]
-            };
-            for sql in sqls {
-                pool.execute(*sql).await.expect("trigger");
-            }
-            pool.close().await;
+            refuse_writes(Db::Postgres(url.expose()), refuse).await
         }
         StoreConfig::None => {}
     }
@@ -733,10 +699,13 @@ async fn ping_fails_from_a_failed_write_until_a_write_succeeds(b: Backend) {
     );
     // Reads still work; the store is not ready until a write succeeds.
     assert!(s.stats().await.is_ok());
-    s.ping().await.expect_err("still not ready");
+    s.ping()
+        .await
+        .expect_err("still not ready: the ping's own probe write fails too");
     refuse_claim_writes(&b.config, false).await;
-    assert_eq!(claim("$2").await.expect("the write succeeds").len(), 1);
+    // Writes work again: the ping's probe write finds it out, with no traffic needed.
     s.ping().await.expect("ready again");
+    assert_eq!(claim("$2").await.expect("the write succeeds").len(), 1);
 }
 
 #[cfg(unix)]

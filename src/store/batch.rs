@@ -189,7 +189,7 @@ impl Writer {
     }
 
     /// Remembers how a write ended, and passes its result on.
-    fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         let failure = result.as_ref().err().map(ToString::to_string);
         if let Ok(mut last) = self.last_failure.lock() {
             if last.is_some() != failure.is_some() {

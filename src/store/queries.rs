@@ -25,6 +25,7 @@ macro_rules! queries {
             sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
         }
 
+
         /// The connection a grouping task (writer or reader) keeps between
         /// groups: taking one from the pool for each group would cost a ping
         /// on every return. Dropped after an error, taken again when next needed.
@@ -344,6 +345,17 @@ macro_rules! queries {
             }
         }
 
+        /// A real, tiny write (one row rewritten), on the writer's held
+        /// connection: succeeds only when the store can be written to.
+        pub async fn probe_write(pool: &Pool<$db>, held: &Held) -> Result<(), sqlx::Error> {
+            on_held!(pool, held, |conn| sqlx::query(
+                "UPDATE pushgate_schema SET version = version \
+                 WHERE version = (SELECT MAX(version) FROM pushgate_schema)"
+            )
+            .execute(&mut *conn))
+            .map(|_| ())
+        }
+
         /// On the writer's held connection: SQLite has one writer at a time.
         pub async fn take_due(
             pool: &Pool<$db>,
@@ -516,7 +528,14 @@ macro_rules! impl_store {
 
             fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
                 async move {
-                    self.writer.last_write()?;
+                    if self.writer.last_write().is_err() {
+                        // The last write failed: only a write can tell whether
+                        // writes work again (an idle gateway makes none).
+                        let probe = q::probe_write(&self.$write, &self.held).await;
+                        // Noted either way; still failing is told as a failing write.
+                        let _ = self.writer.noted(probe.map_err(StoreError::from));
+                        self.writer.last_write()?;
+                    }
                     Ok(q::ping(&self.$read).await?)
                 }
                 .boxed()

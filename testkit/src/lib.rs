@@ -24,6 +24,7 @@ pub mod otlp;
 pub mod postgres;
 pub mod proxy;
 pub mod record;
+pub mod store_faults;
 pub mod tls;
 pub mod unifiedpush;
 pub mod webpush;

@@ -422,46 +422,13 @@ async fn drain_once_sends_and_settles_each_due_entry() {
     assert_eq!(s.fake.received().len(), 3);
 }
 
-/// Makes every write of a claim fail (as a full disk would), or lifts that.
-async fn refuse_writes(store: &StoreConfig, refuse: bool) {
-    use sqlx::Executor;
-    match store {
-        StoreConfig::Sqlite { path } => {
-            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-            let pool = sqlx::SqlitePool::connect_with(options)
-                .await
-                .expect("connect");
-            let sqls: &[&str] = if refuse {
-                &[
-                    "CREATE TRIGGER refuse_insert BEFORE INSERT ON claims \
-                     BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
-                    "CREATE TRIGGER refuse_update BEFORE UPDATE ON claims \
-                     BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
-                ]
-            } else {
-                &["DROP TRIGGER refuse_insert", "DROP TRIGGER refuse_update"]
-            };
-            for sql in sqls {
-                pool.execute(*sql).await.expect("trigger");
-            }
-            pool.close().await;
-        }
+/// Makes writes of the gateway's store fail (as a full disk would), or lifts that.
+async fn refuse_writes(config: &StoreConfig, refuse: bool) {
+    use testkit::store_faults::{refuse_writes, Db};
+    match config {
+        StoreConfig::Sqlite { path } => refuse_writes(Db::Sqlite(path), refuse).await,
         StoreConfig::Postgres { url, .. } => {
-            let pool = sqlx::PgPool::connect(url.expose()).await.expect("connect");
-            let sqls: &[&str] = if refuse {
-                &[
-                    "CREATE FUNCTION refuse_writes() RETURNS trigger LANGUAGE plpgsql AS \
-                     $$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100'; END $$",
-                    "CREATE TRIGGER refuse_writes BEFORE INSERT OR UPDATE ON claims \
-                     FOR EACH ROW EXECUTE FUNCTION refuse_writes()",
-                ]
-            } else {
-                &["DROP TRIGGER refuse_writes ON claims"]
-            };
-            for sql in sqls {
-                pool.execute(*sql).await.expect("trigger");
-            }
-            pool.close().await;
+            refuse_writes(Db::Postgres(url.expose()), refuse).await
         }
         StoreConfig::None => {}
     }

@@ -68,7 +68,7 @@ fn notification_with(
         membership: Some("invite".into()),
         user_is_target: Some(true),
         prio: Prio::High,
-        content: Some(content),
+        content: Some(content.into()),
         counts: Counts {
             unread: Some(3),
             missed_calls: Some(1),
@@ -164,10 +164,11 @@ proptest! {
         extra in prop::collection::btree_map("[a-z]{1,8}", text(1500), 0..5), default in proptest::option::of(json_value()),
     ) {
         let mut n = notification_with(body, room, sender, "m.room.message", "m.text");
-        if let Some(c) = n.content.as_mut() {
+        if let Some(mut c) = n.content.as_ref().map(|c| c.to_map()) {
             for (k, v) in extra {
                 c.insert(k, Value::String(v));
             }
+            n.content = Some(c.into());
         }
         let d = device_with(default.filter(Value::is_object));
         match fcm::message::build(&n, &d, &Map::new(), true) {

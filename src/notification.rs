@@ -139,9 +139,7 @@ impl Content {
 impl From<Map<String, Value>> for Content {
     fn from(m: Map<String, Value>) -> Content {
         // Serialising a map cannot fail; were it to, the content would read as empty.
-        Content(
-            serde_json::value::to_raw_value(&m).unwrap_or_else(|_| RawValue::NULL.to_owned()),
-        )
+        Content(serde_json::value::to_raw_value(&m).unwrap_or_else(|_| RawValue::NULL.to_owned()))
     }
 }
 
@@ -712,7 +710,11 @@ mod tests {
 
     #[test]
     fn not_json_errors_are_those_of_a_value_parse() {
-        let deep = format!("{{\"notification\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        let deep = format!(
+            "{{\"notification\":{}{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
         let bodies: Vec<Vec<u8>> = vec![
             deep.into_bytes(),
             b"{\"notification\":{\"content\":{\"a\":\"\\ud800\"}}}".to_vec(),
@@ -753,7 +755,10 @@ mod tests {
         let strings: Vec<(String, String)> = c.strings().into_iter().collect();
         assert_eq!(strings, vec![("b".to_owned(), "z".to_owned())]);
         let map = c.to_map();
-        assert_eq!(Value::Object(map.clone()), serde_json::json!({"a": null, "b": "z", "c": 3, "n": [1, {"d": 2}]}));
+        assert_eq!(
+            Value::Object(map.clone()),
+            serde_json::json!({"a": null, "b": "z", "c": 3, "n": [1, {"d": 2}]})
+        );
         assert_eq!(Content::from(map), *c);
     }
 

@@ -84,6 +84,21 @@ impl Gateway {
         assert!(ok, "kill -{name} failed");
     }
 
+    /// The process's resident memory now and its peak so far (`VmRSS`,
+    /// `VmHWM` in /proc/<pid>/status), in KiB.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/<pid>/status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{name} in /proc/<pid>/status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// SIGKILL: no shutdown, no flush.
     pub fn kill_9(mut self) {
         self.child.kill().expect("kill -9");
@@ -141,6 +156,14 @@ pub fn vapid_key(path: &Path) {
         .status
         .success();
     assert!(ok);
+}
+
+/// A free loopback port (bound, then released) for a listener the config must name.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// Writes `<dir>/<name>.yaml`: a Web Push app `org.example.web` on a fresh

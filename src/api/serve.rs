@@ -188,7 +188,7 @@ pub async fn serve(
 }
 
 /// The largest HTTP/1 read buffer of a connection (hyper's default is about 400 KiB).
-const HTTP1_READ_BUFFER: usize = 32 * 1024;
+const HTTP1_READ_BUFFER: usize = 16 * 1024;
 
 /// hyper's server, configured from `http`.
 fn builder(http: &HttpConfig) -> auto::Builder<TokioExecutor> {

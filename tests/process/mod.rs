@@ -169,6 +169,12 @@ pub fn free_port() -> u16 {
 /// Writes `<dir>/<name>.yaml`: a Web Push app `org.example.web` on a fresh
 /// VAPID key, JSON logs, port 0, and `extra` YAML appended.
 pub fn write_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    write_config_http(dir, name, "", extra)
+}
+
+/// [`write_config`] with more keys for the `http` section (`http` lines, each
+/// indented by two spaces).
+pub fn write_config_http(dir: &Path, name: &str, http: &str, extra: &str) -> PathBuf {
     let key = dir.join(format!("{name}-vapid.pem"));
     vapid_key(&key);
     let config = dir.join(format!("{name}.yaml"));
@@ -178,7 +184,7 @@ pub fn write_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
             "http:
   bind_addresses: ['127.0.0.1']
   port: 0
-log:
+{http}log:
   level: info
   format: json
 apps:

@@ -12,13 +12,15 @@
 //! paths a `Value` takes, so the `M_NOT_JSON` messages are serde_json's own),
 //! then read field by field from borrowed slices of the body. The event
 //! `content`, by far the largest part, is kept as its raw JSON text
-//! ([`Content`]) and parsed only by the payload builders that need it, one
-//! key at a time where they can.
+//! ([`Content`]; with [`parse_shared`] a view into the body, not a copy) and
+//! parsed only by the payload builders that need it, one key at a time where
+//! they can.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use bytes::Bytes;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -85,26 +87,45 @@ pub struct Device {
 /// The event `content`: a JSON object kept as the text the homeserver sent
 /// (always a valid object: [`parse`] checked it), parsed only when a payload
 /// needs it. Two contents are equal when they hold the same JSON object.
+///
+/// From [`parse_shared`] it is a view into the request body itself (no copy:
+/// the body's one allocation is what stays); from [`parse`], a copy.
 #[derive(Clone)]
-pub struct Content(Box<RawValue>);
+pub struct Content(Bytes);
 
 impl Content {
     /// The raw JSON text of the object.
     pub fn get(&self) -> &str {
-        self.0.get()
+        // Checked as UTF-8 JSON when it was parsed; the check is repeated
+        // because nothing here may assume it (no `unsafe`), and costs far
+        // less than the parse that follows every use.
+        std::str::from_utf8(&self.0).unwrap_or("{}")
+    }
+
+    /// `raw`, a slice of `body`, as a view into it when it is most of the
+    /// body (else a copy: a small content must not keep a large body alive).
+    fn within(body: &Bytes, raw: &RawValue) -> Content {
+        let text = raw.get().as_bytes();
+        let start = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize);
+        match start {
+            Some(start) if start + text.len() <= body.len() && text.len() * 2 >= body.len() => {
+                Content(body.slice(start..start + text.len()))
+            }
+            _ => Content(Bytes::copy_from_slice(text)),
+        }
     }
 
     /// The whole object as a map (a tree the size of the content: payload
     /// builders that need only some keys use [`Content::field`] or
     /// [`Content::strings`]).
     pub fn to_map(&self) -> Map<String, Value> {
-        serde_json::from_str(self.0.get()).unwrap_or_default()
+        serde_json::from_str(self.get()).unwrap_or_default()
     }
 
     /// The value of one key (the last one, when the key is repeated), parsed
     /// on its own; the other keys are skipped without building anything.
     pub fn field(&self, key: &str) -> Option<Value> {
-        let entries = RawObject::of(&self.0).ok()?;
+        let entries = RawObject::of_text(self.get()).ok()?;
         let raw = entries.last(key)?;
         serde_json::from_str(raw.get()).ok()
     }
@@ -112,7 +133,7 @@ impl Content {
     /// Every key whose value is a string, with that string, in key order
     /// (the order of a `serde_json::Map`); other values are skipped unparsed.
     pub fn strings(&self) -> BTreeMap<String, String> {
-        let Ok(entries) = RawObject::of(&self.0) else {
+        let Ok(entries) = RawObject::of_text(self.get()) else {
             return BTreeMap::new();
         };
         let mut out = BTreeMap::new();
@@ -138,8 +159,7 @@ impl Content {
 
 impl From<Map<String, Value>> for Content {
     fn from(m: Map<String, Value>) -> Content {
-        // Serialising a map cannot fail; were it to, the content would read as empty.
-        Content(serde_json::value::to_raw_value(&m).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+        Content(Bytes::from(Value::Object(m).to_string()))
     }
 }
 
@@ -156,8 +176,10 @@ impl fmt::Debug for Content {
 }
 
 impl Serialize for Content {
+    /// Written verbatim, as the homeserver sent it.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        let raw: &RawValue = serde_json::from_str(self.get()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
     }
 }
 
@@ -323,8 +345,26 @@ pub fn to_wire(n: &Notification, device: &Device) -> String {
     serde_json::to_string(&wire).unwrap_or_default()
 }
 
-/// Parses a request body. `max_devices` bounds `devices`.
+/// Parses a request body. `max_devices` bounds `devices`. The content is copied.
 pub fn parse(body: &[u8], max_devices: usize) -> Result<Notification, ParseError> {
+    parse_with(body, max_devices, &|raw| {
+        Content(Bytes::copy_from_slice(raw.get().as_bytes()))
+    })
+}
+
+/// [`parse`], the content kept as a view into `body` (which it keeps alive).
+pub fn parse_shared(body: &Bytes, max_devices: usize) -> Result<Notification, ParseError> {
+    parse_with(body, max_devices, &|raw| Content::within(body, raw))
+}
+
+/// How the parser keeps the content it found.
+type KeepContent<'k> = &'k dyn Fn(&RawValue) -> Content;
+
+fn parse_with(
+    body: &[u8],
+    max_devices: usize,
+    keep: KeepContent<'_>,
+) -> Result<Notification, ParseError> {
     // 1. Is it JSON? Walked with the parser paths a `Value` takes (so the
     //    errors, recursion limit included, are the same), building nothing.
     serde_json::from_slice::<Checked>(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
@@ -339,7 +379,7 @@ pub fn parse(body: &[u8], max_devices: usize) -> Result<Notification, ParseError
     let root: RawObject<'_> =
         serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
     match root.last("notification").map(kind_of) {
-        Some(Kind::Object(n)) => parse_notification(n, max_devices),
+        Some(Kind::Object(n)) => parse_notification(n, max_devices, keep),
         None | Some(Kind::Null) => Err(bad("notification", "required, but missing")),
         Some(_) => Err(bad("notification", "must be an object")),
     }
@@ -403,7 +443,11 @@ struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'a> RawObject<'a> {
     fn of(raw: &'a RawValue) -> Result<RawObject<'a>, ParseError> {
-        serde_json::from_str(raw.get()).map_err(|e| ParseError::NotJson(e.to_string()))
+        Self::of_text(raw.get())
+    }
+
+    fn of_text(text: &'a str) -> Result<RawObject<'a>, ParseError> {
+        serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))
     }
 
     /// The value of `key`: the last one, as in a map.
@@ -550,7 +594,11 @@ impl<'a> Fields<'_, 'a> {
     }
 }
 
-fn parse_notification(raw: &RawValue, max_devices: usize) -> Result<Notification, ParseError> {
+fn parse_notification(
+    raw: &RawValue,
+    max_devices: usize,
+    keep: KeepContent<'_>,
+) -> Result<Notification, ParseError> {
     let mut f = Fields {
         path: "notification",
         map: RawObject::of(raw)?,
@@ -597,7 +645,7 @@ fn parse_notification(raw: &RawValue, max_devices: usize) -> Result<Notification
         membership: f.non_empty("membership")?,
         user_is_target: f.bool("user_is_target")?,
         prio,
-        content: f.raw_object("content")?.map(|c| Content(c.to_owned())),
+        content: f.raw_object("content")?.map(keep),
         counts,
         devices: Vec::new(),
     };
@@ -772,6 +820,32 @@ mod tests {
         let c = n.content.expect("content");
         assert_eq!(c.field("body"), Some(Value::from("hi")));
         assert_eq!(c.strings().get("body").map(String::as_str), Some("hi"));
+    }
+
+    #[test]
+    fn shared_content_is_a_view_of_the_body_only_when_it_is_most_of_it() {
+        let inside = |body: &Bytes, c: &Content| {
+            let (start, at) = (body.as_ptr() as usize, c.get().as_ptr() as usize);
+            (start..start + body.len()).contains(&at)
+        };
+        let mostly_content = Bytes::from(format!(
+            r#"{{"notification":{{"content":{{"body":"{}"}},"devices":[{{"app_id":"a","pushkey":"k"}}]}}}}"#,
+            "x".repeat(1000)
+        ));
+        let n = parse_shared(&mostly_content, 1).expect("accepted");
+        assert!(inside(
+            &mostly_content,
+            n.content.as_ref().expect("content")
+        ));
+        assert_eq!(n, parse(&mostly_content, 1).expect("accepted"));
+        let mostly_data = Bytes::from(format!(
+            r#"{{"notification":{{"content":{{"body":"hi"}},"devices":[{{"app_id":"a","pushkey":"k","data":{{"pad":"{}"}}}}]}}}}"#,
+            "x".repeat(1000)
+        ));
+        let n = parse_shared(&mostly_data, 1).expect("accepted");
+        let c = n.content.as_ref().expect("content");
+        assert!(!inside(&mostly_data, c), "a small content is copied");
+        assert_eq!(c.get(), r#"{"body":"hi"}"#);
     }
 
     #[test]

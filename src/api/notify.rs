@@ -142,8 +142,9 @@ async fn handle(
     bytes: bytes::Bytes,
     mut reserved: OwnedSemaphorePermit,
 ) -> Result<Response, ApiError> {
-    let n = notification::parse(&bytes, state.limits.max_devices)?;
-    // Only the parsed fields and the raw content are kept from here on.
+    // The content stays a view into the body: the body's one allocation is
+    // what the notification keeps (its other parts are a few hundred bytes).
+    let n = notification::parse_shared(&bytes, state.limits.max_devices)?;
     drop(bytes);
     let held = n.heap_size();
     if held > reserved.num_permits() {

@@ -14,8 +14,8 @@
 //! (large pusher `data` maps) reserves the difference too. A reservation
 //! that does not fit is answered `429 M_LIMIT_EXCEEDED` at once, before the
 //! body is read: the homeserver retries later, as for the request limit.
-//! The body itself is dropped once parsed; the notification keeps only its
-//! fields and the raw `content` (see `notification`).
+//! Once parsed, the notification keeps only its fields and the raw `content`
+//! (a view into the body when it is most of it; see `notification`).
 
 use std::sync::Arc;
 use std::time::Instant;

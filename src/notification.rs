@@ -5,7 +5,25 @@
 //! is a synonym of `event_id`, an unknown `prio` is `high`) and strict about
 //! types: a field of the wrong type is an error that names its path, e.g.
 //! `notification.devices[1].pushkey`.
+//!
+//! Memory is bounded by the body, not amplified by it: the body is never
+//! turned into a `serde_json::Value` tree (which costs 10–16 times the text).
+//! It is checked once as JSON without building anything (the same parser
+//! paths a `Value` takes, so the `M_NOT_JSON` messages are serde_json's own),
+//! then read field by field from borrowed slices of the body. The event
+//! `content`, by far the largest part, is kept as its raw JSON text
+//! ([`Content`]; with [`parse_shared`] a view into the body, not a copy) and
+//! parsed only by the payload builders that need it, one key at a time where
+//! they can.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Why a body was refused; turned into a Matrix error by `api::error`.
@@ -66,6 +84,105 @@ pub struct Device {
     pub tweaks: Map<String, Value>,
 }
 
+/// The event `content`: a JSON object kept as the text the homeserver sent
+/// (always a valid object: [`parse`] checked it), parsed only when a payload
+/// needs it. Two contents are equal when they hold the same JSON object.
+///
+/// From [`parse_shared`] it is a view into the request body itself (no copy:
+/// the body's one allocation is what stays); from [`parse`], a copy.
+#[derive(Clone)]
+pub struct Content(Bytes);
+
+impl Content {
+    /// The raw JSON text of the object.
+    pub fn get(&self) -> &str {
+        // Checked as UTF-8 JSON when it was parsed; the check is repeated
+        // because nothing here may assume it (no `unsafe`), and costs far
+        // less than the parse that follows every use.
+        std::str::from_utf8(&self.0).unwrap_or("{}")
+    }
+
+    /// `raw`, a slice of `body`, as a view into it when it is most of the
+    /// body (else a copy: a small content must not keep a large body alive).
+    fn within(body: &Bytes, raw: &RawValue) -> Content {
+        let text = raw.get().as_bytes();
+        let start = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize);
+        match start {
+            Some(start) if start + text.len() <= body.len() && text.len() * 2 >= body.len() => {
+                Content(body.slice(start..start + text.len()))
+            }
+            _ => Content(Bytes::copy_from_slice(text)),
+        }
+    }
+
+    /// The whole object as a map (a tree the size of the content: payload
+    /// builders that need only some keys use [`Content::field`] or
+    /// [`Content::strings`]).
+    pub fn to_map(&self) -> Map<String, Value> {
+        serde_json::from_str(self.get()).unwrap_or_default()
+    }
+
+    /// The value of one key (the last one, when the key is repeated), parsed
+    /// on its own; the other keys are skipped without building anything.
+    pub fn field(&self, key: &str) -> Option<Value> {
+        let entries = RawObject::of_text(self.get()).ok()?;
+        let raw = entries.last(key)?;
+        serde_json::from_str(raw.get()).ok()
+    }
+
+    /// Every key whose value is a string, with that string, in key order
+    /// (the order of a `serde_json::Map`); other values are skipped unparsed.
+    pub fn strings(&self) -> BTreeMap<String, String> {
+        let Ok(entries) = RawObject::of_text(self.get()) else {
+            return BTreeMap::new();
+        };
+        let mut out = BTreeMap::new();
+        for (k, raw) in entries.0 {
+            // A later duplicate replaces an earlier one, as in a map; one that
+            // is not a string removes it.
+            let text = match kind_of(raw) {
+                Kind::String(raw) => serde_json::from_str::<String>(raw.get()).ok(),
+                _ => None,
+            };
+            match text {
+                Some(s) => {
+                    out.insert(k.into_owned(), s);
+                }
+                None => {
+                    out.remove(k.as_ref());
+                }
+            }
+        }
+        out
+    }
+}
+
+impl From<Map<String, Value>> for Content {
+    fn from(m: Map<String, Value>) -> Content {
+        Content(Bytes::from(Value::Object(m).to_string()))
+    }
+}
+
+impl PartialEq for Content {
+    fn eq(&self, other: &Content) -> bool {
+        self.get() == other.get() || self.to_map() == other.to_map()
+    }
+}
+
+impl fmt::Debug for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Content").field(&self.get()).finish()
+    }
+}
+
+impl Serialize for Content {
+    /// Written verbatim, as the homeserver sent it.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let raw: &RawValue = serde_json::from_str(self.get()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
 /// A validated notification.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Notification {
@@ -80,7 +197,7 @@ pub struct Notification {
     pub membership: Option<String>,
     pub user_is_target: Option<bool>,
     pub prio: Prio,
-    pub content: Option<Map<String, Value>>,
+    pub content: Option<Content>,
     pub counts: Counts,
     pub devices: Vec<Device>,
 }
@@ -90,91 +207,348 @@ impl Notification {
     pub fn is_event_id_only(&self) -> bool {
         self.event_id.is_some() && self.kind.is_none()
     }
+
+    /// Roughly the heap bytes this notification holds: its strings, the raw
+    /// content and the devices' `data` and `tweaks` maps (a `Value` costs
+    /// about 10 times its JSON text; estimated from the text). For the
+    /// in-flight byte budget.
+    pub fn heap_size(&self) -> usize {
+        let strings = [
+            &self.event_id,
+            &self.room_id,
+            &self.kind,
+            &self.sender,
+            &self.sender_display_name,
+            &self.room_name,
+            &self.room_alias,
+            &self.membership,
+        ]
+        .iter()
+        .map(|s| s.as_ref().map_or(0, String::len))
+        .sum::<usize>();
+        let content = self.content.as_ref().map_or(0, |c| c.get().len());
+        let devices = self
+            .devices
+            .iter()
+            .map(|d| {
+                std::mem::size_of::<Device>()
+                    + d.app_id.len()
+                    + d.pushkey.len()
+                    + map_heap_size(&d.data)
+                    + map_heap_size(&d.tweaks)
+            })
+            .sum::<usize>();
+        std::mem::size_of::<Notification>() + strings + content + devices
+    }
+}
+
+/// Heap bytes of a `Value` map: node overhead per entry plus its strings.
+fn map_heap_size(m: &Map<String, Value>) -> usize {
+    m.iter()
+        .map(|(k, v)| 64 + k.len() + value_heap_size(v))
+        .sum()
+}
+
+fn value_heap_size(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(a) => a
+            .iter()
+            .map(|v| std::mem::size_of::<Value>() + value_heap_size(v))
+            .sum(),
+        Value::Object(m) => map_heap_size(m),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+    }
 }
 
 /// The `/notify` body for this notification and one of its devices: what the
 /// outbox stores to rebuild the push later. `parse` reads it back to an equal
-/// notification (with that one device).
+/// notification (with that one device). `content` is written as it came.
 pub fn to_wire(n: &Notification, device: &Device) -> String {
-    let mut m = Map::new();
-    let mut put = |k: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            m.insert(k.to_owned(), v);
-        }
+    /// Fields in the order of a `serde_json::Map` (sorted), as before `content` was kept raw.
+    #[derive(Serialize)]
+    struct Wire<'a> {
+        notification: WireNotification<'a>,
+    }
+    #[derive(Serialize)]
+    struct WireNotification<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content: Option<&'a Content>,
+        counts: WireCounts,
+        devices: [WireDevice<'a>; 1],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        event_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        membership: Option<&'a str>,
+        prio: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room_alias: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room_name: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sender: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sender_display_name: Option<&'a str>,
+        #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+        kind: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_is_target: Option<bool>,
+    }
+    #[derive(Serialize)]
+    struct WireCounts {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        missed_calls: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unread: Option<u64>,
+    }
+    #[derive(Serialize)]
+    struct WireDevice<'a> {
+        app_id: &'a str,
+        data: &'a Map<String, Value>,
+        pushkey: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pushkey_ts: Option<u64>,
+        tweaks: &'a Map<String, Value>,
+    }
+    let wire = Wire {
+        notification: WireNotification {
+            content: n.content.as_ref(),
+            counts: WireCounts {
+                missed_calls: n.counts.missed_calls,
+                unread: n.counts.unread,
+            },
+            devices: [WireDevice {
+                app_id: &device.app_id,
+                data: &device.data,
+                pushkey: &device.pushkey,
+                pushkey_ts: device.pushkey_ts,
+                tweaks: &device.tweaks,
+            }],
+            event_id: n.event_id.as_deref(),
+            membership: n.membership.as_deref(),
+            prio: match n.prio {
+                Prio::High => "high",
+                Prio::Low => "low",
+            },
+            room_alias: n.room_alias.as_deref(),
+            room_id: n.room_id.as_deref(),
+            room_name: n.room_name.as_deref(),
+            sender: n.sender.as_deref(),
+            sender_display_name: n.sender_display_name.as_deref(),
+            kind: n.kind.as_deref(),
+            user_is_target: n.user_is_target,
+        },
     };
-    let s = |v: &Option<String>| v.clone().map(Value::String);
-    put("event_id", s(&n.event_id));
-    put("room_id", s(&n.room_id));
-    put("type", s(&n.kind));
-    put("sender", s(&n.sender));
-    put("sender_display_name", s(&n.sender_display_name));
-    put("room_name", s(&n.room_name));
-    put("room_alias", s(&n.room_alias));
-    put("membership", s(&n.membership));
-    put("user_is_target", n.user_is_target.map(Value::Bool));
-    put(
-        "prio",
-        Some(Value::from(match n.prio {
-            Prio::High => "high",
-            Prio::Low => "low",
-        })),
-    );
-    put("content", n.content.clone().map(Value::Object));
-    let mut counts = Map::new();
-    if let Some(u) = n.counts.unread {
-        counts.insert("unread".into(), u.into());
-    }
-    if let Some(c) = n.counts.missed_calls {
-        counts.insert("missed_calls".into(), c.into());
-    }
-    put("counts", Some(Value::Object(counts)));
-    let mut d = Map::new();
-    d.insert("app_id".into(), device.app_id.clone().into());
-    d.insert("pushkey".into(), device.pushkey.clone().into());
-    if let Some(ts) = device.pushkey_ts {
-        d.insert("pushkey_ts".into(), ts.into());
-    }
-    d.insert("data".into(), Value::Object(device.data.clone()));
-    d.insert("tweaks".into(), Value::Object(device.tweaks.clone()));
-    put("devices", Some(Value::Array(vec![Value::Object(d)])));
-    let mut root = Map::new();
-    root.insert("notification".into(), Value::Object(m));
-    Value::Object(root).to_string()
+    // Plain structs, maps with string keys and checked raw JSON: serialising cannot fail.
+    serde_json::to_string(&wire).unwrap_or_default()
 }
 
-/// Parses a request body. `max_devices` bounds `devices`.
+/// Parses a request body. `max_devices` bounds `devices`. The content is copied.
 pub fn parse(body: &[u8], max_devices: usize) -> Result<Notification, ParseError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    let Value::Object(mut root) = value else {
+    parse_with(body, max_devices, &|raw| {
+        Content(Bytes::copy_from_slice(raw.get().as_bytes()))
+    })
+}
+
+/// [`parse`], the content kept as a view into `body` (which it keeps alive).
+pub fn parse_shared(body: &Bytes, max_devices: usize) -> Result<Notification, ParseError> {
+    parse_with(body, max_devices, &|raw| Content::within(body, raw))
+}
+
+/// How the parser keeps the content it found.
+type KeepContent<'k> = &'k dyn Fn(&RawValue) -> Content;
+
+fn parse_with(
+    body: &[u8],
+    max_devices: usize,
+    keep: KeepContent<'_>,
+) -> Result<Notification, ParseError> {
+    // 1. Is it JSON? Walked with the parser paths a `Value` takes (so the
+    //    errors, recursion limit included, are the same), building nothing.
+    serde_json::from_slice::<Checked>(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let starts_object = body
+        .iter()
+        .find(|b| !b" \t\r\n".contains(b))
+        .is_some_and(|b| *b == b'{');
+    if !starts_object {
         return Err(ParseError::NotJson("the body must be a JSON object".into()));
-    };
-    match root.remove("notification") {
-        Some(Value::Object(n)) => parse_notification(n, max_devices),
-        None | Some(Value::Null) => Err(bad("notification", "required, but missing")),
+    }
+    // 2. Its shape, from slices of the body.
+    let root: RawObject<'_> =
+        serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    match root.last("notification").map(kind_of) {
+        Some(Kind::Object(n)) => parse_notification(n, max_devices, keep),
+        None | Some(Kind::Null) => Err(bad("notification", "required, but missing")),
         Some(_) => Err(bad("notification", "must be an object")),
     }
 }
 
-/// Reads optional typed fields of one object, naming paths in errors.
-struct Fields<'a> {
-    path: &'a str,
-    map: Map<String, Value>,
+/// Accepts any JSON value and keeps nothing of it.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Checked, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
 }
 
-impl Fields<'_> {
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Checked, D::Error> {
+        Checked::deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<Checked>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
+    }
+}
+
+/// The entries of one JSON object as slices of the text, in order (a key may repeat).
+struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> RawObject<'a> {
+    fn of(raw: &'a RawValue) -> Result<RawObject<'a>, ParseError> {
+        Self::of_text(raw.get())
+    }
+
+    fn of_text(text: &'a str) -> Result<RawObject<'a>, ParseError> {
+        serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))
+    }
+
+    /// The value of `key`: the last one, as in a map.
+    fn last(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawObject<'a>, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = RawObject<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject<'a>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(Key(k)) = map.next_key::<Key<'a>>()? {
+                    entries.push((k, map.next_value::<&'a RawValue>()?));
+                }
+                Ok(RawObject(entries))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// An object key, borrowed from the text unless it has escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key<'a>, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// What a raw value is, from its first character (the text is valid JSON).
+enum Kind<'a> {
+    Null,
+    String(&'a RawValue),
+    Bool(bool),
+    Number(&'a RawValue),
+    Array(&'a RawValue),
+    Object(&'a RawValue),
+}
+
+fn kind_of(raw: &RawValue) -> Kind<'_> {
+    match raw.get().trim_start().as_bytes().first() {
+        Some(b'"') => Kind::String(raw),
+        Some(b't') => Kind::Bool(true),
+        Some(b'f') => Kind::Bool(false),
+        Some(b'[') => Kind::Array(raw),
+        Some(b'{') => Kind::Object(raw),
+        Some(b'n') | None => Kind::Null,
+        Some(_) => Kind::Number(raw),
+    }
+}
+
+fn decode<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Result<T, ParseError> {
+    serde_json::from_str(raw.get()).map_err(|e| ParseError::NotJson(e.to_string()))
+}
+
+/// Reads optional typed fields of one object, naming paths in errors.
+struct Fields<'p, 'a> {
+    path: &'p str,
+    map: RawObject<'a>,
+}
+
+impl<'a> Fields<'_, 'a> {
     fn p(&self, key: &str) -> String {
         format!("{}.{key}", self.path)
     }
 
-    fn take(&mut self, key: &str) -> Option<Value> {
-        self.map.remove(key).filter(|v| !v.is_null())
+    fn take(&mut self, key: &str) -> Option<Kind<'a>> {
+        match self.map.last(key).map(kind_of) {
+            None | Some(Kind::Null) => None,
+            some => some,
+        }
     }
 
     fn string(&mut self, key: &str) -> Result<Option<String>, ParseError> {
         match self.take(key) {
             None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
+            Some(Kind::String(raw)) => decode(raw).map(Some),
             Some(_) => Err(bad(self.p(key), "must be a string")),
         }
     }
@@ -187,7 +561,7 @@ impl Fields<'_> {
     fn bool(&mut self, key: &str) -> Result<Option<bool>, ParseError> {
         match self.take(key) {
             None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(Kind::Bool(b)) => Ok(Some(b)),
             Some(_) => Err(bad(self.p(key), "must be true or false")),
         }
     }
@@ -195,7 +569,7 @@ impl Fields<'_> {
     fn uint(&mut self, key: &str) -> Result<Option<u64>, ParseError> {
         match self.take(key) {
             None => Ok(None),
-            Some(Value::Number(n)) => match n.as_u64() {
+            Some(Kind::Number(raw)) => match decode::<serde_json::Number>(raw)?.as_u64() {
                 Some(v) => Ok(Some(v)),
                 None => Err(bad(self.p(key), "must be a non-negative integer")),
             },
@@ -203,22 +577,31 @@ impl Fields<'_> {
         }
     }
 
-    fn object(&mut self, key: &str) -> Result<Option<Map<String, Value>>, ParseError> {
+    /// An object, as the slices of its entries.
+    fn raw_object(&mut self, key: &str) -> Result<Option<&'a RawValue>, ParseError> {
         match self.take(key) {
             None => Ok(None),
-            Some(Value::Object(m)) => Ok(Some(m)),
+            Some(Kind::Object(raw)) => Ok(Some(raw)),
             Some(_) => Err(bad(self.p(key), "must be an object")),
+        }
+    }
+
+    fn object(&mut self, key: &str) -> Result<Option<Map<String, Value>>, ParseError> {
+        match self.raw_object(key)? {
+            None => Ok(None),
+            Some(raw) => decode(raw).map(Some),
         }
     }
 }
 
 fn parse_notification(
-    map: Map<String, Value>,
+    raw: &RawValue,
     max_devices: usize,
+    keep: KeepContent<'_>,
 ) -> Result<Notification, ParseError> {
     let mut f = Fields {
         path: "notification",
-        map,
+        map: RawObject::of(raw)?,
     };
     let event_id = f.non_empty("event_id")?;
     let id = f.non_empty("id")?;
@@ -228,9 +611,9 @@ fn parse_notification(
     at_most_bytes(f.p("room_id"), room_id.as_deref(), MAX_ID_BYTES)?;
     let prio = match f.take("prio") {
         None => Prio::High,
-        Some(Value::String(s)) if s == "low" => Prio::Low,
+        Some(Kind::String(raw)) if decode::<Cow<'_, str>>(raw)? == "low" => Prio::Low,
         // The spec allows only high/low; anything else is treated as high rather than refused.
-        Some(Value::String(_)) => Prio::High,
+        Some(Kind::String(_)) => Prio::High,
         Some(_) => {
             return Err(bad(
                 "notification.prio",
@@ -238,12 +621,12 @@ fn parse_notification(
             ))
         }
     };
-    let counts = match f.object("counts")? {
+    let counts = match f.raw_object("counts")? {
         None => Counts::default(),
-        Some(map) => {
+        Some(raw) => {
             let mut c = Fields {
                 path: "notification.counts",
-                map,
+                map: RawObject::of(raw)?,
             };
             Counts {
                 unread: c.uint("unread")?,
@@ -262,13 +645,13 @@ fn parse_notification(
         membership: f.non_empty("membership")?,
         user_is_target: f.bool("user_is_target")?,
         prio,
-        content: f.object("content")?,
+        content: f.raw_object("content")?.map(keep),
         counts,
         devices: Vec::new(),
     };
-    let devices = match f.take("devices") {
+    let devices: Vec<&RawValue> = match f.take("devices") {
         None => return Err(bad("notification.devices", "required, but missing")),
-        Some(Value::Array(list)) => list,
+        Some(Kind::Array(raw)) => decode(raw)?,
         Some(_) => return Err(bad("notification.devices", "must be a list")),
     };
     if devices.is_empty() {
@@ -291,13 +674,16 @@ fn parse_notification(
     Ok(n)
 }
 
-fn parse_device(i: usize, value: Value) -> Result<Device, ParseError> {
+fn parse_device(i: usize, raw: &RawValue) -> Result<Device, ParseError> {
     let path = format!("notification.devices[{i}]");
-    let Value::Object(map) = value else {
+    let Kind::Object(raw) = kind_of(raw) else {
         return Err(bad(path, "must be an object"));
     };
-    let mut f = Fields { path: &path, map };
-    let required = |f: &mut Fields<'_>, key: &str| -> Result<String, ParseError> {
+    let mut f = Fields {
+        path: &path,
+        map: RawObject::of(raw)?,
+    };
+    let required = |f: &mut Fields<'_, '_>, key: &str| -> Result<String, ParseError> {
         match f.string(key)? {
             Some(s) if !s.is_empty() => Ok(s),
             Some(_) => Err(bad(f.p(key), "must not be empty")),
@@ -368,6 +754,98 @@ mod tests {
         .expect("badge-only");
         let back = parse(to_wire(&badge, &badge.devices[0]).as_bytes(), 1).expect("parses");
         assert_eq!(back, badge);
+    }
+
+    #[test]
+    fn not_json_errors_are_those_of_a_value_parse() {
+        let deep = format!(
+            "{{\"notification\":{}{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let bodies: Vec<Vec<u8>> = vec![
+            deep.into_bytes(),
+            b"{\"notification\":{\"content\":{\"a\":\"\\ud800\"}}}".to_vec(),
+            b"{\"notification\":{\"content\":{\"a\":\"\xff\"}}}".to_vec(),
+            b"{\"notification\":{\"counts\":{\"unread\":1e999}}}".to_vec(),
+            b"{\"notification\":{}} x".to_vec(),
+            b"{\"notification\":{\"a\":1,}}".to_vec(),
+            b"{1:2}".to_vec(),
+            b"{\"notification\":{\"content\":{\"a\":\"\x01\"}}}".to_vec(),
+        ];
+        for body in bodies {
+            let expected = serde_json::from_slice::<Value>(&body)
+                .expect_err("malformed")
+                .to_string();
+            assert_eq!(
+                parse(&body, 100),
+                Err(ParseError::NotJson(expected)),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+
+    #[test]
+    fn content_is_kept_as_sent_and_read_key_by_key() {
+        let body = br#"{"notification":{"content":{"b":"x","n":[1,{"d":2}],"a":"y","b":"z","c":3,"a":null},
+            "devices":[{"app_id":"a","pushkey":"k"}]}}"#;
+        let n = parse(body, 100).expect("accepted");
+        let c = n.content.as_ref().expect("content");
+        assert_eq!(
+            c.get(),
+            r#"{"b":"x","n":[1,{"d":2}],"a":"y","b":"z","c":3,"a":null}"#
+        );
+        // Repeated keys: the last one counts, as in a map.
+        assert_eq!(c.field("b"), Some(Value::from("z")));
+        assert_eq!(c.field("n"), Some(serde_json::json!([1, {"d": 2}])));
+        assert_eq!(c.field("missing"), None);
+        let strings: Vec<(String, String)> = c.strings().into_iter().collect();
+        assert_eq!(strings, vec![("b".to_owned(), "z".to_owned())]);
+        let map = c.to_map();
+        assert_eq!(
+            Value::Object(map.clone()),
+            serde_json::json!({"a": null, "b": "z", "c": 3, "n": [1, {"d": 2}]})
+        );
+        assert_eq!(Content::from(map), *c);
+    }
+
+    #[test]
+    fn escaped_keys_are_read_by_their_value() {
+        let body = br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k\u0021"}],
+            "content":{"body":"hi"}}}"#;
+        let n = parse(body, 100).expect("accepted");
+        assert_eq!(n.devices[0].app_id, "a");
+        assert_eq!(n.devices[0].pushkey, "k!");
+        let c = n.content.expect("content");
+        assert_eq!(c.field("body"), Some(Value::from("hi")));
+        assert_eq!(c.strings().get("body").map(String::as_str), Some("hi"));
+    }
+
+    #[test]
+    fn shared_content_is_a_view_of_the_body_only_when_it_is_most_of_it() {
+        let inside = |body: &Bytes, c: &Content| {
+            let (start, at) = (body.as_ptr() as usize, c.get().as_ptr() as usize);
+            (start..start + body.len()).contains(&at)
+        };
+        let mostly_content = Bytes::from(format!(
+            r#"{{"notification":{{"content":{{"body":"{}"}},"devices":[{{"app_id":"a","pushkey":"k"}}]}}}}"#,
+            "x".repeat(1000)
+        ));
+        let n = parse_shared(&mostly_content, 1).expect("accepted");
+        assert!(inside(
+            &mostly_content,
+            n.content.as_ref().expect("content")
+        ));
+        assert_eq!(n, parse(&mostly_content, 1).expect("accepted"));
+        let mostly_data = Bytes::from(format!(
+            r#"{{"notification":{{"content":{{"body":"hi"}},"devices":[{{"app_id":"a","pushkey":"k","data":{{"pad":"{}"}}}}]}}}}"#,
+            "x".repeat(1000)
+        ));
+        let n = parse_shared(&mostly_data, 1).expect("accepted");
+        let c = n.content.as_ref().expect("content");
+        assert!(!inside(&mostly_data, c), "a small content is copied");
+        assert_eq!(c.get(), r#"{"body":"hi"}"#);
     }
 
     #[test]

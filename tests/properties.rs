@@ -68,7 +68,7 @@ fn notification_with(
         membership: Some("invite".into()),
         user_is_target: Some(true),
         prio: Prio::High,
-        content: Some(content),
+        content: Some(content.into()),
         counts: Counts {
             unread: Some(3),
             missed_calls: Some(1),
@@ -124,6 +124,30 @@ proptest! {
         }
     }
 
+    /// The raw content reads as the map a `Value` parse gives: whole, key by
+    /// key, and its string values (what the payload builders use).
+    #[test]
+    fn raw_content_reads_like_a_parsed_map(content in prop::collection::btree_map("[a-z_\\\\\"é]{1,8}", json_value(), 0..8)) {
+        let content: Map<String, Value> = content.into_iter().collect();
+        let body = json!({"notification": {"content": content, "devices": [{"app_id": "a", "pushkey": "k"}]}})
+            .to_string();
+        let n = notification::parse(body.as_bytes(), 1).expect("valid");
+        let raw = n.content.expect("content");
+        // What a `Value` parse of the same text gives (floats may differ from `content` in the last digit).
+        let parsed: Value = serde_json::from_str(&body).expect("JSON");
+        let content = parsed["notification"]["content"].as_object().cloned().expect("object");
+        prop_assert_eq!(&raw.to_map(), &content);
+        for (k, v) in &content {
+            prop_assert_eq!(raw.field(k), Some(v.clone()));
+        }
+        prop_assert_eq!(raw.field("not a key"), None);
+        let strings: Vec<(String, String)> = content
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+            .collect();
+        prop_assert_eq!(raw.strings().into_iter().collect::<Vec<_>>(), strings);
+    }
+
     #[test]
     fn webpush_payload_fits_one_record(body in text(3000), room in proptest::option::of(text(600)), pad in text(4000)) {
         let n = notification_with(body, room, None, "m.room.message", "m.text");
@@ -164,10 +188,11 @@ proptest! {
         extra in prop::collection::btree_map("[a-z]{1,8}", text(1500), 0..5), default in proptest::option::of(json_value()),
     ) {
         let mut n = notification_with(body, room, sender, "m.room.message", "m.text");
-        if let Some(c) = n.content.as_mut() {
+        if let Some(mut c) = n.content.as_ref().map(|c| c.to_map()) {
             for (k, v) in extra {
                 c.insert(k, Value::String(v));
             }
+            n.content = Some(c.into());
         }
         let d = device_with(default.filter(Value::is_object));
         match fcm::message::build(&n, &d, &Map::new(), true) {

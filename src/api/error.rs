@@ -33,6 +33,9 @@ pub enum ApiError {
     /// An in-flight limit was reached: the homeserver should retry after a pause.
     #[error("too many requests in flight ({limit}); retry later")]
     Overloaded { limit: &'static str },
+    /// The in-flight byte budget (`limits.max_inflight_bytes`) is spent: retry after a pause.
+    #[error("too many request bytes in flight (limits.max_inflight_bytes: {limit}); retry later")]
+    OverBudget { limit: usize },
     #[error("not ready: {0}")]
     NotReady(String),
     #[error("internal error")]
@@ -50,7 +53,9 @@ impl ApiError {
             ApiError::Unrecognized(_) => (StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
             ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED"),
             ApiError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),
-            ApiError::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
+            ApiError::Overloaded { .. } | ApiError::OverBudget { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED")
+            }
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         }
@@ -65,15 +70,25 @@ impl IntoResponse for ApiError {
             // Not part of the spec's error shape, but it costs nothing and helps a homeserver that reads it.
             body["rejected"] = json!(rejected);
         }
-        if let ApiError::Overloaded { .. } = &self {
+        let retry = matches!(
+            self,
+            ApiError::Overloaded { .. } | ApiError::OverBudget { .. }
+        );
+        if retry {
             body["retry_after_ms"] = json!(RETRY_AFTER.as_millis() as u64);
         }
         let mut resp = (status, axum::Json(body)).into_response();
-        if let ApiError::Overloaded { .. } = &self {
+        if retry {
             resp.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(RETRY_AFTER.as_secs()),
             );
+        }
+        if let ApiError::OverBudget { .. } = &self {
+            // Answered before the body was read: the connection cannot carry
+            // another request (HTTP/1; hyper drops this header on HTTP/2).
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let ApiError::MethodNotAllowed { allow } = self {
             resp.headers_mut()

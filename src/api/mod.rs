@@ -30,6 +30,9 @@ pub struct AppState {
     /// `/notify` requests being handled once their body is read, bounded by
     /// `limits.max_inflight_requests`.
     pub inflight: Arc<tokio::sync::Semaphore>,
+    /// Bytes of `/notify` bodies being read or handled, bounded by
+    /// `limits.max_inflight_bytes` (one permit per byte; see `notify.rs`).
+    pub inflight_bytes: Arc<tokio::sync::Semaphore>,
     /// `http.body_read_timeout`: a body must have arrived this long after its headers.
     pub body_read_timeout: std::time::Duration,
 }
@@ -42,6 +45,11 @@ impl AppState {
     ) -> AppState {
         AppState {
             inflight: Arc::new(tokio::sync::Semaphore::new(limits.max_inflight_requests)),
+            inflight_bytes: Arc::new(tokio::sync::Semaphore::new(
+                limits
+                    .max_inflight_bytes
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             dispatcher,
             limits,
             body_read_timeout,

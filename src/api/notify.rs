@@ -5,6 +5,17 @@
 //! in-flight permit is taken: a client that sends its body slowly, or never
 //! finishes it, holds a connection and a stream, which the connection caps
 //! bound, but never one of the permits honest homeservers need.
+//!
+//! Memory is bounded by the byte budget (`limits.max_inflight_bytes`), not by
+//! the number of requests: before its body is read, a request reserves its
+//! declared `Content-Length` (or `limits.max_body_size` when it declares
+//! none, a chunked body) and keeps the reservation until it is answered;
+//! once parsed, a notification whose in-memory form is larger than its body
+//! (large pusher `data` maps) reserves the difference too. A reservation
+//! that does not fit is answered `429 M_LIMIT_EXCEEDED` at once, before the
+//! body is read: the homeserver retries later, as for the request limit.
+//! Once parsed, the notification keeps only its fields and the raw `content`
+//! (a view into the body when it is most of it; see `notification`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,8 +25,10 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::BytesMut;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::error::ApiError;
@@ -33,14 +46,16 @@ pub async fn notify(
     let _in_flight = metrics.notify_started();
     let span = tracing::info_span!("notify", request_id = %request_id);
     let result = async {
-        let bytes = read_body(&state, &headers, body).await?;
+        let declared = declared_length(&state, &headers)?;
+        let reserved = reserve(&state, declared.unwrap_or(state.limits.max_body_size))?;
+        let bytes = read_body(&state, declared, body).await?;
         let Ok(_permit) = state.inflight.clone().try_acquire_owned() else {
             metrics.overloaded("global");
             return Err(ApiError::Overloaded {
                 limit: "limits.max_inflight_requests",
             });
         };
-        handle(&state, &request_id, &bytes).await
+        handle(&state, &request_id, bytes, reserved).await
     }
     .instrument(span)
     .await;
@@ -56,33 +71,85 @@ pub async fn notify(
     resp
 }
 
-/// The whole body, at most `limits.max_body_size` bytes, within `http.body_read_timeout`.
-async fn read_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<bytes::Bytes, ApiError> {
+/// The body's declared length; over `limits.max_body_size` it is refused before anything is read.
+fn declared_length(state: &AppState, headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
     let limit = state.limits.max_body_size;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(ApiError::TooLarge { limit });
+    match declared {
+        Some(len) if len > limit as u64 => Err(ApiError::TooLarge { limit }),
+        // At most `limit`, which is a usize.
+        Some(len) => Ok(Some(usize::try_from(len).unwrap_or(limit))),
+        None => Ok(None),
     }
-    let read = Limited::new(body, limit).collect();
+}
+
+/// `bytes` of the in-flight byte budget, or a 429 when they do not fit.
+fn reserve(state: &AppState, bytes: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+    // A reservation is at most `max_body_size` or one notification: far below u32::MAX.
+    let n = u32::try_from(bytes).unwrap_or(u32::MAX);
+    state
+        .inflight_bytes
+        .clone()
+        .try_acquire_many_owned(n)
+        .map_err(|_| {
+            state.dispatcher.metrics().overloaded("bytes");
+            ApiError::OverBudget {
+                limit: state.limits.max_inflight_bytes,
+            }
+        })
+}
+
+/// The whole body, at most `limits.max_body_size` bytes, within `http.body_read_timeout`.
+///
+/// Each piece is copied into one buffer of the declared length as it
+/// arrives and dropped: the body is held once, in one exact allocation, and
+/// hyper can reuse its read buffer (collecting the pieces first would hold
+/// them and their copy together, and keep hyper's buffers shared).
+async fn read_body(
+    state: &AppState,
+    declared: Option<usize>,
+    body: Body,
+) -> Result<bytes::Bytes, ApiError> {
+    let limit = state.limits.max_body_size;
+    let read = async {
+        let mut body = Limited::new(body, limit);
+        let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok::<_, axum::BoxError>(buf.freeze())
+    };
     match tokio::time::timeout(state.body_read_timeout, read).await {
         Err(_) => Err(ApiError::BodyTimeout),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(ApiError::TooLarge { limit })
         }
         Ok(Err(e)) => Err(ApiError::BodyRead(e.to_string())),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(bytes)) => Ok(bytes),
     }
 }
 
-async fn handle(state: &AppState, request_id: &str, bytes: &[u8]) -> Result<Response, ApiError> {
-    let n = notification::parse(bytes, state.limits.max_devices)?;
+/// Parses and dispatches; `reserved` is this request's share of the byte
+/// budget, held until the answer.
+async fn handle(
+    state: &AppState,
+    request_id: &str,
+    bytes: bytes::Bytes,
+    mut reserved: OwnedSemaphorePermit,
+) -> Result<Response, ApiError> {
+    // The content stays a view into the body: the body's one allocation is
+    // what the notification keeps (its other parts are a few hundred bytes).
+    let n = notification::parse_shared(&bytes, state.limits.max_devices)?;
+    drop(bytes);
+    let held = n.heap_size();
+    if held > reserved.num_permits() {
+        reserved.merge(reserve(state, held - reserved.num_permits())?);
+    }
     state
         .dispatcher
         .metrics()

@@ -22,7 +22,9 @@
 //! - **bodies**: the `/notify` handler reads its body within
 //!   `http.body_read_timeout` and only then takes an in-flight permit (see
 //!   `notify.rs`), so bodies being read are bounded by the connection cap, the
-//!   stream cap and that deadline, not by the permits honest requests need.
+//!   stream cap and that deadline, not by the permits honest requests need;
+//!   their bytes, from before the read until the answer, by
+//!   `limits.max_inflight_bytes`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -185,13 +187,22 @@ pub async fn serve(
     Ok(())
 }
 
+/// The largest HTTP/1 read buffer of a connection (hyper's default is about 400 KiB).
+const HTTP1_READ_BUFFER: usize = 16 * 1024;
+
 /// hyper's server, configured from `http`.
 fn builder(http: &HttpConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(http.header_read_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        // hyper's read buffer grows to the largest read and a connection keeps
+        // it while its request is handled: capped, a body arrives in pieces of
+        // at most this size and is collected into one exact copy, so a
+        // connection holds its body once, not a buffer besides (request
+        // headers must fit in it too).
+        .max_buf_size(HTTP1_READ_BUFFER);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(http.http2_max_concurrent_streams)

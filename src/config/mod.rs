@@ -142,6 +142,10 @@ pub struct Limits {
     /// Most `/notify` requests handled at once (counted once their body is
     /// read); more are answered 429.
     pub max_inflight_requests: usize,
+    /// Most bytes of `/notify` bodies being read or handled at once (a body
+    /// counts its declared length, or `max_body_size` when it declares none,
+    /// from before it is read until its answer); past it, 429.
+    pub max_inflight_bytes: usize,
     /// Most inbound connections open at once; past it new ones are closed at once.
     pub max_connections: usize,
     /// Most inbound connections open at once from one source IP (`None`: no such cap).
@@ -226,6 +230,8 @@ impl Default for Limits {
             max_body_size: 128 * 1024,
             max_devices: 100,
             max_inflight_requests: 1024,
+            // 512 maximum-size bodies; typical ones are a few KiB.
+            max_inflight_bytes: 64 * 1024 * 1024,
             max_connections: 4096,
             max_connections_per_ip: None,
         }
@@ -591,6 +597,7 @@ fn read_limits(s: Option<Section<'_>>, p: &mut Problems) -> Limits {
             1_000_000,
             p,
         ) as usize,
+        max_inflight_bytes: s.bytes("max_inflight_bytes", d.max_inflight_bytes as u64, p) as usize,
         max_connections: s.uint("max_connections", d.max_connections as u64, 1, 1_000_000, p)
             as usize,
         // Absent (or null): no per-address cap.
@@ -599,6 +606,16 @@ fn read_limits(s: Option<Section<'_>>, p: &mut Problems) -> Limits {
             .is_some()
             .then(|| s.uint("max_connections_per_ip", 1, 1, 1_000_000, p) as usize),
     };
+    if cfg.max_inflight_bytes < cfg.max_body_size {
+        // A body of the maximum size could never be admitted: its sender would retry forever.
+        p.error(
+            s.key_path("max_inflight_bytes"),
+            format!(
+                "must be at least limits.max_body_size ({} bytes)",
+                cfg.max_body_size
+            ),
+        );
+    }
     s.finish(p);
     cfg
 }
@@ -928,6 +945,25 @@ mod tests {
         assert_eq!(c.limits.max_body_size, 128 * 1024);
         assert_eq!(c.limits.max_connections, 4096);
         assert_eq!(c.limits.max_connections_per_ip, None);
+        assert_eq!(c.limits.max_inflight_bytes, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn the_byte_budget_holds_at_least_one_maximum_body() {
+        let (c, _) = Config::from_yaml(
+            "limits:\n  max_inflight_bytes: 1024MiB\n  max_body_size: 64KiB\n",
+            "test.yaml",
+        )
+        .expect("valid");
+        assert_eq!(c.limits.max_inflight_bytes, 1 << 30);
+        let e = errors("limits:\n  max_inflight_bytes: 64KiB\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains(
+                "limits.max_inflight_bytes: must be at least limits.max_body_size (131072 bytes)"
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -84,6 +84,21 @@ impl Gateway {
         assert!(ok, "kill -{name} failed");
     }
 
+    /// The process's resident memory now and its peak so far (`VmRSS`,
+    /// `VmHWM` in /proc/<pid>/status), in KiB.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/<pid>/status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{name} in /proc/<pid>/status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// SIGKILL: no shutdown, no flush.
     pub fn kill_9(mut self) {
         self.child.kill().expect("kill -9");
@@ -143,9 +158,23 @@ pub fn vapid_key(path: &Path) {
     assert!(ok);
 }
 
+/// A free loopback port (bound, then released) for a listener the config must name.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// Writes `<dir>/<name>.yaml`: a Web Push app `org.example.web` on a fresh
 /// VAPID key, JSON logs, port 0, and `extra` YAML appended.
 pub fn write_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    write_config_http(dir, name, "", extra)
+}
+
+/// [`write_config`] with more keys for the `http` section (`http` lines, each
+/// indented by two spaces).
+pub fn write_config_http(dir: &Path, name: &str, http: &str, extra: &str) -> PathBuf {
     let key = dir.join(format!("{name}-vapid.pem"));
     vapid_key(&key);
     let config = dir.join(format!("{name}.yaml"));
@@ -155,7 +184,7 @@ pub fn write_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
             "http:
   bind_addresses: ['127.0.0.1']
   port: 0
-log:
+{http}log:
   level: info
   format: json
 apps:

@@ -112,16 +112,25 @@ fn alert(n: &Notification, kind: &str) -> (String, Vec<String>) {
         .or(n.sender.as_deref())
         .unwrap_or(" "));
     let room = n.room_name.as_deref().or(n.room_alias.as_deref()).map(cut);
+    // Only the keys the alert reads are parsed out of the raw content.
     let content = n.content.as_ref();
-    let text = |key: &str| content.and_then(|c| c.get(key)).and_then(Value::as_str);
+    let field = |key: &str| content.and_then(|c| c.field(key));
+    let (body, msgtype) = match kind {
+        "m.room.message" | "m.room.encrypted" => (field("body"), field("msgtype")),
+        _ => (None, None),
+    };
     let in_room = |base: &str| match &room {
         Some(_) => format!("{base}_IN_ROOM"),
         None => base.to_owned(),
     };
     match kind {
         "m.room.message" | "m.room.encrypted" => {
-            let body = text("body").filter(|b| !b.is_empty()).map(cut);
-            match text("msgtype") {
+            let body = body
+                .as_ref()
+                .and_then(Value::as_str)
+                .filter(|b| !b.is_empty())
+                .map(cut);
+            match msgtype.as_ref().and_then(Value::as_str) {
                 Some("m.image") => (
                     in_room("IMAGE_FROM_USER"),
                     [Some(from), room].into_iter().flatten().collect(),
@@ -146,8 +155,9 @@ fn alert(n: &Notification, kind: &str) -> (String, Vec<String>) {
             }
         }
         "m.call.invite" => {
-            let sdp = content
-                .and_then(|c| c.get("offer"))
+            let offer = field("offer");
+            let sdp = offer
+                .as_ref()
                 .and_then(|o| o.get("sdp"))
                 .and_then(Value::as_str)
                 .unwrap_or("");

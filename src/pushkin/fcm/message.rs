@@ -108,10 +108,9 @@ fn data(
         }
     }
     if let Some(content) = &n.content {
-        for (k, v) in content {
-            if let Value::String(s) = v {
-                data.push((format!("content_{k}"), s.clone()));
-            }
+        // Only the string values are parsed out of the raw content, in key order.
+        for (k, s) in content.strings() {
+            data.push((format!("content_{k}"), s));
         }
     }
     if send_badge_counts {

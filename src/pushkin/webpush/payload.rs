@@ -65,7 +65,8 @@ pub fn build(n: &Notification, d: &Device) -> Map<String, Value> {
         }
     }
     if let Some(content) = &n.content {
-        let mut content = content.clone();
+        // Web Push sends the whole content: it is parsed here, for this payload only.
+        let mut content = content.to_map();
         content.remove("formatted_body");
         if let Some(Value::String(body)) = content.get_mut("body") {
             truncate_chars(body, BODY_CHARS);
@@ -152,7 +153,7 @@ mod tests {
         Notification {
             event_id: Some("$e".into()),
             kind: Some("m.room.message".into()),
-            content: Some(content),
+            content: Some(content.into()),
             ..Default::default()
         }
     }

@@ -28,7 +28,7 @@ fn message(msgtype: &str, body: Option<&str>, room: Option<&str>) -> Notificatio
         sender: Some("@alice:x".into()),
         sender_display_name: Some("Alice".into()),
         room_name: room.map(str::to_owned),
-        content: Some(content),
+        content: Some(content.into()),
         counts: Counts {
             unread: Some(2),
             missed_calls: None,
@@ -115,7 +115,8 @@ fn encrypted_calls_invites_and_other_events() {
         json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "xyz"})
             .as_object()
             .cloned()
-            .expect("obj"),
+            .expect("obj")
+            .into(),
     );
     assert_eq!(
         alert_of(&n),
@@ -127,7 +128,8 @@ fn encrypted_calls_invites_and_other_events() {
         json!({"offer": {"sdp": "v=0\r\nm=audio 9 UDP\r\nm=video 9 UDP\r\n"}})
             .as_object()
             .cloned()
-            .expect("obj"),
+            .expect("obj")
+            .into(),
     );
     assert_eq!(
         alert_of(&n),
@@ -137,7 +139,8 @@ fn encrypted_calls_invites_and_other_events() {
         json!({"offer": {"sdp": "v=0\r\nm=audio 9 UDP\r\n"}})
             .as_object()
             .cloned()
-            .expect("obj"),
+            .expect("obj")
+            .into(),
     );
     assert_eq!(
         alert_of(&n),

@@ -23,7 +23,7 @@ fn full() -> Notification {
         sender: Some("@alice:x".into()),
         sender_display_name: Some("Alice".into()),
         room_name: Some("Tea".into()),
-        content: json!({"msgtype": "m.text", "body": "hello", "format": "org.matrix.custom.html", "mentions": {}}).as_object().cloned(),
+        content: json!({"msgtype": "m.text", "body": "hello", "format": "org.matrix.custom.html", "mentions": {}}).as_object().cloned().map(Into::into),
         counts: Counts { unread: Some(2), missed_calls: Some(0) },
         ..Default::default()
     }
@@ -118,7 +118,10 @@ fn calls_are_high_priority_even_when_low() {
 fn long_values_are_cut_at_1024_bytes_with_an_ellipsis() {
     let mut n = full();
     n.sender_display_name = Some("😀".repeat(400));
-    n.content = json!({"body": "漢".repeat(500)}).as_object().cloned();
+    n.content = json!({"body": "漢".repeat(500)})
+        .as_object()
+        .cloned()
+        .map(Into::into);
     let m = build(&n, &device(json!({})), &Map::new(), true).expect("builds");
     let name = m["message"]["data"]["sender_display_name"]
         .as_str()
@@ -142,7 +145,8 @@ fn whole_data_fits_4096_bytes_by_shortening_content() {
         "x1": "x".repeat(900), "x2": "y".repeat(1100), "msgtype": "m.text"
     })
     .as_object()
-    .cloned();
+    .cloned()
+    .map(Into::into);
     let m = build(&n, &device(json!({})), &Map::new(), true).expect("builds");
     let data = m["message"]["data"].as_object().expect("data");
     let size: usize = data

@@ -78,6 +78,23 @@ pub trait Pushkin: Send + Sync {
 /// Upstream values are hostile: without the clamp, `Instant + Duration` panics.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// The pause before attempt `attempt + 1` of a push whose `attempt`-th got a
+/// retryable answer: the service's `Retry-After`, else `first` doubled per
+/// attempt; `None` when no attempt is left or the pause would pass the push's
+/// own deadline (then the push is a temporary failure, for the outbox).
+pub fn retry_pause(
+    attempt: u32,
+    max_attempts: u32,
+    first: Duration,
+    retry_after: Option<Duration>,
+    deadline: tokio::time::Instant,
+) -> Option<Duration> {
+    let pause = retry_after
+        .unwrap_or_else(|| first.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1))));
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    (attempt < max_attempts && pause < left).then_some(pause)
+}
+
 /// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3), at most
 /// [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
@@ -100,7 +117,31 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_retry_after;
+    use super::{parse_retry_after, retry_pause};
+
+    #[tokio::test]
+    async fn retry_pauses_double_honour_retry_after_and_stop_at_the_deadline() {
+        let first = Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        assert_eq!(retry_pause(1, 3, first, None, deadline), Some(first));
+        assert_eq!(
+            retry_pause(2, 3, first, None, deadline),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(
+            retry_pause(3, 3, first, None, deadline),
+            None,
+            "no attempt left"
+        );
+        let asked = Some(Duration::from_secs(2));
+        assert_eq!(retry_pause(1, 3, first, asked, deadline), asked);
+        let too_long = Some(Duration::from_secs(u64::MAX));
+        assert_eq!(
+            retry_pause(1, 3, first, too_long, deadline),
+            None,
+            "never past the push's deadline"
+        );
+    }
     use std::time::{Duration, SystemTime};
 
     #[test]

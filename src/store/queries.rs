@@ -187,29 +187,24 @@ macro_rules! queries {
             tx: &mut <$db as sqlx::Database>::Connection,
             s: &Settlement,
         ) -> Result<Vec<i64>, sqlx::Error> {
+            // Claims are named by their key in a row-value list: `… IN ((a, p, e), …)`.
+            let in_keys = |mut q: QueryBuilder<$db>, chunk: &[ClaimKey]| {
+                q.push(" (app_id, pushkey, event_id) IN (");
+                q.push_values(chunk.to_vec(), |mut b, k| {
+                    b.push_bind(k.app_id).push_bind(k.pushkey).push_bind(k.event_id);
+                });
+                q.push(")");
+                q
+            };
             for chunk in s.settle_claims.chunks(CHUNK) {
                 let mut q = QueryBuilder::<$db>::new("UPDATE claims SET settled = 1, until_ms = ");
                 q.push_bind(s.now);
-                q.push(" WHERE (app_id, pushkey, event_id) IN (");
-                q.push_values(chunk, |mut b, k| {
-                    b.push_bind(k.app_id.as_str())
-                        .push_bind(k.pushkey.as_str())
-                        .push_bind(k.event_id.as_str());
-                });
-                q.push(")");
-                q.build().execute(&mut *tx).await?;
+                q.push(" WHERE");
+                in_keys(q, chunk).build().execute(&mut *tx).await?;
             }
             for chunk in s.release_claims.chunks(CHUNK) {
-                let mut q = QueryBuilder::<$db>::new(
-                    "DELETE FROM claims WHERE settled = 0 AND (app_id, pushkey, event_id) IN (",
-                );
-                q.push_values(chunk, |mut b, k| {
-                    b.push_bind(k.app_id.as_str())
-                        .push_bind(k.pushkey.as_str())
-                        .push_bind(k.event_id.as_str());
-                });
-                q.push(")");
-                q.build().execute(&mut *tx).await?;
+                let q = QueryBuilder::<$db>::new("DELETE FROM claims WHERE settled = 0 AND");
+                in_keys(q, chunk).build().execute(&mut *tx).await?;
             }
             for chunk in s.forget.chunks(CHUNK) {
                 let mut q =

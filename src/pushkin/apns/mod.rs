@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use super::outcome::{Cause, Unusable};
 use super::tap::Tap;
-use super::{parse_retry_after, Outcome, Pushkin, Settings};
+use super::{parse_retry_after, retry_pause, Outcome, Pushkin, Settings};
 use crate::config::{ApnsAuth, ApnsConfig, ApnsPlatform};
 use crate::net::{self, ClientOptions, NetError};
 use crate::notification::{Device, Notification, Prio};
@@ -251,19 +251,17 @@ impl Apns {
                     }
                     _ => return Outcome::temporary(Cause::Answer(answer)),
                 },
+                // Never sleeps past the push's own deadline, whatever the service asked for.
                 Step::Retry(cause, after) => {
-                    let backoff = after
-                        .unwrap_or(FIRST_BACKOFF.saturating_mul(2u32.saturating_pow(attempt - 1)));
-                    // Never sleeps past the push's own deadline, whatever the service asked for.
-                    if attempt >= MAX_ATTEMPTS
-                        || backoff >= deadline.saturating_duration_since(Instant::now())
-                    {
-                        return Outcome::Temporary {
-                            cause,
-                            retry_after: after,
-                        };
+                    match retry_pause(attempt, MAX_ATTEMPTS, FIRST_BACKOFF, after, deadline) {
+                        Some(pause) => tokio::time::sleep(pause).await,
+                        None => {
+                            return Outcome::Temporary {
+                                cause,
+                                retry_after: after,
+                            }
+                        }
                     }
-                    tokio::time::sleep(backoff).await;
                 }
             }
         }

@@ -105,7 +105,11 @@ fn data(
     let fields = [
         ("event_id", n.event_id.as_deref()),
         ("type", n.kind.as_deref()),
-        ("sender", n.sender.as_deref()),
+        // An empty sender is still sent, as the reference does.
+        (
+            "sender",
+            n.sender.as_deref().or(n.sender_empty.then_some("")),
+        ),
         ("room_name", n.room_name.as_deref()),
         ("room_alias", n.room_alias.as_deref()),
         ("membership", n.membership.as_deref()),

@@ -212,3 +212,22 @@ fn what_cannot_fit_is_an_error() {
         Err(MessageError::BadDefaultPayload)
     );
 }
+
+#[test]
+fn an_empty_sender_is_sent_as_empty() {
+    let n = Notification {
+        sender_empty: true,
+        counts: Counts {
+            unread: Some(1),
+            missed_calls: None,
+        },
+        ..Default::default()
+    };
+    let m = build(&n, &device(json!({})), &Map::new(), true)
+        .expect("builds")
+        .expect("something to send");
+    assert_eq!(
+        m["message"]["data"],
+        json!({"sender": "", "prio": "high", "unread": "1"})
+    );
+}

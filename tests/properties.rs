@@ -62,6 +62,7 @@ fn notification_with(
         room_id: Some("!r:x".into()),
         kind: Some(kind.into()),
         sender: Some("@s:x".into()),
+        sender_empty: false,
         sender_display_name: sender,
         room_name: room,
         room_alias: Some("#alias:x".into()),

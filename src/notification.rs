@@ -191,6 +191,10 @@ pub struct Notification {
     /// The event type (`type` on the wire).
     pub kind: Option<String>,
     pub sender: Option<String>,
+    /// The homeserver sent `"sender": ""` (Synapse's badge-only pushes do): absent
+    /// for everything but FCM, whose apps receive `data.sender` as `""`, as from
+    /// the reference.
+    pub sender_empty: bool,
     pub sender_display_name: Option<String>,
     pub room_name: Option<String>,
     pub room_alias: Option<String>,
@@ -335,7 +339,7 @@ pub fn to_wire(n: &Notification, device: &Device) -> String {
             room_alias: n.room_alias.as_deref(),
             room_id: n.room_id.as_deref(),
             room_name: n.room_name.as_deref(),
-            sender: n.sender.as_deref(),
+            sender: n.sender.as_deref().or(n.sender_empty.then_some("")),
             sender_display_name: n.sender_display_name.as_deref(),
             kind: n.kind.as_deref(),
             user_is_target: n.user_is_target,
@@ -634,11 +638,13 @@ fn parse_notification(
             }
         }
     };
+    let sender = f.string("sender")?;
     let mut n = Notification {
         event_id: event_id.or(id),
         room_id,
         kind: f.non_empty("type")?,
-        sender: f.non_empty("sender")?,
+        sender: sender.clone().filter(|s| !s.is_empty()),
+        sender_empty: sender.is_some_and(|s| s.is_empty()),
         sender_display_name: f.non_empty("sender_display_name")?,
         room_name: f.non_empty("room_name")?,
         room_alias: f.non_empty("room_alias")?,
@@ -719,6 +725,7 @@ mod tests {
         let n = parse(body, 100).expect("accepted");
         assert_eq!(n.event_id, None);
         assert_eq!(n.sender, None);
+        assert!(n.sender_empty);
         assert_eq!(n.kind, None);
         assert_eq!(n.counts.unread, Some(0));
         assert!(!n.is_event_id_only());
@@ -748,11 +755,12 @@ mod tests {
             assert_eq!(back, one);
         }
         let badge = parse(
-            br#"{"notification":{"id":"","counts":{},"devices":[{"app_id":"a","pushkey":"k"}]}}"#,
+            br#"{"notification":{"id":"","sender":"","counts":{},"devices":[{"app_id":"a","pushkey":"k"}]}}"#,
             1,
         )
         .expect("badge-only");
         let back = parse(to_wire(&badge, &badge.devices[0]).as_bytes(), 1).expect("parses");
+        assert!(back.sender_empty, "an empty sender survives the outbox");
         assert_eq!(back, badge);
     }
 

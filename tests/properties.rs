@@ -62,6 +62,7 @@ fn notification_with(
         room_id: Some("!r:x".into()),
         kind: Some(kind.into()),
         sender: Some("@s:x".into()),
+        sender_empty: false,
         sender_display_name: sender,
         room_name: room,
         room_alias: Some("#alias:x".into()),
@@ -196,7 +197,8 @@ proptest! {
         }
         let d = device_with(default.filter(Value::is_object));
         match fcm::message::build(&n, &d, &Map::new(), true) {
-            Ok(m) => {
+            Ok(None) => prop_assert!(false, "a message event is always sent"),
+            Ok(Some(m)) => {
                 let data = m["message"]["data"].as_object().expect("data");
                 let mut total = 0;
                 for (k, v) in data {

@@ -74,6 +74,24 @@ async fn full_message_with_oauth() {
 }
 
 #[tokio::test]
+async fn a_badge_update_without_counts_is_delivered_without_a_request() {
+    let s = setup(3600, SERVICE_ACCOUNT_KEY, "").await;
+    let badge = |unread: u64| json!({"notification": {"id": "", "sender": "", "counts": {"unread": unread, "missed_calls": 0}, "devices": [device("tok-1")]}});
+    let a = s.gw.notify(&badge(0)).await;
+    assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
+    assert_eq!(s.google.requests().len(), 0, "nothing to send");
+    // A count to carry is sent; Synapse's empty sender reaches the app as "".
+    let a = s.gw.notify(&badge(3)).await;
+    assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
+    let reqs = s.google.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        reqs[0].message.as_ref().expect("json"),
+        &json!({"message": {"token": "tok-1", "android": {"priority": "high"}, "data": {"sender": "", "prio": "high", "unread": "3"}}})
+    );
+}
+
+#[tokio::test]
 async fn a_hundred_concurrent_pushes_fetch_one_token() {
     let s = setup(3600, SERVICE_ACCOUNT_KEY, "").await;
     let bodies: Vec<Value> = (0..4)

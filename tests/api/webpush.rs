@@ -64,7 +64,7 @@ async fn full_message_is_encrypted_signed_and_exact() {
         &json!({
             "event_id": "$ev1", "room_id": "!room:example.org", "type": "m.room.message",
             "sender": "@alice:example.org", "sender_display_name": "Alice", "room_name": "Tea",
-            "unread": 2, "content": {"msgtype": "m.text", "body": "hello"}
+            "unread": 2, "missed_calls": 0, "content": {"msgtype": "m.text", "body": "hello"}
         })
     );
     let vapid = push.vapid.as_ref().expect("VAPID verified");

@@ -83,6 +83,7 @@ impl Apns {
                 source,
             })
         };
+        let mut certificate_topic = None;
         let (token, identity) = match &cfg.auth {
             ApnsAuth::Token {
                 keyfile,
@@ -103,12 +104,13 @@ impl Apns {
                 )
             }
             ApnsAuth::Certificate { certfile } => {
-                let identity = reqwest::Identity::from_pem(&read(certfile)?).map_err(|source| {
-                    ApnsError::Identity {
+                let pem = read(certfile)?;
+                certificate_topic = certificate_uid(&pem);
+                let identity =
+                    reqwest::Identity::from_pem(&pem).map_err(|source| ApnsError::Identity {
                         path: certfile.display().to_string(),
                         source,
-                    }
-                })?;
+                    })?;
                 (None, Some(identity))
             }
         };
@@ -134,7 +136,8 @@ impl Apns {
             client,
             base,
             token,
-            topic: cfg.topic.clone(),
+            // Without a configured topic, the certificate's own (as the reference does).
+            topic: cfg.topic.clone().or(certificate_topic),
             push_type: cfg.push_type.clone(),
             convert_to_hex: cfg.convert_device_token_to_hex,
             send_badge_counts: cfg.send_badge_counts,
@@ -370,9 +373,54 @@ pub fn build(cfg: &ApnsConfig, s: &Settings<'_>) -> Result<Arc<dyn Pushkin>, Apn
     Ok(Arc::new(Apns::new(cfg, s)?))
 }
 
+/// The subject UID of the first certificate in a PEM file: Apple issues push
+/// certificates for one bundle id and puts it there, so it is the `apns-topic`.
+fn certificate_uid(pem: &[u8]) -> Option<String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let first = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&first).ok()?;
+    let uid = cert
+        .subject()
+        .iter_by_oid(&x509_parser::oid_registry::OID_USERID)
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
+    Some(uid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A self-signed certificate with the subject Apple gives push certificates.
+    const APPLE_STYLE_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIICDjCCAbWgAwIBAgIUVOr1Qcbe8r1+idQtrRbephQMwOkwCgYIKoZIzj0EAwIw
+XTEfMB0GCgmSJomT8ixkAQEMD2NvbS5leGFtcGxlLmFwcDEtMCsGA1UEAwwkQXBw
+bGUgUHVzaCBTZXJ2aWNlczogY29tLmV4YW1wbGUuYXBwMQswCQYDVQQGEwJVUzAe
+Fw0yNjEyMDIwNzUzNTBaFw0zNjExMjkwNzUzNTBaMF0xHzAdBgoJkiaJk/IsZAEB
+DA9jb20uZXhhbXBsZS5hcHAxLTArBgNVBAMMJEFwcGxlIFB1c2ggU2VydmljZXM6
+IGNvbS5leGFtcGxlLmFwcDELMAkGA1UEBhMCVVMwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAASok8ip3ujD/L5w4ePN6OdhVqbrI2t3vOUbbfoTf6evP77KsvpV5Khc
+SVu3kUDkNuYFR8pdQneohiL/R0e/MhFvo1MwUTAdBgNVHQ4EFgQU7ft9U54JL7Mg
+MPmqxKqbfl71/HwwHwYDVR0jBBgwFoAU7ft9U54JL7MgMPmqxKqbfl71/HwwDwYD
+VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNHADBEAiBbKJNBjFAaDpMX2tbav36+
+TdCd6zcMN1oT6PFRDA7YfgIgETQqvAAxLQ81OMicE9Rh4rDg1LXe51pttxEA5H91
+fK8=
+-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn the_topic_of_a_certificate_is_its_subject_uid() {
+        assert_eq!(
+            certificate_uid(APPLE_STYLE_CERT.as_bytes()).as_deref(),
+            Some("com.example.app")
+        );
+        assert_eq!(certificate_uid(b"no PEM here"), None);
+        // A certificate without a UID leaves the topic unset.
+        let plain = testkit::tls::TestCa::new().client_cert("x").combined_pem();
+        assert_eq!(certificate_uid(plain.as_bytes()), None);
+    }
 
     #[test]
     fn device_tokens() {

@@ -34,7 +34,7 @@ pub fn build(
         Some(_) => return Err(PayloadError::BadDefaultPayload),
     };
     if n.is_event_id_only() {
-        return Ok(Some(event_id_only(n, default)));
+        return Ok(Some(event_id_only(n, default, send_badge_counts)));
     }
     let badge = badge(n, send_badge_counts);
     let Some(kind) = n.kind.as_deref() else {
@@ -45,33 +45,48 @@ pub fn build(
             m
         }));
     };
+    // A membership change that is not an invite of this user has no alert:
+    // at most a badge update.
+    let alert = alert(n, kind);
+    if alert.is_none() && badge.is_none() {
+        return Ok(None);
+    }
     let mut payload = default.cloned().unwrap_or_default();
     let mut aps = match payload.remove("aps") {
         Some(Value::Object(aps)) => aps,
         _ => Map::new(),
     };
-    let (loc_key, loc_args) = alert(n, kind);
-    aps.insert(
-        "alert".into(),
-        json!({ "loc-key": loc_key, "loc-args": loc_args }),
-    );
+    if let Some((loc_key, loc_args)) = &alert {
+        aps.insert(
+            "alert".into(),
+            json!({ "loc-key": loc_key, "loc-args": loc_args }),
+        );
+    }
     if let Some(b) = badge {
         aps.insert("badge".into(), Value::from(b));
     }
-    if let Some(sound) = d.tweaks.get("sound").filter(|s| s.is_string()) {
-        aps.insert("sound".into(), sound.clone());
+    if alert.is_some() {
+        if let Some(sound) = d.tweaks.get("sound").filter(|s| s.is_string()) {
+            aps.insert("sound".into(), sound.clone());
+        }
     }
     payload.insert("aps".into(), Value::Object(aps));
-    if let Some(room) = &n.room_id {
-        payload.insert("room_id".into(), Value::String(room.clone()));
-    }
-    if let Some(event) = &n.event_id {
-        payload.insert("event_id".into(), Value::String(event.clone()));
+    if alert.is_some() {
+        if let Some(room) = &n.room_id {
+            payload.insert("room_id".into(), Value::String(room.clone()));
+        }
+        if let Some(event) = &n.event_id {
+            payload.insert("event_id".into(), Value::String(event.clone()));
+        }
     }
     Ok(Some(payload))
 }
 
-fn event_id_only(n: &Notification, default: Option<&Map<String, Value>>) -> Map<String, Value> {
+fn event_id_only(
+    n: &Notification,
+    default: Option<&Map<String, Value>>,
+    send_badge_counts: bool,
+) -> Map<String, Value> {
     let mut p = default.cloned().unwrap_or_default();
     if let Some(room) = &n.room_id {
         p.insert("room_id".into(), Value::String(room.clone()));
@@ -79,11 +94,13 @@ fn event_id_only(n: &Notification, default: Option<&Map<String, Value>>) -> Map<
     if let Some(event) = &n.event_id {
         p.insert("event_id".into(), Value::String(event.clone()));
     }
-    if let Some(u) = n.counts.unread {
-        p.insert("unread_count".into(), Value::from(u));
-    }
-    if let Some(m) = n.counts.missed_calls {
-        p.insert("missed_calls".into(), Value::from(m));
+    if send_badge_counts {
+        if let Some(u) = n.counts.unread {
+            p.insert("unread_count".into(), Value::from(u));
+        }
+        if let Some(m) = n.counts.missed_calls {
+            p.insert("missed_calls".into(), Value::from(m));
+        }
     }
     p
 }
@@ -104,8 +121,9 @@ fn cut(s: &str) -> String {
     s.chars().take(MAX_FIELD_CHARS).collect()
 }
 
-/// The `loc-key` and `loc-args` for an event kind.
-fn alert(n: &Notification, kind: &str) -> (String, Vec<String>) {
+/// The `loc-key` and `loc-args` for an event kind; `None` for a membership
+/// change that is not an invite of this user.
+fn alert(n: &Notification, kind: &str) -> Option<(String, Vec<String>)> {
     let from = cut(n
         .sender_display_name
         .as_deref()
@@ -115,15 +133,17 @@ fn alert(n: &Notification, kind: &str) -> (String, Vec<String>) {
     // Only the keys the alert reads are parsed out of the raw content.
     let content = n.content.as_ref();
     let field = |key: &str| content.and_then(|c| c.field(key));
-    let (body, msgtype) = match kind {
-        "m.room.message" | "m.room.encrypted" => (field("body"), field("msgtype")),
-        _ => (None, None),
+    let msgtype = match kind {
+        "m.room.message" | "m.room.encrypted" => field("msgtype"),
+        _ => None,
     };
+    // A body is shown only alongside a msgtype, as the apps expect.
+    let body = msgtype.as_ref().and_then(|_| field("body"));
     let in_room = |base: &str| match &room {
         Some(_) => format!("{base}_IN_ROOM"),
         None => base.to_owned(),
     };
-    match kind {
+    Some(match kind {
         "m.room.message" | "m.room.encrypted" => {
             let body = body
                 .as_ref()
@@ -131,9 +151,13 @@ fn alert(n: &Notification, kind: &str) -> (String, Vec<String>) {
                 .filter(|b| !b.is_empty())
                 .map(cut);
             match msgtype.as_ref().and_then(Value::as_str) {
+                // The image's body (its file name) comes before the room.
                 Some("m.image") => (
                     in_room("IMAGE_FROM_USER"),
-                    [Some(from), room].into_iter().flatten().collect(),
+                    [Some(from), Some(body.unwrap_or_default()), room]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
                 ),
                 Some("m.emote") => {
                     let body = body.unwrap_or_default();
@@ -176,8 +200,9 @@ fn alert(n: &Notification, kind: &str) -> (String, Vec<String>) {
                 None => ("USER_INVITE_TO_CHAT".into(), vec![from]),
             }
         }
+        "m.room.member" => return None,
         _ => ("MSG_FROM_USER".into(), vec![from]),
-    }
+    })
 }
 
 /// Serializes the payload within `limit` bytes. Too large: the longest `loc-args`

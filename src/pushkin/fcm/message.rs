@@ -26,14 +26,24 @@ pub enum MessageError {
     TooLarge(usize),
 }
 
-/// Builds `{"message": {...}}` for one device.
+/// Builds `{"message": {...}}` for one device, or `None` when there is
+/// nothing to send: a badge-only update without a count to carry (zero
+/// counts, or `send_badge_counts: false`), as the reference since 0.17.
 pub fn build(
     n: &Notification,
     d: &Device,
     fcm_options: &Map<String, Value>,
     send_badge_counts: bool,
-) -> Result<Value, MessageError> {
+) -> Result<Option<Value>, MessageError> {
+    let badge_only = n.event_id.is_none() && n.kind.is_none();
+    let has_count = send_badge_counts
+        && [n.counts.unread, n.counts.missed_calls]
+            .iter()
+            .any(|c| c.is_some_and(|c| c > 0));
     let data = data(n, d, send_badge_counts)?;
+    if badge_only && !has_count {
+        return Ok(None);
+    }
     let priority = match (n.prio, n.kind.as_deref()) {
         (_, Some("m.call.invite")) => "high",
         (Prio::Low, _) => "normal",
@@ -48,7 +58,7 @@ pub fn build(
     );
     let mut message = Value::Object(fcm_options.clone());
     merge(&mut message, Value::Object(ours));
-    Ok(serde_json::json!({ "message": message }))
+    Ok(Some(serde_json::json!({ "message": message })))
 }
 
 /// Deep merge: objects merge key by key, anything else in `over` wins.
@@ -87,14 +97,19 @@ fn data(
         }
         Some(_) => return Err(MessageError::BadDefaultPayload),
     }
+    // The apps read FCM's own priority words, as the reference sends them.
     let prio = match n.prio {
         Prio::High => "high",
-        Prio::Low => "low",
+        Prio::Low => "normal",
     };
     let fields = [
         ("event_id", n.event_id.as_deref()),
         ("type", n.kind.as_deref()),
-        ("sender", n.sender.as_deref()),
+        // An empty sender is still sent, as the reference does.
+        (
+            "sender",
+            n.sender.as_deref().or(n.sender_empty.then_some("")),
+        ),
         ("room_name", n.room_name.as_deref()),
         ("room_alias", n.room_alias.as_deref()),
         ("membership", n.membership.as_deref()),

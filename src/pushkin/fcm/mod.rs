@@ -92,7 +92,9 @@ impl Fcm {
 
     async fn send(&self, n: &Notification, d: &Device, tap: Option<&Tap>) -> Outcome {
         let body = match message::build(n, d, &self.fcm_options, self.send_badge_counts) {
-            Ok(m) => bytes::Bytes::from(m.to_string()),
+            Ok(Some(m)) => bytes::Bytes::from(m.to_string()),
+            // A badge update with no count to carry: nothing to send, so delivered.
+            Ok(None) => return Outcome::Delivered,
             Err(message::MessageError::BadDefaultPayload) => {
                 return Outcome::unusable(Unusable::BadDefaultPayload)
             }

@@ -53,14 +53,16 @@ pub fn build(n: &Notification, d: &Device) -> Map<String, Value> {
             out.insert(key.into(), Value::String(v.clone()));
         }
     }
-    if let Some(t) = n.user_is_target {
-        out.insert("user_is_target".into(), Value::Bool(t));
+    // Only `true` is sent, as the reference does.
+    if n.user_is_target == Some(true) {
+        out.insert("user_is_target".into(), Value::Bool(true));
     }
+    // A 0 is sent too: that is how a web client clears its badge.
     for (key, value) in [
         ("unread", n.counts.unread),
         ("missed_calls", n.counts.missed_calls),
     ] {
-        if let Some(c) = value.filter(|c| *c > 0) {
+        if let Some(c) = value {
             out.insert(key.into(), Value::from(c));
         }
     }
@@ -166,6 +168,33 @@ mod tests {
             data: Map::new(),
             tweaks: Map::new(),
         }
+    }
+
+    #[test]
+    fn zero_counts_are_sent_and_user_is_target_only_when_true() {
+        let mut n = notif("hi");
+        n.counts.unread = Some(0);
+        n.counts.missed_calls = Some(0);
+        n.user_is_target = Some(false);
+        let mut d = device();
+        d.data
+            .insert("default_payload".into(), Value::String("x".into()));
+        assert_eq!(
+            Value::Object(build(&n, &d)),
+            serde_json::json!({
+                "event_id": "$e", "type": "m.room.message", "unread": 0, "missed_calls": 0,
+                "content": {"body": "hi", "msgtype": "m.text"}
+            })
+        );
+        n.user_is_target = Some(true);
+        n.counts.missed_calls = None;
+        n.content = None;
+        assert_eq!(
+            Value::Object(build(&n, &device())),
+            serde_json::json!({
+                "event_id": "$e", "type": "m.room.message", "unread": 0, "user_is_target": true
+            })
+        );
     }
 
     #[test]

@@ -70,11 +70,15 @@ fn message_loc_keys() {
         ),
         (
             message("m.image", Some("cat.png"), None),
-            json!({"loc-key": "IMAGE_FROM_USER", "loc-args": ["Alice"]}),
+            json!({"loc-key": "IMAGE_FROM_USER", "loc-args": ["Alice", "cat.png"]}),
         ),
         (
             message("m.image", Some("cat.png"), Some("Tea")),
-            json!({"loc-key": "IMAGE_FROM_USER_IN_ROOM", "loc-args": ["Alice", "Tea"]}),
+            json!({"loc-key": "IMAGE_FROM_USER_IN_ROOM", "loc-args": ["Alice", "cat.png", "Tea"]}),
+        ),
+        (
+            message("m.file", Some("cv.pdf"), Some("Tea")),
+            json!({"loc-key": "MSG_FROM_USER_IN_ROOM_WITH_CONTENT", "loc-args": ["Alice", "Tea", "cv.pdf"]}),
         ),
         (
             message("m.emote", Some("waves"), None),
@@ -158,11 +162,6 @@ fn encrypted_calls_invites_and_other_events() {
     assert_eq!(
         alert_of(&n),
         json!({"loc-key": "USER_INVITE_TO_CHAT", "loc-args": ["Alice"]})
-    );
-    n.user_is_target = Some(false);
-    assert_eq!(
-        alert_of(&n),
-        json!({"loc-key": "MSG_FROM_USER", "loc-args": ["Alice"]})
     );
 
     n.kind = Some("m.sticker".into());
@@ -325,9 +324,80 @@ fn what_cannot_be_shortened_is_refused() {
     let mut d = device(json!({}), json!({}));
     d.data
         .insert("default_payload".into(), json!({"pad": "x".repeat(5000)}));
-    let p = event_id_only(&n, d.data.get("default_payload").and_then(Value::as_object));
+    let p = event_id_only(
+        &n,
+        d.data.get("default_payload").and_then(Value::as_object),
+        true,
+    );
     assert!(matches!(
         encode(p, MAX_PAYLOAD),
         Err(PayloadError::TooLarge(_, 4096))
     ));
+}
+
+#[test]
+fn a_body_without_msgtype_is_not_content() {
+    let mut n = message("m.text", Some("hi"), Some("Tea"));
+    n.content = Some(
+        json!({"body": "hi"})
+            .as_object()
+            .cloned()
+            .expect("obj")
+            .into(),
+    );
+    assert_eq!(
+        alert_of(&n),
+        json!({"loc-key": "MSG_FROM_USER_IN_ROOM", "loc-args": ["Alice", "Tea"]})
+    );
+    n.room_name = None;
+    assert_eq!(
+        alert_of(&n),
+        json!({"loc-key": "MSG_FROM_USER", "loc-args": ["Alice"]})
+    );
+}
+
+#[test]
+fn membership_changes_other_than_our_invite_have_no_alert() {
+    let mut n = message("m.text", None, Some("Tea"));
+    n.kind = Some("m.room.member".into());
+    n.content = None;
+    n.membership = Some("invite".into());
+    n.user_is_target = Some(false);
+    let d = device(
+        json!({"default_payload": {"aps": {"mutable-content": 1}, "x": 1}}),
+        json!({"sound": "default"}),
+    );
+    // Counts: a badge update on the default payload, no alert, no ids.
+    assert_eq!(
+        payload(&n, &d),
+        json!({"aps": {"mutable-content": 1, "badge": 2}, "x": 1})
+    );
+    n.membership = Some("join".into());
+    n.user_is_target = Some(true);
+    assert_eq!(
+        payload(&n, &device(json!({}), json!({}))),
+        json!({"aps": {"badge": 2}})
+    );
+    // No counts (or counts not sent): nothing to send.
+    assert_eq!(build(&n, &d, false), Ok(None));
+    n.counts = Counts::default();
+    assert_eq!(build(&n, &d, true), Ok(None));
+}
+
+#[test]
+fn event_id_only_without_badge_counts() {
+    let n = Notification {
+        event_id: Some("$e".into()),
+        room_id: Some("!r:x".into()),
+        counts: Counts {
+            unread: Some(3),
+            missed_calls: Some(1),
+        },
+        ..Default::default()
+    };
+    let d = device(json!({"format": "event_id_only"}), json!({}));
+    assert_eq!(
+        build(&n, &d, false).expect("ok").map(Value::Object),
+        Some(json!({"room_id": "!r:x", "event_id": "$e"}))
+    );
 }

@@ -31,7 +31,9 @@ fn full() -> Notification {
 
 #[test]
 fn full_message() {
-    let m = build(&full(), &device(json!({})), &Map::new(), true).expect("builds");
+    let m = build(&full(), &device(json!({})), &Map::new(), true)
+        .expect("builds")
+        .expect("something to send");
     assert_eq!(
         m,
         json!({"message": {
@@ -63,31 +65,33 @@ fn event_id_only_with_default_payload_and_fcm_options() {
         json!({"format": "event_id_only", "default_payload": {"cs": "abc", "aps": {"content-available": 1}, "n": 3, "gone": null}}),
     );
     let options = json!({"android": {"notification": {"click_action": "OPEN"}, "ttl": "60s"}, "apns": {"payload": {"aps": {"content-available": 1}}}});
-    let m = build(&n, &d, options.as_object().expect("obj"), true).expect("builds");
+    let m = build(&n, &d, options.as_object().expect("obj"), true)
+        .expect("builds")
+        .expect("something to send");
     assert_eq!(
         m,
         json!({"message": {
             "android": {"notification": {"click_action": "OPEN"}, "ttl": "60s", "priority": "normal"},
             "apns": {"payload": {"aps": {"content-available": 1}}},
             "token": "fcm-token-1",
-            "data": {"cs": "abc", "aps": "{\"content-available\":1}", "n": "3", "event_id": "$e", "room_id": "!r:x", "prio": "low", "unread": "1"}
+            "data": {"cs": "abc", "aps": "{\"content-available\":1}", "n": "3", "event_id": "$e", "room_id": "!r:x", "prio": "normal", "unread": "1"}
         }})
     );
 }
 
 #[test]
-fn badge_only_is_still_a_message() {
+fn badge_only_is_sent_only_with_a_count() {
     let n = Notification {
         counts: Counts {
             unread: Some(0),
-            missed_calls: None,
+            missed_calls: Some(0),
         },
         ..Default::default()
     };
-    let m = build(&n, &device(json!({})), &Map::new(), true).expect("builds");
     assert_eq!(
-        m,
-        json!({"message": {"token": "fcm-token-1", "android": {"priority": "high"}, "data": {"prio": "high"}}})
+        build(&n, &device(json!({})), &Map::new(), true),
+        Ok(None),
+        "zero counts"
     );
     let n = Notification {
         counts: Counts {
@@ -96,11 +100,17 @@ fn badge_only_is_still_a_message() {
         },
         ..Default::default()
     };
-    let m = build(&n, &device(json!({})), &Map::new(), false).expect("builds");
     assert_eq!(
-        m["message"]["data"],
-        json!({"prio": "high"}),
+        build(&n, &device(json!({})), &Map::new(), false),
+        Ok(None),
         "send_badge_counts: false"
+    );
+    let m = build(&n, &device(json!({})), &Map::new(), true)
+        .expect("builds")
+        .expect("something to send");
+    assert_eq!(
+        m,
+        json!({"message": {"token": "fcm-token-1", "android": {"priority": "high"}, "data": {"prio": "high", "unread": "5", "missed_calls": "1"}}})
     );
 }
 
@@ -109,9 +119,11 @@ fn calls_are_high_priority_even_when_low() {
     let mut n = full();
     n.kind = Some("m.call.invite".into());
     n.prio = Prio::Low;
-    let m = build(&n, &device(json!({})), &Map::new(), true).expect("builds");
+    let m = build(&n, &device(json!({})), &Map::new(), true)
+        .expect("builds")
+        .expect("something to send");
     assert_eq!(m["message"]["android"]["priority"], "high");
-    assert_eq!(m["message"]["data"]["prio"], "low");
+    assert_eq!(m["message"]["data"]["prio"], "normal");
 }
 
 #[test]
@@ -122,7 +134,9 @@ fn long_values_are_cut_at_1024_bytes_with_an_ellipsis() {
         .as_object()
         .cloned()
         .map(Into::into);
-    let m = build(&n, &device(json!({})), &Map::new(), true).expect("builds");
+    let m = build(&n, &device(json!({})), &Map::new(), true)
+        .expect("builds")
+        .expect("something to send");
     let name = m["message"]["data"]["sender_display_name"]
         .as_str()
         .expect("s");
@@ -147,7 +161,9 @@ fn whole_data_fits_4096_bytes_by_shortening_content() {
     .as_object()
     .cloned()
     .map(Into::into);
-    let m = build(&n, &device(json!({})), &Map::new(), true).expect("builds");
+    let m = build(&n, &device(json!({})), &Map::new(), true)
+        .expect("builds")
+        .expect("something to send");
     let data = m["message"]["data"].as_object().expect("data");
     let size: usize = data
         .iter()
@@ -194,5 +210,24 @@ fn what_cannot_fit_is_an_error() {
             true
         ),
         Err(MessageError::BadDefaultPayload)
+    );
+}
+
+#[test]
+fn an_empty_sender_is_sent_as_empty() {
+    let n = Notification {
+        sender_empty: true,
+        counts: Counts {
+            unread: Some(1),
+            missed_calls: None,
+        },
+        ..Default::default()
+    };
+    let m = build(&n, &device(json!({})), &Map::new(), true)
+        .expect("builds")
+        .expect("something to send");
+    assert_eq!(
+        m["message"]["data"],
+        json!({"sender": "", "prio": "high", "unread": "1"})
     );
 }

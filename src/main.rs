@@ -1,4 +1,5 @@
-//! The `pushgate` command: `serve` (default), `check-config`, `send-test`, `gen-vapid`.
+//! The `pushgate` command: `serve` (default), `check-config`, `send-test`, `gen-vapid`,
+//! the operator's store commands (`store`, `outbox`, `rejections`, `claims`) and `healthcheck`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use p256::pkcs8::{EncodePrivateKey, LineEnding};
 
 use pushgate::config::{self, ConfigError, Severity};
 use pushgate::pushkin::webpush::vapid::public_key_b64;
-use pushgate::{telemetry, Gateway};
+use pushgate::{admin, telemetry, Gateway};
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +62,26 @@ enum Command {
         /// Replace an existing file.
         #[arg(long)]
         force: bool,
+    },
+    /// The store as a whole (safe while gateways run).
+    #[command(subcommand)]
+    Store(admin::StoreCommand),
+    /// Pushes waiting in the outbox: list, retry now, drop.
+    #[command(subcommand)]
+    Outbox(admin::OutboxCommand),
+    /// Remembered rejections (dead pushkeys): list, forget a wrong one.
+    #[command(subcommand)]
+    Rejections(admin::RejectionsCommand),
+    /// De-duplication claims: purge old ones.
+    #[command(subcommand)]
+    Claims(admin::ClaimsCommand),
+    /// Exit 0 when the gateway's `/ready` answers 200 within 5 s, else 1 (for
+    /// container health checks: needs no shell or curl).
+    Healthcheck {
+        /// The URL to check (default: `/ready` on the config's first
+        /// `http.bind_addresses` and `http.port`, else http://127.0.0.1:5000/ready).
+        #[arg(long)]
+        url: Option<String>,
     },
 }
 
@@ -115,6 +136,26 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::GenVapid { out, force } => gen_vapid(&out, force),
+        Command::Store(c) => store_command(cli.config.as_deref(), admin::Command::Store(c)),
+        Command::Outbox(c) => store_command(cli.config.as_deref(), admin::Command::Outbox(c)),
+        Command::Rejections(c) => {
+            store_command(cli.config.as_deref(), admin::Command::Rejections(c))
+        }
+        Command::Claims(c) => store_command(cli.config.as_deref(), admin::Command::Claims(c)),
+        Command::Healthcheck { url } => {
+            let url = url.unwrap_or_else(|| admin::default_ready_url(cli.config.as_deref()));
+            match admin::healthcheck(&url, std::time::Duration::from_secs(5)) {
+                Ok(200) => ExitCode::SUCCESS,
+                Ok(status) => {
+                    eprintln!("{url}: answered {status}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::SendTest {
             app_id,
             pushkey,
@@ -175,6 +216,19 @@ fn send_test(path: Option<&Path>, push: &pushgate::sendtest::TestPush, as_json: 
             } else {
                 ExitCode::FAILURE
             }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn store_command(path: Option<&Path>, command: admin::Command) -> ExitCode {
+    match admin::run(path, command) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("{e}");

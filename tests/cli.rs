@@ -194,3 +194,123 @@ fn serve_logs_one_line_per_request_with_redacted_pushkeys() {
     assert_eq!(notify["devices"], 1);
     assert_eq!(notify["request_id"], device["request_id"]);
 }
+
+/// Starts `pushgate serve` on 127.0.0.1, port 0, with a SQLite store; returns
+/// the child and the address it listens on.
+fn serve_sqlite(dir: &std::path::Path) -> (std::process::Child, String) {
+    let config = dir.join("pushgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "store:\n  sqlite:\n    path: '{}'\nhttp:\n  bind_addresses: ['127.0.0.1']\n  port: 0\nlog:\n  format: json\napps: {{}}\n",
+            dir.join("store.db").display()
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let ready: serde_json::Value = loop {
+        let line = lines.next().expect("a ready line").expect("read");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if v["message"].as_str().is_some_and(|m| m.contains("ready")) {
+            break v;
+        }
+    };
+    // Keep reading so that the gateway never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, ready["listen"].as_str().expect("listen").to_owned())
+}
+
+fn healthcheck(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .arg("healthcheck")
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn healthcheck_exits_0_only_when_ready_answers_200() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (mut child, addr) = serve_sqlite(dir.path());
+    let port = addr.rsplit_once(':').expect("port").1.to_owned();
+
+    assert_eq!(
+        healthcheck(&["--url", &format!("http://{addr}/ready")]),
+        (Some(0), String::new())
+    );
+    // `localhost` resolves (through /etc/hosts).
+    assert_eq!(
+        healthcheck(&["--url", &format!("http://localhost:{port}/ready")]).0,
+        Some(0)
+    );
+    let (code, said) = healthcheck(&["--url", &format!("http://{addr}/nowhere")]);
+    assert_eq!(code, Some(1));
+    assert_eq!(said, format!("http://{addr}/nowhere: answered 404\n"));
+    // Without --url: /ready on the config's address and port.
+    let config = dir.path().join("running.yaml");
+    std::fs::write(
+        &config,
+        format!("store: none\nhttp:\n  bind_addresses: ['0.0.0.0']\n  port: {port}\napps: {{}}\n"),
+    )
+    .expect("config");
+    let run = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("healthcheck")
+        .output()
+        .expect("runs");
+    assert_eq!(run.status.code(), Some(0), "{run:?}");
+
+    let _ = child.kill();
+    let _ = child.wait();
+    let (code, said) = healthcheck(&["--url", &format!("http://{addr}/ready")]);
+    assert_eq!(code, Some(1));
+    assert!(
+        said.starts_with(&format!("cannot connect to {addr}")),
+        "{said}"
+    );
+    let run = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("healthcheck")
+        .output()
+        .expect("runs");
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert_eq!(
+        healthcheck(&["--url", "https://127.0.0.1:1/ready"]),
+        (
+            Some(1),
+            "https://127.0.0.1:1/ready: only http:// URLs are checked\n".to_owned()
+        )
+    );
+}
+
+#[test]
+fn healthcheck_gives_up_after_5_seconds_on_a_silent_server() {
+    // Accepted by the kernel's backlog, never answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let started = std::time::Instant::now();
+    let (code, said) = healthcheck(&["--url", &format!("http://{addr}/ready")]);
+    assert_eq!(code, Some(1));
+    assert!(
+        said.starts_with(&format!("http://{addr}/ready: ")),
+        "{said}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "waited for the timeout"
+    );
+    drop(silent);
+}

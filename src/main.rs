@@ -5,17 +5,25 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
 
 use pushgate::config::{self, ConfigError, Severity};
 use pushgate::pushkin::webpush::vapid::public_key_b64;
 use pushgate::{admin, telemetry, Gateway};
 
+/// `pushgate --version`: the version and the git commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("PUSHGATE_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "pushgate",
-    version,
+    version = VERSION,
     about = "A Matrix push gateway (Push Gateway API v1)"
 )]
 struct Cli {
@@ -83,6 +91,22 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Print a shell completion script (e.g. `pushgate completions bash > /etc/bash_completion.d/pushgate`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the manual page (roff), e.g. `pushgate man > /usr/local/share/man/man1/pushgate.1`.
+    Man,
+}
+
+/// The shells `completions` writes for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 // mimalloc instead of glibc's malloc: ~25 % less CPU per notification under
@@ -142,6 +166,29 @@ fn main() -> ExitCode {
             store_command(cli.config.as_deref(), admin::Command::Rejections(c))
         }
         Command::Claims(c) => store_command(cli.config.as_deref(), admin::Command::Claims(c)),
+        Command::Completions { shell } => {
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "pushgate",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cannot write the manual page: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Healthcheck { url } => {
             let url = url.unwrap_or_else(|| admin::default_ready_url(cli.config.as_deref()));
             match admin::healthcheck(&url, std::time::Duration::from_secs(5)) {

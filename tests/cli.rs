@@ -314,3 +314,83 @@ fn healthcheck_gives_up_after_5_seconds_on_a_silent_server() {
     );
     drop(silent);
 }
+
+fn stdout_of(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().expect("runs");
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+#[test]
+fn version_names_the_git_commit() {
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let commit = std::env::var("PUSHGATE_GIT_COMMIT").unwrap_or(commit);
+    assert_eq!(
+        stdout_of(&["--version"]),
+        format!("pushgate {} ({commit})\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn completions_cover_every_subcommand_for_each_shell() {
+    let bash = stdout_of(&["completions", "bash"]);
+    assert!(bash.contains("_pushgate()"), "{bash}");
+    let zsh = stdout_of(&["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef pushgate\n"), "{zsh}");
+    let fish = stdout_of(&["completions", "fish"]);
+    assert!(fish.contains("complete -c pushgate"), "{fish}");
+    for script in [&bash, &zsh, &fish] {
+        for sub in [
+            "check-config",
+            "send-test",
+            "outbox",
+            "rejections",
+            "claims",
+            "healthcheck",
+            "completions",
+        ] {
+            assert!(script.contains(sub), "{sub} missing");
+        }
+        assert!(script.contains("older-than"), "nested options completed");
+    }
+    // The bash script is valid bash.
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("pushgate.bash");
+    std::fs::write(&file, &bash).expect("write");
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .output()
+        .expect("bash");
+    assert!(check.status.success(), "{check:?}");
+    let wrong = Command::new(BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("runs");
+    assert_eq!(wrong.status.code(), Some(2));
+}
+
+#[test]
+fn man_page_is_roff_with_the_commands() {
+    let man = stdout_of(&["man"]);
+    assert!(
+        man.contains(&format!(
+            ".TH pushgate 1  \"pushgate {}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{man}"
+    );
+    assert!(
+        man.contains(".SH NAME\npushgate \\- A Matrix push gateway"),
+        "{man}"
+    );
+    for sub in ["serve", "check\\-config", "outbox", "healthcheck", "man"] {
+        assert!(man.contains(sub), "{sub} missing:\n{man}");
+    }
+}

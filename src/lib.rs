@@ -13,15 +13,18 @@
 //! - [`telemetry`]: logging, pushkey redaction and Prometheus metrics.
 //! - [`store`]: the outbox, the rejection memory and the de-duplication claims (SQLite, PostgreSQL).
 //! - [`gateway`]: start-up, serving, reload and shutdown.
+//! - [`admin`]: the operator's commands on the store (`store stats`, `outbox`, `rejections`, `claims`) and `healthcheck`.
 //! - [`sendtest`]: `pushgate send-test`, one push with a report of the HTTP exchanges.
 //! - [`glob`], [`keys`], [`secret`]: leaves — app-id/host globs, private keys read from PEM, values never printed.
 //!
 //! # Layers
 //! Each module imports only the modules after its arrow, and the arrows form
 //! no cycle; `tests/layers.rs` reads this list and checks the code against it.
-//! Only `dispatch` (and `gateway`, which starts its workers) talks to the store.
+//! Only `dispatch` (and `gateway`, which starts its workers) and `admin` (the
+//! operator's commands) talk to the store.
 //!
 //! - `gateway` → `api`, `dispatch`, `routing`, `pushkin`, `store`, `telemetry`, `config`, `net`
+//! - `admin` → `store`, `config`, `telemetry`, `pushkin`
 //! - `sendtest` → `gateway`, `pushkin`, `notification`, `telemetry`, `config`
 //! - `api` → `dispatch`, `notification`, `telemetry`, `config`, `net`
 //! - `dispatch` → `routing`, `pushkin`, `store`, `notification`, `telemetry`, `config`
@@ -36,6 +39,7 @@
 //! - `keys` → (nothing)
 //! - `secret` → (nothing)
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod dispatch;

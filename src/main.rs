@@ -1,20 +1,29 @@
-//! The `pushgate` command: `serve` (default), `check-config`, `send-test`, `gen-vapid`.
+//! The `pushgate` command: `serve` (default), `check-config`, `send-test`, `gen-vapid`,
+//! the operator's store commands (`store`, `outbox`, `rejections`, `claims`) and `healthcheck`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
 
 use pushgate::config::{self, ConfigError, Severity};
 use pushgate::pushkin::webpush::vapid::public_key_b64;
-use pushgate::{telemetry, Gateway};
+use pushgate::{admin, telemetry, Gateway};
+
+/// `pushgate --version`: the version and the git commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("PUSHGATE_GIT_COMMIT"),
+    ")"
+);
 
 #[derive(Parser)]
 #[command(
     name = "pushgate",
-    version,
+    version = VERSION,
     about = "A Matrix push gateway (Push Gateway API v1)"
 )]
 struct Cli {
@@ -62,6 +71,42 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The store as a whole (safe while gateways run).
+    #[command(subcommand)]
+    Store(admin::StoreCommand),
+    /// Pushes waiting in the outbox: list, retry now, drop.
+    #[command(subcommand)]
+    Outbox(admin::OutboxCommand),
+    /// Remembered rejections (dead pushkeys): list, forget a wrong one.
+    #[command(subcommand)]
+    Rejections(admin::RejectionsCommand),
+    /// De-duplication claims: purge old ones.
+    #[command(subcommand)]
+    Claims(admin::ClaimsCommand),
+    /// Exit 0 when the gateway's `/ready` answers 200 within 5 s, else 1 (for
+    /// container health checks: needs no shell or curl).
+    Healthcheck {
+        /// The URL to check (default: `/ready` on the config's first
+        /// `http.bind_addresses` and `http.port`, else http://127.0.0.1:5000/ready).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Print a shell completion script (e.g. `pushgate completions bash > /etc/bash_completion.d/pushgate`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the manual page (roff), e.g. `pushgate man > /usr/local/share/man/man1/pushgate.1`.
+    Man,
+}
+
+/// The shells `completions` writes for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 // mimalloc instead of glibc's malloc: ~25 % less CPU per notification under
@@ -115,6 +160,49 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::GenVapid { out, force } => gen_vapid(&out, force),
+        Command::Store(c) => store_command(cli.config.as_deref(), admin::Command::Store(c)),
+        Command::Outbox(c) => store_command(cli.config.as_deref(), admin::Command::Outbox(c)),
+        Command::Rejections(c) => {
+            store_command(cli.config.as_deref(), admin::Command::Rejections(c))
+        }
+        Command::Claims(c) => store_command(cli.config.as_deref(), admin::Command::Claims(c)),
+        Command::Completions { shell } => {
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "pushgate",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cannot write the manual page: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Healthcheck { url } => {
+            let url = url.unwrap_or_else(|| admin::default_ready_url(cli.config.as_deref()));
+            match admin::healthcheck(&url, std::time::Duration::from_secs(5)) {
+                Ok(200) => ExitCode::SUCCESS,
+                Ok(status) => {
+                    eprintln!("{url}: answered {status}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::SendTest {
             app_id,
             pushkey,
@@ -175,6 +263,19 @@ fn send_test(path: Option<&Path>, push: &pushgate::sendtest::TestPush, as_json: 
             } else {
                 ExitCode::FAILURE
             }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn store_command(path: Option<&Path>, command: admin::Command) -> ExitCode {
+    match admin::run(path, command) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("{e}");

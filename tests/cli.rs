@@ -194,3 +194,203 @@ fn serve_logs_one_line_per_request_with_redacted_pushkeys() {
     assert_eq!(notify["devices"], 1);
     assert_eq!(notify["request_id"], device["request_id"]);
 }
+
+/// Starts `pushgate serve` on 127.0.0.1, port 0, with a SQLite store; returns
+/// the child and the address it listens on.
+fn serve_sqlite(dir: &std::path::Path) -> (std::process::Child, String) {
+    let config = dir.join("pushgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "store:\n  sqlite:\n    path: '{}'\nhttp:\n  bind_addresses: ['127.0.0.1']\n  port: 0\nlog:\n  format: json\napps: {{}}\n",
+            dir.join("store.db").display()
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let ready: serde_json::Value = loop {
+        let line = lines.next().expect("a ready line").expect("read");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if v["message"].as_str().is_some_and(|m| m.contains("ready")) {
+            break v;
+        }
+    };
+    // Keep reading so that the gateway never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, ready["listen"].as_str().expect("listen").to_owned())
+}
+
+fn healthcheck(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .arg("healthcheck")
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn healthcheck_exits_0_only_when_ready_answers_200() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (mut child, addr) = serve_sqlite(dir.path());
+    let port = addr.rsplit_once(':').expect("port").1.to_owned();
+
+    assert_eq!(
+        healthcheck(&["--url", &format!("http://{addr}/ready")]),
+        (Some(0), String::new())
+    );
+    // `localhost` resolves (through /etc/hosts).
+    assert_eq!(
+        healthcheck(&["--url", &format!("http://localhost:{port}/ready")]).0,
+        Some(0)
+    );
+    let (code, said) = healthcheck(&["--url", &format!("http://{addr}/nowhere")]);
+    assert_eq!(code, Some(1));
+    assert_eq!(said, format!("http://{addr}/nowhere: answered 404\n"));
+    // Without --url: /ready on the config's address and port.
+    let config = dir.path().join("running.yaml");
+    std::fs::write(
+        &config,
+        format!("store: none\nhttp:\n  bind_addresses: ['0.0.0.0']\n  port: {port}\napps: {{}}\n"),
+    )
+    .expect("config");
+    let run = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("healthcheck")
+        .output()
+        .expect("runs");
+    assert_eq!(run.status.code(), Some(0), "{run:?}");
+
+    let _ = child.kill();
+    let _ = child.wait();
+    let (code, said) = healthcheck(&["--url", &format!("http://{addr}/ready")]);
+    assert_eq!(code, Some(1));
+    assert!(
+        said.starts_with(&format!("cannot connect to {addr}")),
+        "{said}"
+    );
+    let run = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("healthcheck")
+        .output()
+        .expect("runs");
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert_eq!(
+        healthcheck(&["--url", "https://127.0.0.1:1/ready"]),
+        (
+            Some(1),
+            "https://127.0.0.1:1/ready: only http:// URLs are checked\n".to_owned()
+        )
+    );
+}
+
+#[test]
+fn healthcheck_gives_up_after_5_seconds_on_a_silent_server() {
+    // Accepted by the kernel's backlog, never answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let started = std::time::Instant::now();
+    let (code, said) = healthcheck(&["--url", &format!("http://{addr}/ready")]);
+    assert_eq!(code, Some(1));
+    assert!(
+        said.starts_with(&format!("http://{addr}/ready: ")),
+        "{said}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "waited for the timeout"
+    );
+    drop(silent);
+}
+
+fn stdout_of(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().expect("runs");
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+#[test]
+fn version_names_the_git_commit() {
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let commit = std::env::var("PUSHGATE_GIT_COMMIT").unwrap_or(commit);
+    assert_eq!(
+        stdout_of(&["--version"]),
+        format!("pushgate {} ({commit})\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn completions_cover_every_subcommand_for_each_shell() {
+    let bash = stdout_of(&["completions", "bash"]);
+    assert!(bash.contains("_pushgate()"), "{bash}");
+    let zsh = stdout_of(&["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef pushgate\n"), "{zsh}");
+    let fish = stdout_of(&["completions", "fish"]);
+    assert!(fish.contains("complete -c pushgate"), "{fish}");
+    for script in [&bash, &zsh, &fish] {
+        for sub in [
+            "check-config",
+            "send-test",
+            "outbox",
+            "rejections",
+            "claims",
+            "healthcheck",
+            "completions",
+        ] {
+            assert!(script.contains(sub), "{sub} missing");
+        }
+        assert!(script.contains("older-than"), "nested options completed");
+    }
+    // The bash script is valid bash.
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("pushgate.bash");
+    std::fs::write(&file, &bash).expect("write");
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .output()
+        .expect("bash");
+    assert!(check.status.success(), "{check:?}");
+    let wrong = Command::new(BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("runs");
+    assert_eq!(wrong.status.code(), Some(2));
+}
+
+#[test]
+fn man_page_is_roff_with_the_commands() {
+    let man = stdout_of(&["man"]);
+    assert!(
+        man.contains(&format!(
+            ".TH pushgate 1  \"pushgate {}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{man}"
+    );
+    assert!(
+        man.contains(".SH NAME\npushgate \\- A Matrix push gateway"),
+        "{man}"
+    );
+    for sub in ["serve", "check\\-config", "outbox", "healthcheck", "man"] {
+        assert!(man.contains(sub), "{sub} missing:\n{man}");
+    }
+}

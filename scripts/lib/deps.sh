@@ -1,11 +1,14 @@
-# Debian packages the tests need: PostgreSQL (store tests) and promtool (from
-# `prometheus`, checks the metrics exposition). Installed when missing if we
+# Debian packages the tests need: PostgreSQL (store tests), promtool (from
+# `prometheus`, checks the metrics exposition), a C compiler (ring, SQLite and
+# mimalloc are built from C) and python3-venv (Synapse's virtualenv). Installed when missing if we
 # may (root and apt-get); otherwise the command to run is printed.
 
 ensure_test_packages() {
     local missing=()
     compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
     command -v promtool >/dev/null || missing+=(prometheus)
+    command -v cc >/dev/null || missing+=(gcc libc6-dev)
+    python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
     [[ ${#missing[@]} -eq 0 ]] && return 0
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         echo "installing ${missing[*]} (Debian packages the tests need)" >&2

@@ -177,6 +177,37 @@ pub struct Expiry {
     pub batch: i64,
 }
 
+/// One app id's rows, for `pushgate store stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppStats {
+    pub app_id: String,
+    pub outbox: i64,
+    /// `created_at` of the app's oldest outbox entry.
+    pub oldest: Option<Millis>,
+    pub rejections: i64,
+    pub claims: i64,
+}
+
+/// An outbox entry as `pushgate outbox list` shows it (its body left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub app_id: String,
+    pub pushkey: String,
+    pub created_at: Millis,
+    /// The next attempt (or, while a worker sends it, the end of its lease).
+    pub due_at: Millis,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// Which outbox entries an admin command acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    Ids(Vec<i64>),
+    App(String),
+}
+
 /// The store as `dispatch` uses it. Every method is one round trip (one
 /// statement or one transaction), whatever the number of devices; `claim` and
 /// `settle` of concurrent callers share one transaction ([`batch`]).
@@ -231,6 +262,45 @@ pub trait Store: Send + Sync {
 
     /// The outbox's entries and bytes per app id.
     fn usage(&self) -> BoxFuture<'_, Result<Usage, StoreError>>;
+
+    // The operator's commands (`pushgate store|outbox|rejections|claims`):
+    // each one short statement, safe beside running gateways.
+
+    /// Rows per app id (outbox, rejections, claims), sorted by app id.
+    fn app_stats(&self) -> BoxFuture<'_, Result<Vec<AppStats>, StoreError>>;
+
+    /// Up to `limit` outbox entries (of one app id if given), oldest first.
+    fn outbox_list<'a>(
+        &'a self,
+        app_id: Option<&'a str>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StoreError>>;
+
+    /// Makes the selected entries due at `now`; returns how many there were.
+    fn outbox_retry<'a>(
+        &'a self,
+        which: &'a Selection,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Deletes the selected entries (never sent); returns how many there were.
+    fn outbox_drop<'a>(&'a self, which: &'a Selection) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Up to `limit` remembered rejections (of one app id if given), newest first.
+    fn rejections_list<'a>(
+        &'a self,
+        app_id: Option<&'a str>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<Rejection>, StoreError>>;
+
+    /// Forgets one remembered rejection; returns 1 if it was there, else 0.
+    fn forget_rejection<'a>(
+        &'a self,
+        device: &'a DeviceKey,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Deletes every claim (lease or settled) whose time is before `before`.
+    fn purge_claims(&self, before: Millis) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
 /// The notify body of one queued device from its shared notification (a JSON

@@ -461,6 +461,183 @@ macro_rules! queries {
             Ok(claims.rows_affected() + rejections.rows_affected() + notifications.rows_affected())
         }
 
+        pub async fn app_stats(
+            pool: &Pool<$db>,
+        ) -> Result<Vec<$crate::store::AppStats>, sqlx::Error> {
+            let rows = sqlx::query(
+                "SELECT app_id, CAST(SUM(o) AS BIGINT), MIN(oldest), CAST(SUM(r) AS BIGINT), \
+                 CAST(SUM(c) AS BIGINT) FROM (\
+                 SELECT app_id, COUNT(*) AS o, MIN(created_at) AS oldest, 0 AS r, 0 AS c \
+                 FROM outbox GROUP BY app_id \
+                 UNION ALL SELECT app_id, 0, NULL, COUNT(*), 0 FROM rejections GROUP BY app_id \
+                 UNION ALL SELECT app_id, 0, NULL, 0, COUNT(*) FROM claims GROUP BY app_id\
+                 ) t GROUP BY app_id ORDER BY app_id",
+            )
+            .fetch_all(pool)
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push($crate::store::AppStats {
+                    app_id: row.try_get(0)?,
+                    outbox: row.try_get(1)?,
+                    oldest: row.try_get(2)?,
+                    rejections: row.try_get(3)?,
+                    claims: row.try_get(4)?,
+                });
+            }
+            Ok(out)
+        }
+
+        pub async fn outbox_list(
+            pool: &Pool<$db>,
+            app_id: Option<&str>,
+            limit: i64,
+        ) -> Result<Vec<$crate::store::OutboxRow>, sqlx::Error> {
+            let rows = sqlx::query(
+                "SELECT id, app_id, pushkey, created_at, due_at, attempts, last_error FROM outbox \
+                 WHERE ($1 IS NULL OR app_id = $1) ORDER BY created_at, id LIMIT $2",
+            )
+            .bind(app_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push($crate::store::OutboxRow {
+                    id: row.try_get(0)?,
+                    app_id: row.try_get(1)?,
+                    pushkey: row.try_get(2)?,
+                    created_at: row.try_get(3)?,
+                    due_at: row.try_get(4)?,
+                    attempts: row.try_get(5)?,
+                    last_error: row.try_get(6)?,
+                });
+            }
+            Ok(out)
+        }
+
+        /// `UPDATE outbox SET due_at = now` (retry) or `DELETE` (drop) of a
+        /// selection, on the writer's held connection.
+        pub async fn outbox_change(
+            pool: &Pool<$db>,
+            held: &Held,
+            which: &$crate::store::Selection,
+            retry_at: Option<Millis>,
+        ) -> Result<u64, sqlx::Error> {
+            on_held!(pool, held, |conn| outbox_change_on(&mut conn, which, retry_at))
+        }
+
+        async fn outbox_change_on(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            which: &$crate::store::Selection,
+            retry_at: Option<Millis>,
+        ) -> Result<u64, sqlx::Error> {
+            let head = || {
+                let mut q = match retry_at {
+                    Some(at) => {
+                        let mut q = QueryBuilder::<$db>::new("UPDATE outbox SET due_at = ");
+                        q.push_bind(at);
+                        q
+                    }
+                    None => QueryBuilder::<$db>::new("DELETE FROM outbox"),
+                };
+                q.push(" WHERE ");
+                q
+            };
+            match which {
+                $crate::store::Selection::App(app) => {
+                    let mut q = head();
+                    q.push("app_id = ");
+                    q.push_bind(app.as_str());
+                    Ok(q.build().execute(&mut *conn).await?.rows_affected())
+                }
+                $crate::store::Selection::Ids(ids) => {
+                    let mut n = 0;
+                    for chunk in ids.chunks(CHUNK) {
+                        let mut q = head();
+                        q.push("id IN (");
+                        let mut list = q.separated(", ");
+                        for id in chunk {
+                            list.push_bind(*id);
+                        }
+                        q.push(")");
+                        n += q.build().execute(&mut *conn).await?.rows_affected();
+                    }
+                    Ok(n)
+                }
+            }
+        }
+
+        pub async fn rejections_list(
+            pool: &Pool<$db>,
+            app_id: Option<&str>,
+            limit: i64,
+        ) -> Result<Vec<Rejection>, sqlx::Error> {
+            let rows = sqlx::query(
+                "SELECT app_id, pushkey, rejected_at, reason FROM rejections \
+                 WHERE ($1 IS NULL OR app_id = $1) ORDER BY rejected_at DESC, app_id, pushkey LIMIT $2",
+            )
+            .bind(app_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push(Rejection {
+                    app_id: row.try_get(0)?,
+                    pushkey: row.try_get(1)?,
+                    rejected_at: row.try_get(2)?,
+                    reason: row.try_get(3)?,
+                });
+            }
+            Ok(out)
+        }
+
+        pub async fn forget_rejection(
+            pool: &Pool<$db>,
+            held: &Held,
+            device: &DeviceKey,
+        ) -> Result<u64, sqlx::Error> {
+            on_held!(pool, held, |conn| async {
+                Ok::<_, sqlx::Error>(
+                    sqlx::query("DELETE FROM rejections WHERE app_id = $1 AND pushkey = $2")
+                        .bind(device.app_id.as_str())
+                        .bind(device.pushkey.as_str())
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected(),
+                )
+            })
+        }
+
+        /// In batches of 10,000 rows, each its own short transaction, so that
+        /// running gateways wait for the writer no longer than for housekeeping.
+        pub async fn purge_claims(
+            pool: &Pool<$db>,
+            held: &Held,
+            before: Millis,
+        ) -> Result<u64, sqlx::Error> {
+            let mut total = 0;
+            loop {
+                let n = on_held!(pool, held, |conn| async {
+                    Ok::<_, sqlx::Error>(
+                        sqlx::query(
+                            "DELETE FROM claims WHERE (app_id, pushkey, event_id) IN \
+                             (SELECT app_id, pushkey, event_id FROM claims WHERE until_ms < $1 LIMIT 10000)",
+                        )
+                        .bind(before)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected(),
+                    )
+                })?;
+                total += n;
+                if n < 10000 {
+                    return Ok(total);
+                }
+            }
+        }
+
         pub async fn stats(pool: &Pool<$db>) -> Result<Stats, sqlx::Error> {
             let row = sqlx::query(
                 "SELECT (SELECT COUNT(*) FROM outbox), (SELECT MIN(created_at) FROM outbox), \
@@ -588,6 +765,57 @@ macro_rules! impl_store {
 
             fn usage(&self) -> BoxFuture<'_, Result<$crate::store::Usage, StoreError>> {
                 async move { Ok(q::usage(&self.$read).await?) }.boxed()
+            }
+
+            fn app_stats(&self) -> BoxFuture<'_, Result<Vec<$crate::store::AppStats>, StoreError>> {
+                async move { Ok(q::app_stats(&self.$read).await?) }.boxed()
+            }
+
+            fn outbox_list<'a>(
+                &'a self,
+                app_id: Option<&'a str>,
+                limit: i64,
+            ) -> BoxFuture<'a, Result<Vec<$crate::store::OutboxRow>, StoreError>> {
+                async move { Ok(q::outbox_list(&self.$read, app_id, limit).await?) }.boxed()
+            }
+
+            fn outbox_retry<'a>(
+                &'a self,
+                which: &'a $crate::store::Selection,
+                now: Millis,
+            ) -> BoxFuture<'a, Result<u64, StoreError>> {
+                async move {
+                    Ok(q::outbox_change(&self.$write, &self.held, which, Some(now)).await?)
+                }
+                .boxed()
+            }
+
+            fn outbox_drop<'a>(
+                &'a self,
+                which: &'a $crate::store::Selection,
+            ) -> BoxFuture<'a, Result<u64, StoreError>> {
+                async move { Ok(q::outbox_change(&self.$write, &self.held, which, None).await?) }
+                    .boxed()
+            }
+
+            fn rejections_list<'a>(
+                &'a self,
+                app_id: Option<&'a str>,
+                limit: i64,
+            ) -> BoxFuture<'a, Result<Vec<Rejection>, StoreError>> {
+                async move { Ok(q::rejections_list(&self.$read, app_id, limit).await?) }.boxed()
+            }
+
+            fn forget_rejection<'a>(
+                &'a self,
+                device: &'a DeviceKey,
+            ) -> BoxFuture<'a, Result<u64, StoreError>> {
+                async move { Ok(q::forget_rejection(&self.$write, &self.held, device).await?) }
+                    .boxed()
+            }
+
+            fn purge_claims(&self, before: Millis) -> BoxFuture<'_, Result<u64, StoreError>> {
+                async move { Ok(q::purge_claims(&self.$write, &self.held, before).await?) }.boxed()
             }
         }
     };

@@ -269,84 +269,111 @@ fn value_heap_size(v: &Value) -> usize {
 /// outbox stores to rebuild the push later. `parse` reads it back to an equal
 /// notification (with that one device). `content` is written as it came.
 pub fn to_wire(n: &Notification, device: &Device) -> String {
-    /// Fields in the order of a `serde_json::Map` (sorted), as before `content` was kept raw.
-    #[derive(Serialize)]
-    struct Wire<'a> {
-        notification: WireNotification<'a>,
-    }
-    #[derive(Serialize)]
-    struct WireNotification<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        content: Option<&'a Content>,
-        counts: WireCounts,
-        devices: [WireDevice<'a>; 1],
-        #[serde(skip_serializing_if = "Option::is_none")]
-        event_id: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        membership: Option<&'a str>,
-        prio: &'static str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        room_alias: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        room_id: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        room_name: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        sender: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        sender_display_name: Option<&'a str>,
-        #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-        kind: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        user_is_target: Option<bool>,
-    }
-    #[derive(Serialize)]
-    struct WireCounts {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        missed_calls: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        unread: Option<u64>,
-    }
-    #[derive(Serialize)]
-    struct WireDevice<'a> {
-        app_id: &'a str,
-        data: &'a Map<String, Value>,
-        pushkey: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pushkey_ts: Option<u64>,
-        tweaks: &'a Map<String, Value>,
-    }
+    let devices = [wire_device(device)];
     let wire = Wire {
-        notification: WireNotification {
-            content: n.content.as_ref(),
-            counts: WireCounts {
-                missed_calls: n.counts.missed_calls,
-                unread: n.counts.unread,
-            },
-            devices: [WireDevice {
-                app_id: &device.app_id,
-                data: &device.data,
-                pushkey: &device.pushkey,
-                pushkey_ts: device.pushkey_ts,
-                tweaks: &device.tweaks,
-            }],
-            event_id: n.event_id.as_deref(),
-            membership: n.membership.as_deref(),
-            prio: match n.prio {
-                Prio::High => "high",
-                Prio::Low => "low",
-            },
-            room_alias: n.room_alias.as_deref(),
-            room_id: n.room_id.as_deref(),
-            room_name: n.room_name.as_deref(),
-            sender: n.sender.as_deref().or(n.sender_empty.then_some("")),
-            sender_display_name: n.sender_display_name.as_deref(),
-            kind: n.kind.as_deref(),
-            user_is_target: n.user_is_target,
-        },
+        notification: wire_notification(n, &devices),
     };
     // Plain structs, maps with string keys and checked raw JSON: serialising cannot fail.
     serde_json::to_string(&wire).unwrap_or_default()
+}
+
+/// [`to_wire`] in two parts, for a request whose devices share one stored
+/// notification: the notification object without `devices`, and one device.
+/// `store::join_wire` puts them back together.
+pub fn to_wire_shared(n: &Notification) -> String {
+    serde_json::to_string(&wire_notification(n, &[])).unwrap_or_default()
+}
+
+/// The device part of [`to_wire_shared`].
+pub fn device_to_wire(device: &Device) -> String {
+    serde_json::to_string(&wire_device(device)).unwrap_or_default()
+}
+
+fn wire_device(device: &Device) -> WireDevice<'_> {
+    WireDevice {
+        app_id: &device.app_id,
+        data: &device.data,
+        pushkey: &device.pushkey,
+        pushkey_ts: device.pushkey_ts,
+        tweaks: &device.tweaks,
+    }
+}
+
+fn wire_notification<'a>(
+    n: &'a Notification,
+    devices: &'a [WireDevice<'a>],
+) -> WireNotification<'a> {
+    WireNotification {
+        content: n.content.as_ref(),
+        counts: WireCounts {
+            missed_calls: n.counts.missed_calls,
+            unread: n.counts.unread,
+        },
+        devices,
+        event_id: n.event_id.as_deref(),
+        membership: n.membership.as_deref(),
+        prio: match n.prio {
+            Prio::High => "high",
+            Prio::Low => "low",
+        },
+        room_alias: n.room_alias.as_deref(),
+        room_id: n.room_id.as_deref(),
+        room_name: n.room_name.as_deref(),
+        sender: n.sender.as_deref().or(n.sender_empty.then_some("")),
+        sender_display_name: n.sender_display_name.as_deref(),
+        kind: n.kind.as_deref(),
+        user_is_target: n.user_is_target,
+    }
+}
+
+/// The wire format, fields in the order of a `serde_json::Map` (sorted), as
+/// before `content` was kept raw.
+#[derive(Serialize)]
+struct Wire<'a> {
+    notification: WireNotification<'a>,
+}
+#[derive(Serialize)]
+struct WireNotification<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a Content>,
+    counts: WireCounts,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    devices: &'a [WireDevice<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    membership: Option<&'a str>,
+    prio: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room_alias: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender_display_name: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_is_target: Option<bool>,
+}
+#[derive(Serialize)]
+struct WireCounts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missed_calls: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unread: Option<u64>,
+}
+#[derive(Serialize)]
+struct WireDevice<'a> {
+    app_id: &'a str,
+    data: &'a Map<String, Value>,
+    pushkey: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pushkey_ts: Option<u64>,
+    tweaks: &'a Map<String, Value>,
 }
 
 /// Parses a request body. `max_devices` bounds `devices`. The content is copied.

@@ -181,10 +181,13 @@ async fn handle(
         "notify"
     );
     if answer.unqueued > 0 && answer.overloaded == answer.unqueued {
-        state.dispatcher.metrics().overloaded("app");
-        return Err(ApiError::Overloaded {
-            limit: "inflight_request_limit",
-        });
+        let (label, limit) = if answer.outbox_full > 0 {
+            ("outbox", "the outbox caps, dispatch.outbox_max_*")
+        } else {
+            ("app", "inflight_request_limit")
+        };
+        state.dispatcher.metrics().overloaded(label);
+        return Err(ApiError::Overloaded { limit });
     }
     if answer.unqueued > 0 {
         return Err(ApiError::Upstream {

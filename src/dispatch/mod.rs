@@ -108,8 +108,11 @@ pub struct Answer {
     pub delivered: usize,
     pub failed: usize,
     pub duplicates: usize,
-    /// Of `unqueued`, those refused because their app was at its in-flight limit.
+    /// Of `unqueued`, those refused because their app was at its in-flight limit
+    /// or the outbox was full.
     pub overloaded: usize,
+    /// Of `overloaded`, those refused because an outbox cap was reached.
+    pub outbox_full: usize,
 }
 
 impl Answer {
@@ -383,6 +386,26 @@ fn log_fate(request_id: &str, d: &Device, fate: &Fate) {
 #[cfg(test)]
 mod tests {
     use super::rejected_at;
+
+    /// The outbox's split form (the notification once, each device apart)
+    /// joins back to what the whole wire form reads as.
+    #[test]
+    fn the_shared_wire_form_joins_back_to_the_notification() {
+        let body = br#"{"notification":{"event_id":"$e","room_id":"!r","type":"m.room.message",
+            "sender":"","counts":{"unread":2},"content":{"body":"hi","msgtype":"m.text"},
+            "devices":[{"app_id":"a","pushkey":"k1","pushkey_ts":5,"data":{"x":1}},{"app_id":"a","pushkey":"k2"}]}}"#;
+        let n = crate::notification::parse(body, 10).expect("valid");
+        for d in &n.devices {
+            let whole = crate::notification::to_wire(&n, d);
+            let joined = crate::store::join_wire(
+                &crate::notification::to_wire_shared(&n),
+                &crate::notification::device_to_wire(d),
+            );
+            let a: serde_json::Value = serde_json::from_str(&whole).expect("JSON");
+            let b: serde_json::Value = serde_json::from_str(&joined).expect("JSON");
+            assert_eq!(a, b);
+        }
+    }
 
     #[test]
     fn rejected_at_trusts_the_service_only_up_to_now() {

@@ -50,7 +50,8 @@ struct DeviceTask {
 
 impl DeviceTask {
     /// Step 1: the route, and the decisions that need no send.
-    fn route(routes: &crate::routing::Routes, dev: &Device) -> DeviceTask {
+    /// `remembering`: whether there is a rejection memory to look the device up in.
+    fn route(routes: &crate::routing::Routes, dev: &Device, remembering: bool) -> DeviceTask {
         let (route, fate) = match routes.find(&dev.app_id) {
             Err(e) => (None, Some(Fate::Unroutable(e))),
             Ok(route) => {
@@ -62,7 +63,10 @@ impl DeviceTask {
             }
         };
         DeviceTask {
-            memory_key: route.as_ref().and_then(|r| r.pushkin.memory_key(dev)),
+            memory_key: route
+                .as_ref()
+                .filter(|_| remembering)
+                .and_then(|r| r.pushkin.memory_key(dev)),
             route,
             claim: Claim::None,
             fate,
@@ -89,7 +93,7 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
     let mut tasks: Vec<DeviceTask> = n
         .devices
         .iter()
-        .map(|dev| DeviceTask::route(&routes, dev))
+        .map(|dev| DeviceTask::route(&routes, dev, store.is_some()))
         .collect();
     for t in &tasks {
         if let Some(route) = &t.route {
@@ -296,6 +300,7 @@ fn decide(
                     if q.has_store {
                         // The outbox is full: the homeserver is asked to come back later.
                         answer.overloaded += 1;
+                        answer.outbox_full += 1;
                         d.metrics.outbox_full(t.app());
                     } else if *cause == Cause::InflightLimit {
                         answer.overloaded += 1;
@@ -412,8 +417,8 @@ struct Queueing<'a> {
 }
 
 /// The request's notification as the outbox stores it: the notification
-/// without devices once (shared by every entry of the request), and each
-/// device apart. Built only when something is queued.
+/// without devices, serialised once and shared by every entry of the request,
+/// and each device apart. Built only when something is queued.
 struct WireParts<'a> {
     n: &'a Notification,
     shared: std::sync::OnceLock<Arc<str>>,
@@ -427,27 +432,10 @@ impl<'a> WireParts<'a> {
         }
     }
 
-    /// The wire body of `dev`, split into (notification without devices, device).
-    fn split(&self, dev: &Device) -> (String, String) {
-        let mut wire: serde_json::Value =
-            serde_json::from_str(&notification::to_wire(self.n, dev)).unwrap_or_default();
-        let device = wire
-            .get_mut("notification")
-            .and_then(|n| n.as_object_mut())
-            .and_then(|n| n.remove("devices"))
-            .and_then(|mut d| d.get_mut(0).map(serde_json::Value::take))
-            .unwrap_or_default();
-        (wire["notification"].to_string(), device.to_string())
-    }
-
-    fn shared(&self, dev: &Device) -> Arc<str> {
+    fn shared(&self) -> Arc<str> {
         self.shared
-            .get_or_init(|| Arc::from(self.split(dev).0))
+            .get_or_init(|| Arc::from(notification::to_wire_shared(self.n)))
             .clone()
-    }
-
-    fn device(&self, dev: &Device) -> String {
-        self.split(dev).1
     }
 }
 
@@ -465,8 +453,8 @@ async fn has_room(
     let mut shared = 0;
     for (t, dev) in tasks.iter().zip(&n.devices) {
         if let Some(Fate::Pushed(Outcome::Temporary { .. })) = &t.fate {
-            let size = wire.device(dev).len() as i64;
-            shared = wire.shared(dev).len() as i64;
+            let size = notification::device_to_wire(dev).len() as i64;
+            shared = wire.shared().len() as i64;
             wanted.push((t.app().to_owned(), size));
         }
     }
@@ -480,8 +468,8 @@ fn entry(wire: &WireParts<'_>, dev: &Device, now: Millis, due_at: Millis, why: &
     NewEntry {
         app_id: dev.app_id.clone(),
         pushkey: dev.pushkey.clone(),
-        body: wire.device(dev),
-        shared: Some(wire.shared(dev)),
+        body: notification::device_to_wire(dev),
+        shared: Some(wire.shared()),
         created_at: now,
         due_at,
         attempts: 1,

@@ -352,7 +352,7 @@ impl Metrics {
             m.inbound_refused.with_label_values(&[limit]);
         }
         m.requests_in_flight.with_label_values(&[NOTIFY_RESOURCE]);
-        for limit in ["global", "app"] {
+        for limit in ["global", "app", "outbox"] {
             m.overload.with_label_values(&[limit]);
         }
         m.outcomes.with_label_values(&[UNROUTED, "unroutable"]);

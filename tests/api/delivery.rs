@@ -474,6 +474,10 @@ async fn past_the_outbox_cap_a_request_is_answered_429_and_its_retry_is_sent_aga
     let a = gw.notify(&body).await;
     assert_eq!(a.status, 429, "{}", a.body);
     assert_eq!(a.body["errcode"], "M_LIMIT_EXCEEDED");
+    assert_eq!(
+        a.body["error"],
+        "too many requests in flight (the outbox caps, dispatch.outbox_max_*); retry later"
+    );
     let store = s.open_store().await;
     assert_eq!(
         store.stats().await.expect("stats").outbox,

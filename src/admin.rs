@@ -337,12 +337,17 @@ fn to_json(v: &Value) -> String {
     format!("{v}\n")
 }
 
-/// A time as RFC 3339 in UTC to the second, `-` for none.
+/// A time as RFC 3339 in UTC to the second, `-` for none. Rows written by
+/// earlier versions may hold any number (an upstream's timestamp): outside
+/// the years RFC 3339 can write, the milliseconds are shown as they are.
 pub fn time(ms: Option<Millis>) -> String {
-    match ms.and_then(|ms| u64::try_from(ms).ok()) {
-        Some(ms) => {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    /// 9999-12-31T23:59:59Z, the last time RFC 3339 can write.
+    const LAST: u64 = 253_402_300_799_999;
+    match ms.map(|ms| (ms, u64::try_from(ms))) {
+        Some((_, Ok(t))) if t <= LAST => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(t)).to_string()
         }
+        Some((ms, _)) => format!("{ms} ms"),
         None => "-".into(),
     }
 }
@@ -463,6 +468,14 @@ fn get(mut stream: TcpStream, url: &url::Url, deadline: std::time::Instant) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_from_the_store_never_panic() {
+        assert_eq!(time(Some(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(time(None), "-");
+        assert_eq!(time(Some(-5)), "-5 ms");
+        assert_eq!(time(Some(i64::MAX)), format!("{} ms", i64::MAX));
+    }
 
     #[test]
     fn tables_align_columns_and_trim_the_last() {

@@ -45,6 +45,8 @@ const RECORD_SIZE: usize = 4096;
 pub enum EncryptError {
     #[error("no randomness for the key pair or salt")]
     Random,
+    #[error("the sender's public key could not be computed")]
+    PublicKey,
     #[error("ECDH with the subscription's key failed")]
     Agreement,
     #[error("key derivation failed")]
@@ -86,10 +88,10 @@ impl UaKeys {
             EphemeralPrivateKey::generate(&ECDH_P256, &rng).map_err(|_| EncryptError::Random)?;
         let as_public: Point = private
             .compute_public_key()
-            .map_err(|_| EncryptError::Random)?
+            .map_err(|_| EncryptError::PublicKey)?
             .as_ref()
             .try_into()
-            .map_err(|_| EncryptError::Agreement)?;
+            .map_err(|_| EncryptError::PublicKey)?;
         let peer = UnparsedPublicKey::new(&ECDH_P256, &self.p256dh);
         agreement::agree_ephemeral(private, &peer, |secret| {
             seal(secret, self, &as_public, &salt, plaintext)

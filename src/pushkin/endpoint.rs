@@ -26,6 +26,9 @@ use crate::glob::glob_match;
 use crate::net::{self, AddressGuard, ClientOptions, NetError};
 use crate::telemetry::metrics::Upstream;
 
+mod encrypt;
+pub use encrypt::{UaKeys, ENCRYPTION_OVERHEAD};
+
 /// Time given to a push to an endpoint that is not a well-known push service.
 pub const OTHER_HOST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -242,53 +245,6 @@ pub fn judge(answer: Answer, retry_after: Option<Duration>) -> Outcome {
 pub fn memory_key(endpoint: &str) -> String {
     let digest = Sha256::digest(endpoint.as_bytes());
     format!("endpoint:{}", URL_SAFE_NO_PAD.encode(digest))
-}
-
-/// The user agent's keys of an RFC 8291 subscription: what a push is encrypted to.
-pub struct UaKeys {
-    p256dh: p256::PublicKey,
-    auth: web_push_native::Auth,
-}
-
-impl UaKeys {
-    /// Decodes `p256dh` (a P-256 point) and `auth` (16 bytes), base64url or
-    /// standard base64, padded or not.
-    pub fn decode(p256dh: &str, auth: &str) -> Option<UaKeys> {
-        let p256dh = p256::PublicKey::from_sec1_bytes(&decode_b64(p256dh)?).ok()?;
-        let auth = decode_b64(auth)?;
-        if auth.len() != 16 {
-            return None;
-        }
-        Some(UaKeys {
-            p256dh,
-            auth: web_push_native::Auth::clone_from_slice(&auth),
-        })
-    }
-
-    /// One `aes128gcm` record of `plaintext`; a failure is this push's.
-    pub fn encrypt(&self, plaintext: Vec<u8>) -> Result<Vec<u8>, Outcome> {
-        web_push_native::encrypt(plaintext, &self.p256dh, &self.auth)
-            .map_err(|e| Outcome::failed(Cause::Local(format!("encryption failed: {e}"))))
-    }
-}
-
-/// What one `aes128gcm` record adds to its plaintext (RFC 8188 header with
-/// a 65-byte key id, the padding delimiter, the AEAD tag).
-pub const ENCRYPTION_OVERHEAD: usize = 16 + 4 + 1 + 65 + 1 + 16;
-
-/// Browsers give base64url without padding; some apps pass standard base64 or keep the padding.
-fn decode_b64(s: &str) -> Option<Vec<u8>> {
-    let normalized: String = s
-        .trim()
-        .trim_end_matches('=')
-        .chars()
-        .map(|c| match c {
-            '+' => '-',
-            '/' => '_',
-            c => c,
-        })
-        .collect();
-    URL_SAFE_NO_PAD.decode(normalized).ok()
 }
 
 /// Concurrency limits per endpoint origin: a slow or hanging push service

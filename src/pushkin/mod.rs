@@ -52,7 +52,7 @@ enum Built {
     Apns(apns::Push),
     Fcm(fcm::Push),
     /// Web Push and UnifiedPush: a request to a user-supplied endpoint.
-    Endpoint(endpoint::Push),
+    Endpoint(Box<endpoint::Push>),
 }
 
 impl Prepared {

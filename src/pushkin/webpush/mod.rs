@@ -169,14 +169,14 @@ impl Pushkin for WebPush {
         Box::pin(async move {
             self.build_push(n, d, traced)
                 .await
-                .map(|p| Prepared(Built::Endpoint(p)))
+                .map(|p| Prepared(Built::Endpoint(Box::new(p))))
         })
     }
 
     fn send<'a>(&'a self, push: Prepared, tap: Option<&'a Tap>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             match push {
-                Prepared(Built::Endpoint(push)) => self.endpoints.send(push, tap).await,
+                Prepared(Built::Endpoint(push)) => self.endpoints.send(*push, tap).await,
                 _ => Prepared::mismatch(),
             }
         })

@@ -21,7 +21,7 @@ use url::{Host, Url};
 use super::exchange::{self, Attempt, Exchange, Policy, Reply, Step};
 use super::outcome::{Answer, Cause};
 use super::tap::Tap;
-use super::{Outcome, Settings};
+use super::{Built, Outcome, Prepared, Settings};
 use crate::config::EndpointKeys;
 use crate::glob::glob_match;
 use crate::net::{self, AddressGuard, ClientOptions, NetError};
@@ -156,6 +156,14 @@ impl Endpoints {
         x.run(&POLICY, timeout, &Once::new(push)).await
     }
 
+    /// [`Endpoints::send`] of a push an endpoint pushkin (Web Push, UnifiedPush) prepared.
+    pub async fn send_prepared(&self, push: Prepared, tap: Option<&Tap>) -> Outcome {
+        match push {
+            Prepared(Built::Endpoint(push)) => self.send(*push, tap).await,
+            _ => Prepared::mismatch(),
+        }
+    }
+
     fn is_known_service(&self, endpoint: &Url) -> bool {
         endpoint.scheme() == "https"
             && endpoint
@@ -182,6 +190,12 @@ pub struct Push {
     /// The outcome of a status and `Retry-After` (Web Push and UnifiedPush
     /// answers are told apart).
     pub judge: fn(u16, Option<Duration>) -> Outcome,
+}
+
+impl From<Push> for Prepared {
+    fn from(p: Push) -> Prepared {
+        Prepared(Built::Endpoint(Box::new(p)))
+    }
 }
 
 /// The one attempt of an endpoint push.

@@ -298,6 +298,15 @@ mod tests {
         (fake, post)
     }
 
+    fn exchange<'a>(post: &'a Post, m: &'a Upstream, tap: Option<&'a Tap>) -> Exchange<'a> {
+        Exchange {
+            client: &post.client,
+            metrics: m,
+            slot: None,
+            tap,
+        }
+    }
+
     fn metrics() -> Upstream {
         crate::telemetry::metrics::Metrics::new()
             .upstream(crate::telemetry::metrics::Service::UnifiedPush, "test")
@@ -319,12 +328,7 @@ mod tests {
         )
         .await;
         let (tap, m) = (Tap::default(), metrics());
-        let x = Exchange {
-            client: &post.client,
-            metrics: &m,
-            slot: None,
-            tap: Some(&tap),
-        };
+        let x = exchange(&post, &m, Some(&tap));
         let outcome = x.run(&policy(), Duration::from_secs(5), &post).await;
         assert_eq!(outcome, Outcome::Delivered);
         assert_eq!(fake.received().len(), 3);
@@ -346,12 +350,7 @@ mod tests {
     async fn a_retry_after_past_the_deadline_ends_the_push_at_once() {
         let (fake, post) = setup("t", vec![Behaviour::RetryAfter(429, "30".into())]).await;
         let m = metrics();
-        let x = Exchange {
-            client: &post.client,
-            metrics: &m,
-            slot: None,
-            tap: None,
-        };
+        let x = exchange(&post, &m, None);
         let started = Instant::now();
         let outcome = x.run(&policy(), Duration::from_secs(5), &post).await;
         assert_eq!(
@@ -371,12 +370,7 @@ mod tests {
         let (fake, post) = setup("t", vec![Behaviour::Status(503), Behaviour::Stall]).await;
         let tap = Tap::default();
         let m = metrics();
-        let x = Exchange {
-            client: &post.client,
-            metrics: &m,
-            slot: None,
-            tap: Some(&tap),
-        };
+        let x = exchange(&post, &m, Some(&tap));
         let started = Instant::now();
         let outcome = x.run(&policy(), Duration::from_millis(700), &post).await;
         let took = started.elapsed();
@@ -405,12 +399,7 @@ mod tests {
         )
         .await;
         let m = metrics();
-        let x = Exchange {
-            client: &post.client,
-            metrics: &m,
-            slot: None,
-            tap: None,
-        };
+        let x = exchange(&post, &m, None);
         let outcome = x.run(&policy(), Duration::from_secs(5), &post).await;
         assert_eq!(
             outcome,

@@ -23,7 +23,7 @@ use url::Url;
 use super::endpoint::{self, Endpoints, UaKeys, ENCRYPTION_OVERHEAD};
 use super::outcome::{Answer, Cause, Unusable};
 use super::tap::Tap;
-use super::{Built, Outcome, Prepared, Pushkin, Settings};
+use super::{Outcome, Prepared, Pushkin, Settings};
 use crate::config::UnifiedPushConfig;
 use crate::net::{self, NetError};
 use crate::notification::{Device, Notification};
@@ -162,20 +162,11 @@ impl Pushkin for UnifiedPush {
         d: &'a Device,
         traced: bool,
     ) -> BoxFuture<'a, Result<Prepared, Outcome>> {
-        Box::pin(async move {
-            self.build_push(n, d, traced)
-                .await
-                .map(|p| Prepared(Built::Endpoint(Box::new(p))))
-        })
+        Box::pin(async move { self.build_push(n, d, traced).await.map(Prepared::from) })
     }
 
     fn send<'a>(&'a self, push: Prepared, tap: Option<&'a Tap>) -> BoxFuture<'a, Outcome> {
-        Box::pin(async move {
-            match push {
-                Prepared(Built::Endpoint(push)) => self.endpoints.send(*push, tap).await,
-                _ => Prepared::mismatch(),
-            }
-        })
+        Box::pin(self.endpoints.send_prepared(push, tap))
     }
 }
 

@@ -23,6 +23,8 @@ mod request;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use futures::FutureExt;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -254,52 +256,86 @@ impl Dispatcher {
         }
     }
 
-    /// Sends to one device through its app's pushkin, and logs and counts the result.
-    async fn send(&self, routes: &Routes, n: &Notification, d: &Device, request_id: &str) -> Fate {
-        match routes.find(&d.app_id) {
-            Err(e) => {
+    /// Sends device `i` of `n` through its app's pushkin, and logs and counts the result.
+    async fn send(
+        &self,
+        routes: &Routes,
+        n: Arc<Notification>,
+        i: usize,
+        request_id: &str,
+    ) -> Fate {
+        let found = match n.devices.get(i) {
+            Some(d) => routes.find(&d.app_id).map_err(|e| (e, identity(d))),
+            None => return Fate::Pushed(Outcome::failed(Cause::Local("no such device".into()))),
+        };
+        match found {
+            Err((e, d)) => {
                 let fate = Fate::Unroutable(e);
-                self.log_and_count(UNROUTED, request_id, d, &fate);
+                self.log_and_count(UNROUTED, request_id, &d, &fate);
                 fate
             }
-            Ok(route) => self.send_on(route, n, d, request_id).await,
+            Ok(route) => self.send_on(route, n, i, request_id).await,
         }
     }
 
-    /// [`Dispatcher::send`] on a route already found.
-    async fn send_on(&self, route: &Route, n: &Notification, d: &Device, request_id: &str) -> Fate {
-        let outcome = match route.inflight.try_acquire() {
+    /// [`Dispatcher::send`] on a route already found. The notification is let
+    /// go as soon as the push is prepared: a send that goes on after the
+    /// answer holds only the prepared request (and the device's app id and
+    /// pushkey, for its log line).
+    async fn send_on(
+        &self,
+        route: &Route,
+        n: Arc<Notification>,
+        i: usize,
+        request_id: &str,
+    ) -> Fate {
+        let Some(d) = n.devices.get(i) else {
+            return Fate::Pushed(Outcome::failed(Cause::Local("no such device".into())));
+        };
+        let who = identity(d);
+        let span = tracing::info_span!(
+            "dispatch",
+            app = %route.key,
+            pushkin = route.pushkin.type_name(),
+            outcome = tracing::field::Empty
+        );
+        // A panic in one send is one push tried again later, not a lost
+        // request or a dead outbox worker.
+        let panicked = || {
+            self.metrics.send_panicked();
+            tracing::error!(request_id, app = %route.key, "a send panicked (a bug): the push is tried again");
+            Outcome::temporary(Cause::Panicked)
+        };
+        let (permit, prepared) = match route.inflight.try_acquire() {
             Err(_) => {
                 self.metrics.inflight_limit_hit(&route.key);
-                Outcome::temporary(Cause::InflightLimit)
+                (None, Err(Outcome::temporary(Cause::InflightLimit)))
             }
-            Ok(_permit) => {
-                let span = tracing::info_span!(
-                    "dispatch",
-                    app = %route.key,
-                    pushkin = route.pushkin.type_name(),
-                    outcome = tracing::field::Empty
-                );
-                // A panic in one send is one push tried again later, not a lost
-                // request or a dead outbox worker.
-                let sent = std::panic::AssertUnwindSafe(route.pushkin.dispatch(n, d))
+            Ok(permit) => {
+                let prepared = AssertUnwindSafe(route.pushkin.prepare(&n, d, false))
                     .catch_unwind()
                     .instrument(span.clone())
-                    .await;
-                let outcome = sent.unwrap_or_else(|_| {
-                    self.metrics.send_panicked();
-                    tracing::error!(request_id, app = %route.key, "a send panicked (a bug): the push is tried again");
-                    Outcome::temporary(Cause::Panicked)
-                });
-                span.record("outcome", outcome.kind());
-                outcome
+                    .await
+                    .unwrap_or_else(|_| Err(panicked()));
+                (Some(permit), prepared)
             }
         };
-        let outcome = self
-            .breakers
-            .judge(&route.key, &d.pushkey, outcome, now_ms(), &self.metrics);
+        drop(n);
+        let outcome = match prepared {
+            Ok(push) => AssertUnwindSafe(route.pushkin.send(push, None))
+                .catch_unwind()
+                .instrument(span.clone())
+                .await
+                .unwrap_or_else(|_| panicked()),
+            Err(outcome) => outcome,
+        };
+        drop(permit);
+        span.record("outcome", outcome.kind());
+        let outcome =
+            self.breakers
+                .judge(&route.key, &who.pushkey, outcome, now_ms(), &self.metrics);
         let fate = Fate::Pushed(outcome);
-        self.log_and_count(&route.key, request_id, d, &fate);
+        self.log_and_count(&route.key, request_id, &who, &fate);
         fate
     }
 
@@ -315,6 +351,18 @@ impl Dispatcher {
     /// How long a claim or an outbox lease lasts: past it, the holder is presumed dead.
     fn lease(&self) -> Duration {
         self.policy.answer_within + self.policy.upstream_timeout + Duration::from_secs(5)
+    }
+}
+
+/// What the log line and the rejection breaker need of a device: its app id
+/// and pushkey, without the pusher's data.
+fn identity(d: &Device) -> Device {
+    Device {
+        app_id: d.app_id.clone(),
+        pushkey: d.pushkey.clone(),
+        pushkey_ts: d.pushkey_ts,
+        data: serde_json::Map::new(),
+        tweaks: serde_json::Map::new(),
     }
 }
 
@@ -386,6 +434,66 @@ fn log_fate(request_id: &str, d: &Device, fate: &Fate) {
 #[cfg(test)]
 mod tests {
     use super::rejected_at;
+    use super::*;
+
+    /// Issue 15 item 3: a send still in flight (as after the answer) holds
+    /// its prepared request, not the notification it was built from.
+    #[tokio::test]
+    async fn a_send_in_flight_holds_the_prepared_push_not_the_notification() {
+        let fake = testkit::unifiedpush::FakeUnifiedPush::start().await;
+        fake.set_behaviour("t", testkit::unifiedpush::Behaviour::Stall);
+        let yaml = "store: none\napps:\n  up:\n    type: unifiedpush\n    allow_private_endpoints: true\n    allow_http_endpoints: true\n";
+        let (config, _) = crate::config::Config::from_yaml(yaml, "test").expect("config");
+        let metrics = Arc::new(Metrics::new());
+        let crate::config::AppKind::UnifiedPush(up) = &config.apps[0].kind else {
+            panic!("a UnifiedPush app")
+        };
+        let settings = crate::pushkin::Settings {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            proxy: None,
+            metrics: metrics.upstream(crate::telemetry::metrics::Service::UnifiedPush, "up"),
+        };
+        let mut routes = Routes::default();
+        routes.add(Route {
+            key: "up".into(),
+            pushkin: crate::pushkin::unifiedpush::build(up, &settings).expect("pushkin"),
+            inflight: Arc::new(tokio::sync::Semaphore::new(10)),
+        });
+        let d = Arc::new(Dispatcher::new(
+            routes,
+            None,
+            config.dispatch.clone(),
+            metrics,
+        ));
+        let body = serde_json::json!({"notification": {
+            "event_id": "$e", "room_id": "!r", "type": "m.room.message",
+            "content": {"body": "x".repeat(10_000), "msgtype": "m.text"},
+            "devices": [{"app_id": "up", "pushkey": fake.endpoint("t")}]
+        }});
+        let n =
+            Arc::new(crate::notification::parse(body.to_string().as_bytes(), 10).expect("valid"));
+        let held = Arc::downgrade(&n);
+        let sending = tokio::spawn({
+            let d = d.clone();
+            async move {
+                let routes = d.routes();
+                let route = routes.find("up").expect("route").clone();
+                d.send_on(&route, n, 0, "r").await
+            }
+        });
+        let received = fake.wait_for(1, Duration::from_secs(10)).await;
+        assert_eq!(received.len(), 1, "the push is in flight");
+        assert!(
+            held.upgrade().is_none(),
+            "the notification was let go once the push was prepared"
+        );
+        assert!(
+            !sending.is_finished(),
+            "the send still waits for its answer"
+        );
+        sending.abort();
+    }
 
     /// The outbox's split form (the notification once, each device apart)
     /// joins back to what the whole wire form reads as.

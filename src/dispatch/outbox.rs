@@ -204,8 +204,10 @@ async fn attempt(d: &Dispatcher, store: &dyn Store, e: Entry) {
                 None
             }
             Some(dev) => {
-                let fate = d.send(&routes, &n, dev, "outbox").await;
-                Some((fate, Some(dev.clone())))
+                let dev = dev.clone();
+                // The send holds only the prepared push, not the notification.
+                let fate = d.send(&routes, Arc::new(n), 0, "outbox").await;
+                Some((fate, Some(dev)))
             }
         },
         Err(err) => {

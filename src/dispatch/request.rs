@@ -134,21 +134,23 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Fate)>();
     let mut waiting = to_send.len();
     {
-        let (d, n, request_id) = (d.clone(), n.clone(), request_id.clone());
-        let tracker = d.after_answer.clone();
-        let span = tracing::Span::current();
-        let send_all = async move {
-            join_all(to_send.into_iter().map(|(i, route, claim)| {
-                let tx = tx.clone();
-                let (d, n, request_id) = (&d, &n, &request_id);
+        // Each send owns its handle on the notification and lets it go once its
+        // push is prepared: sends still in flight after the answer hold only
+        // their prepared requests.
+        let shared_id: Arc<str> = request_id.as_str().into();
+        let sends: Vec<_> = to_send
+            .into_iter()
+            .map(|(i, route, claim)| {
+                let (d, n, request_id, tx) = (d.clone(), n.clone(), shared_id.clone(), tx.clone());
                 async move {
-                    let fate = send_one(d, &route, n, &claim, i, deadline, request_id).await;
+                    let fate = send_one(&d, &route, n, &claim, i, deadline, &request_id).await;
                     let _ = tx.send((i, fate));
                 }
-            }))
-            .await;
-        };
-        tracker.spawn(send_all.instrument(span));
+            })
+            .collect();
+        drop(tx);
+        d.after_answer
+            .spawn(join_all(sends).instrument(tracing::Span::current()));
     }
 
     while waiting > 0 {
@@ -209,13 +211,16 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
                 for e in &queued_apps {
                     d.metrics.queued(&d.app_label(e));
                 }
-                let follow: HashMap<usize, i64> = in_flight
+                let follow: HashMap<usize, (i64, Device)> = in_flight
                     .iter()
                     .zip(ids)
-                    .filter_map(|(i, id)| i.map(|i| (i, id)))
+                    .filter_map(|(i, id)| {
+                        let i = (*i)?;
+                        Some((i, (id, n.devices.get(i)?.clone())))
+                    })
                     .collect();
                 if !follow.is_empty() {
-                    let follow = follow_up(d.clone(), store, n.clone(), rx, follow);
+                    let follow = follow_up(d.clone(), store, rx, follow);
                     d.after_answer
                         .spawn(follow.instrument(tracing::Span::current()));
                 }
@@ -324,14 +329,13 @@ fn decide(
 async fn send_one(
     d: &Dispatcher,
     route: &Route,
-    n: &Notification,
+    n: Arc<Notification>,
     claim: &Claim,
     i: usize,
     deadline: Instant,
     request_id: &str,
 ) -> Fate {
-    let dev = &n.devices[i];
-    if let (Claim::Waiting(key), Some(store)) = (claim, &d.store) {
+    if let (Claim::Waiting(key), Some(store), Some(dev)) = (claim, &d.store, n.devices.get(i)) {
         let waited =
             dedup::wait_for(&**store, key, d.lease(), d.policy.dedup_window, deadline).await;
         match waited {
@@ -346,7 +350,7 @@ async fn send_one(
             }
         }
     }
-    d.send_on(route, n, dev, request_id).await
+    d.send_on(route, n, i, request_id).await
 }
 
 /// Looks up remembered rejections for every undecided device in one query.
@@ -477,23 +481,23 @@ fn entry(wire: &WireParts<'_>, dev: &Device, now: Millis, due_at: Millis, why: &
     }
 }
 
-/// After the answer: records how the pushes still in flight ended.
+/// After the answer: records how the pushes still in flight ended (`follow`:
+/// their outbox entries and devices, by device index).
 async fn follow_up(
     d: Arc<Dispatcher>,
     store: Arc<dyn Store>,
-    n: Arc<Notification>,
     mut rx: mpsc::UnboundedReceiver<(usize, Fate)>,
-    mut follow: HashMap<usize, i64>,
+    mut follow: HashMap<usize, (i64, Device)>,
 ) {
     while let Some((i, fate)) = rx.recv().await {
-        let Some(id) = follow.remove(&i) else {
+        let Some((id, dev)) = follow.remove(&i) else {
             continue;
         };
         let mut s = Settlement {
             now: now_ms(),
             ..Settlement::default()
         };
-        super::outbox::record(&d, &mut s, id, 1, &fate, n.devices.get(i));
+        super::outbox::record(&d, &mut s, id, 1, &fate, Some(&dev));
         if let Err(e) = store.settle(s).await {
             // The entry stays leased and falls due again: delivered at least once.
             tracing::warn!(error = %e, "store unavailable: the outbox will retry a push that may have been delivered");

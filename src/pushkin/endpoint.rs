@@ -1,6 +1,7 @@
 //! Pushes to user-supplied endpoint URLs (Web Push, UnifiedPush): the checks
 //! an endpoint must pass before anything is sent, and the one exchange with
-//! it (per-origin concurrency, a short time for unknown hosts, the tap).
+//! it through the one [exchange](super::exchange) (per-origin concurrency, a
+//! short time for unknown hosts, one attempt: the outbox retries).
 //!
 //! Invariants: an endpoint refused by policy (scheme, `allowed_endpoints`,
 //! the private-address guard) fails the push and is never a rejection; a
@@ -15,12 +16,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
-use tracing::Instrument;
 use url::{Host, Url};
 
+use super::exchange::{self, Attempt, Exchange, Policy, Reply, Step};
 use super::outcome::{Answer, Cause};
 use super::tap::Tap;
-use super::{parse_retry_after, Outcome, Settings};
+use super::{Built, Outcome, Prepared, Settings};
 use crate::config::EndpointKeys;
 use crate::glob::glob_match;
 use crate::net::{self, AddressGuard, ClientOptions, NetError};
@@ -44,13 +45,6 @@ pub struct Endpoints {
     slots: OriginSlots,
     timeout: Duration,
     metrics: Upstream,
-}
-
-/// The endpoint's answer, as far as the gateway needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Answered {
-    pub status: u16,
-    pub retry_after: Option<Duration>,
 }
 
 impl Endpoints {
@@ -143,78 +137,34 @@ impl Endpoints {
         Ok(())
     }
 
-    /// Sends `req` to `endpoint` (already [checked](Endpoints::check)) and
-    /// returns its answer; no answer is a temporary outcome, the guard refusing
-    /// the endpoint at connect time a failed one. `plaintext` is what the
-    /// body encrypts, for the tap.
-    pub async fn send(
-        &self,
-        req: reqwest::Request,
-        endpoint: &Url,
-        tap: Option<&Tap>,
-        plaintext: Option<&[u8]>,
-    ) -> Result<Answered, Outcome> {
-        let tapped = tap.map(|t| (t, t.sent(&req, plaintext)));
+    /// Sends a prepared push (its endpoint already [checked](Endpoints::check))
+    /// once: the outbox retries. No answer is a temporary outcome, the guard
+    /// refusing the endpoint at connect time a failed one.
+    pub async fn send(&self, push: Push, tap: Option<&Tap>) -> Outcome {
         // An endpoint outside the well-known push services (or the operator's
         // allowed_endpoints) may be anyone's server: it gets a short time.
-        let timeout = if self.allowed_endpoints.is_empty() && !self.is_known_service(endpoint) {
+        let timeout = if self.allowed_endpoints.is_empty() && !self.is_known_service(&push.endpoint)
+        {
             self.timeout.min(OTHER_HOST_TIMEOUT)
         } else {
             self.timeout
         };
-        let slots = self.slots.of(&endpoint.origin().ascii_serialization());
-        let sent = async {
-            let _permit = slots.acquire().await;
-            let call = self.metrics.request();
-            let sent = self.client.execute(req).instrument(call.span()).await;
-            if let Ok(resp) = &sent {
-                call.answered(resp.status().as_u16());
-            }
-            sent
+        let slots = self.slots.of(&push.endpoint.origin().ascii_serialization());
+        let x = Exchange {
+            client: &self.client,
+            metrics: &self.metrics,
+            slot: Some(&slots),
+            tap,
         };
-        let response = match tokio::time::timeout(timeout, sent).await {
-            Err(_) => {
-                if let Some((t, i)) = tapped {
-                    t.failed(i, "no answer in time".into());
-                }
-                return Err(Outcome::temporary(Cause::Timeout("push service")));
-            }
-            Ok(Err(e)) => {
-                if let Some((t, i)) = tapped {
-                    t.failed(i, net::describe(&e));
-                }
-                if let Some(refused) = net::refused_by_guard(&e) {
-                    if Some(refused.host.as_str()) == endpoint.host_str() {
-                        return Err(Outcome::failed(Cause::EndpointRefused(refused.to_string())));
-                    }
-                    // Something other than the endpoint was refused (a bug or a
-                    // misconfiguration): never the pusher's fault.
-                    tracing::error!(error = %refused, "the address guard refused a host that is not the endpoint");
-                }
-                return Err(Outcome::temporary(Cause::transport(&e)));
-            }
-            Ok(Ok(r)) => r,
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        if let Some((t, i)) = tapped {
-            // Only send-test reads the body: the gateway needs nothing from it.
-            let headers = response.headers().clone();
-            let body = tokio::time::timeout(self.timeout, response.bytes())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            t.answered(i, status, &headers, &body);
+        x.run(&POLICY, timeout, &Once::new(push)).await
+    }
+
+    /// [`Endpoints::send`] of a push an endpoint pushkin (Web Push, UnifiedPush) prepared.
+    pub async fn send_prepared(&self, push: Prepared, tap: Option<&Tap>) -> Outcome {
+        match push {
+            Prepared(Built::Endpoint(push)) => self.send(*push, tap).await,
+            _ => Prepared::mismatch(),
         }
-        Ok(Answered {
-            status,
-            retry_after,
-        })
     }
 
     fn is_known_service(&self, endpoint: &Url) -> bool {
@@ -222,6 +172,89 @@ impl Endpoints {
             && endpoint
                 .host_str()
                 .is_some_and(|h| self.known_services.iter().any(|g| glob_match(g, h)))
+    }
+}
+
+/// Endpoints are tried once per push; only send-test reads their answers' bodies.
+const POLICY: Policy = Policy {
+    service: "push service",
+    max_attempts: 1,
+    first_backoff: Duration::ZERO,
+    read_body: false,
+};
+
+/// A push to an endpoint, prepared: the request (body encrypted when the
+/// subscription has keys) and how its answer is judged.
+pub struct Push {
+    pub request: reqwest::Request,
+    pub endpoint: Url,
+    /// What the body encrypts, kept only for the tap.
+    pub plaintext: Option<Vec<u8>>,
+    /// The outcome of a status and `Retry-After` (Web Push and UnifiedPush
+    /// answers are told apart).
+    pub judge: fn(u16, Option<Duration>) -> Outcome,
+}
+
+impl From<Push> for Prepared {
+    fn from(p: Push) -> Prepared {
+        Prepared(Built::Endpoint(Box::new(p)))
+    }
+}
+
+/// The one attempt of an endpoint push.
+struct Once {
+    request: std::sync::Mutex<Option<reqwest::Request>>,
+    endpoint: Url,
+    plaintext: Option<Vec<u8>>,
+    judge: fn(u16, Option<Duration>) -> Outcome,
+}
+
+impl Once {
+    fn new(p: Push) -> Self {
+        Once {
+            request: std::sync::Mutex::new(Some(p.request)),
+            endpoint: p.endpoint,
+            plaintext: p.plaintext,
+            judge: p.judge,
+        }
+    }
+}
+
+impl exchange::Attempts for Once {
+    async fn request(&self) -> Result<Attempt, Outcome> {
+        let request = self.request.lock().ok().and_then(|mut r| r.take());
+        match request {
+            Some(request) => Ok(Attempt {
+                request,
+                credential: None,
+            }),
+            None => Err(Outcome::failed(Cause::Local(
+                "an endpoint push was sent twice (a bug)".into(),
+            ))),
+        }
+    }
+
+    fn judge(&self, r: &Reply<'_>) -> Step {
+        Step::Done((self.judge)(r.status, r.retry_after))
+    }
+
+    fn no_answer(&self, e: &reqwest::Error) -> Step {
+        if let Some(refused) = net::refused_by_guard(e) {
+            if Some(refused.host.as_str()) == self.endpoint.host_str() {
+                return Step::Done(Outcome::failed(Cause::EndpointRefused(refused.to_string())));
+            }
+            // Something other than the endpoint was refused (a bug or a
+            // misconfiguration): never the pusher's fault.
+            tracing::error!(error = %refused, "the address guard refused a host that is not the endpoint");
+        }
+        Step::Retry {
+            cause: Cause::transport(e),
+            after: None,
+        }
+    }
+
+    fn plaintext(&self) -> Option<&[u8]> {
+        self.plaintext.as_deref()
     }
 }
 

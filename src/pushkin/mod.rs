@@ -2,18 +2,25 @@
 //! into that service's request and its answer into an [`Outcome`].
 //!
 //! A pushkin is built once per configured app (clients, keys and token caches
-//! live inside it) and shared by every request.
+//! live inside it) and shared by every request. A push is two steps: the
+//! pushkin [prepares](Pushkin::prepare) the request (payload bytes and
+//! headers) from the notification, then [sends](Pushkin::send) it through the
+//! one upstream [`exchange`] (timeout, retries, `Retry-After`, tap, metrics).
+//! Credentials come from the one [`token::TokenCache`], JWTs from [`jwt`].
 
 pub mod apns;
 pub mod endpoint;
+pub mod exchange;
 pub mod fcm;
+pub mod jwt;
 pub mod outcome;
 pub mod tap;
+pub mod token;
 pub mod unifiedpush;
 pub mod webpush;
 
 pub use outcome::Outcome;
-use outcome::Unusable;
+use outcome::{Cause, Unusable};
 
 use std::time::Duration;
 
@@ -35,13 +42,35 @@ pub struct Settings<'a> {
 
 use crate::notification::{Device, Notification};
 
+/// A push built for its service and ready to send: the request's bytes and
+/// headers, and nothing else of the notification — a push still in flight
+/// after the homeserver's answer holds only this.
+pub struct Prepared(Built);
+
+/// The prepared request of each kind of service.
+enum Built {
+    Apns(apns::Push),
+    Fcm(fcm::Push),
+    /// Web Push and UnifiedPush: a request to a user-supplied endpoint.
+    Endpoint(Box<endpoint::Push>),
+}
+
+impl Prepared {
+    /// The outcome of handing a pushkin a push another kind of pushkin prepared (a bug).
+    fn mismatch() -> Outcome {
+        Outcome::failed(Cause::Local(
+            "a push prepared by another kind of pushkin (a bug)".into(),
+        ))
+    }
+}
+
 /// A push service.
 pub trait Pushkin: Send + Sync {
     /// The pushkin type (`webpush`, `apns`, `gcm`), for logs.
     fn type_name(&self) -> &'static str;
 
     /// Pusher data that can never be served, decided without sending (the
-    /// same decision [`Pushkin::dispatch`] would make): such a device is
+    /// same decision [`Pushkin::prepare`] would make): such a device is
     /// answered rejected without a de-duplication claim and never remembered.
     fn unusable(&self, _device: &Device) -> Option<Unusable> {
         None
@@ -54,8 +83,24 @@ pub trait Pushkin: Send + Sync {
         Some(device.pushkey.clone())
     }
 
-    /// Sends `notification` to one `device` and says what happened. Never panics
-    /// on input, never takes longer than the configured upstream timeout.
+    /// Step 1: builds the request for one `device` (payload, headers,
+    /// encryption, endpoint checks), or decides its outcome without sending
+    /// (unusable data, nothing to send, a payload that cannot fit, a refused
+    /// endpoint). `traced`: keep what is encrypted, for the tap. Never panics
+    /// on input.
+    fn prepare<'a>(
+        &'a self,
+        notification: &'a Notification,
+        device: &'a Device,
+        traced: bool,
+    ) -> BoxFuture<'a, Result<Prepared, Outcome>>;
+
+    /// Step 2: sends a push this pushkin prepared and says what happened,
+    /// recording every HTTP exchange in `tap` when given. Never takes longer
+    /// than the configured upstream timeout.
+    fn send<'a>(&'a self, push: Prepared, tap: Option<&'a Tap>) -> BoxFuture<'a, Outcome>;
+
+    /// Both steps, for one device.
     fn dispatch<'a>(
         &'a self,
         notification: &'a Notification,
@@ -70,7 +115,14 @@ pub trait Pushkin: Send + Sync {
         notification: &'a Notification,
         device: &'a Device,
         tap: Option<&'a Tap>,
-    ) -> BoxFuture<'a, Outcome>;
+    ) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            match self.prepare(notification, device, tap.is_some()).await {
+                Ok(push) => self.send(push, tap).await,
+                Err(outcome) => outcome,
+            }
+        })
+    }
 }
 
 /// The longest `Retry-After` believed: a push service asking for more is

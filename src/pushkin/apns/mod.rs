@@ -17,12 +17,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
-use tokio::time::Instant;
-use tracing::Instrument;
 
+use super::exchange::{self, Attempt, Exchange, Policy, Reply, Step};
 use super::outcome::{Cause, Unusable};
 use super::tap::Tap;
-use super::{parse_retry_after, retry_pause, Outcome, Pushkin, Settings};
+use super::{Built, Outcome, Prepared, Pushkin, Settings};
 use crate::config::{ApnsAuth, ApnsConfig, ApnsPlatform};
 use crate::net::{self, ClientOptions, NetError};
 use crate::notification::{Device, Notification, Prio};
@@ -32,9 +31,13 @@ use token::ProviderToken;
 
 const PRODUCTION: &str = "https://api.push.apple.com";
 const SANDBOX: &str = "https://api.sandbox.push.apple.com";
-/// Attempts for one push when APNs answers 429/5xx or the connection fails.
-const MAX_ATTEMPTS: u32 = 3;
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Three attempts for one push when APNs answers 429/5xx or the connection fails.
+const POLICY: Policy = Policy {
+    service: "APNs",
+    max_attempts: 3,
+    first_backoff: Duration::from_millis(100),
+    read_body: true,
+};
 
 /// Errors building an APNs pushkin from a validated config.
 #[derive(Debug, thiserror::Error)]
@@ -53,12 +56,6 @@ pub enum ApnsError {
         path: String,
         source: reqwest::Error,
     },
-}
-
-/// What the attempt loop does next, when the answer was not final.
-enum Step {
-    Renew(super::outcome::Answer),
-    Retry(Cause, Option<Duration>),
 }
 
 pub struct Apns {
@@ -148,18 +145,20 @@ impl Apns {
         })
     }
 
-    async fn send(&self, n: &Notification, d: &Device, tap: Option<&Tap>) -> Outcome {
+    /// Step 1: the device token, the payload within Apple's limit, and the
+    /// headers that depend on the notification.
+    fn build_push(&self, n: &Notification, d: &Device) -> Result<Push, Outcome> {
         let token = match device_token(&d.pushkey, self.convert_to_hex) {
             Ok(t) => t,
-            Err(why) => return Outcome::unusable(Unusable::MalformedToken(why)),
+            Err(why) => return Err(Outcome::unusable(Unusable::MalformedToken(why))),
         };
         let payload = match payload::build(n, d, self.send_badge_counts) {
             Ok(Some(p)) => p,
-            Ok(None) => return Outcome::Delivered,
+            Ok(None) => return Err(Outcome::Delivered),
             Err(payload::PayloadError::BadDefaultPayload) => {
-                return Outcome::unusable(Unusable::BadDefaultPayload)
+                return Err(Outcome::unusable(Unusable::BadDefaultPayload))
             }
-            Err(e) => return Outcome::failed(Cause::Local(e.to_string())),
+            Err(e) => return Err(Outcome::failed(Cause::Local(e.to_string()))),
         };
         let voip = self.push_type.as_deref() == Some("voip");
         let limit = if voip {
@@ -171,126 +170,34 @@ impl Apns {
             Ok(b) => bytes::Bytes::from(b),
             // Nothing could be shortened: this push can never be delivered, but
             // the token is fine (ours: the reference answers 500).
-            Err(e) => return Outcome::failed(Cause::PayloadTooLarge(e.to_string())),
+            Err(e) => return Err(Outcome::failed(Cause::PayloadTooLarge(e.to_string()))),
         };
-        let url = format!("{}/3/device/{token}", self.base);
-        let deadline = Instant::now() + self.budget;
-        let mut renewed = false;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let jwt = self.token.as_ref().map(ProviderToken::get);
-            let apns_id = uuid::Uuid::new_v4().to_string();
-            let request = match self
-                .request(&url, n, jwt.as_deref(), &apns_id, body.clone())
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    return Outcome::failed(Cause::Local(format!(
-                        "bad request: {}",
-                        net::describe(&e)
-                    )))
-                }
-            };
-            let tapped = tap.map(|t| (t, t.sent(&request, None)));
-            let call = self.metrics.request();
-            let sent = tokio::time::timeout_at(
-                deadline,
-                self.client.execute(request).instrument(call.span()),
-            )
-            .await;
-            let step = match sent {
-                Err(_) => {
-                    if let Some((t, i)) = tapped {
-                        t.failed(i, "no answer in time".into());
-                    }
-                    return Outcome::temporary(Cause::Timeout("APNs"));
-                }
-                Ok(Err(e)) => {
-                    let cause = Cause::transport(&e);
-                    if let Some((t, i)) = tapped {
-                        t.failed(i, cause.to_string());
-                    }
-                    Step::Retry(cause, None)
-                }
-                Ok(Ok(resp)) => {
-                    let status = resp.status().as_u16();
-                    call.answered(status);
-                    let headers = resp.headers().clone();
-                    let retry_after = headers
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(parse_retry_after);
-                    let bytes = match tokio::time::timeout_at(deadline, resp.bytes()).await {
-                        Ok(Ok(b)) => b,
-                        _ => bytes::Bytes::new(),
-                    };
-                    if let Some((t, i)) = tapped {
-                        t.answered(i, status, &headers, &bytes);
-                    }
-                    let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_default();
-                    tracing::debug!(
-                        apns_id,
-                        status,
-                        reason = body.reason.as_deref().unwrap_or(""),
-                        "APNs answered"
-                    );
-                    match judge(status, &body, retry_after) {
-                        Verdict::Final(outcome) => return outcome,
-                        Verdict::RenewToken(answer) => Step::Renew(answer),
-                        Verdict::Retry { answer, after } => {
-                            Step::Retry(Cause::Answer(answer), after)
-                        }
-                    }
-                }
-            };
-            drop(call);
-            match step {
-                Step::Renew(answer) => match (&self.token, &jwt) {
-                    (Some(t), Some(used)) if !renewed => {
-                        t.refused(used);
-                        renewed = true;
-                    }
-                    _ => return Outcome::temporary(Cause::Answer(answer)),
-                },
-                // Never sleeps past the push's own deadline, whatever the service asked for.
-                Step::Retry(cause, after) => {
-                    match retry_pause(attempt, MAX_ATTEMPTS, FIRST_BACKOFF, after, deadline) {
-                        Some(pause) => tokio::time::sleep(pause).await,
-                        None => {
-                            return Outcome::Temporary {
-                                cause,
-                                retry_after: after,
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let background = self.push_type.as_deref() == Some("background");
+        Ok(Push {
+            url: format!("{}/3/device/{token}", self.base),
+            body,
+            priority: if n.prio == Prio::Low || background {
+                "5"
+            } else {
+                "10"
+            },
+            collapse_id: match (self.collapse_id_from_room, &n.room_id) {
+                (true, Some(room)) => Some(collapse_id(room)),
+                _ => None,
+            },
+        })
     }
 
-    fn request(
-        &self,
-        url: &str,
-        n: &Notification,
-        jwt: Option<&str>,
-        apns_id: &str,
-        body: bytes::Bytes,
-    ) -> reqwest::RequestBuilder {
-        let background = self.push_type.as_deref() == Some("background");
-        let priority = if n.prio == Prio::Low || background {
-            "5"
-        } else {
-            "10"
-        };
+    /// The request of one attempt: a fresh `apns-id`, the current provider
+    /// token and expiration.
+    fn request(&self, p: &Push, jwt: Option<&str>, apns_id: &str) -> reqwest::RequestBuilder {
         let mut req = self
             .client
-            .post(url)
-            .header("apns-priority", priority)
+            .post(&p.url)
+            .header("apns-priority", p.priority)
             .header("apns-id", apns_id)
             .header("content-type", "application/json")
-            .body(body);
+            .body(p.body.clone());
         if let Some(jwt) = jwt {
             req = req.header("authorization", format!("bearer {jwt}"));
         }
@@ -307,10 +214,77 @@ impl Apns {
                 + exp;
             req = req.header("apns-expiration", at.as_secs());
         }
-        if let (true, Some(room)) = (self.collapse_id_from_room, &n.room_id) {
-            req = req.header("apns-collapse-id", collapse_id(room));
+        if let Some(id) = &p.collapse_id {
+            req = req.header("apns-collapse-id", id);
         }
         req
+    }
+}
+
+/// One APNs push, prepared: where it goes and what it carries.
+pub(super) struct Push {
+    url: String,
+    body: bytes::Bytes,
+    priority: &'static str,
+    collapse_id: Option<String>,
+}
+
+/// The attempts of one push: APNs's part of the [exchange](super::exchange).
+struct Attempts<'a> {
+    apns: &'a Apns,
+    push: &'a Push,
+    /// The `apns-id` of the attempt in flight, for the log line of its answer.
+    apns_id: std::sync::Mutex<String>,
+}
+
+impl exchange::Attempts for Attempts<'_> {
+    async fn request(&self) -> Result<Attempt, Outcome> {
+        let jwt = match &self.apns.token {
+            Some(t) => Some(t.get().await.map_err(|e| {
+                Outcome::temporary(Cause::Credentials(format!("APNs provider token: {e}")))
+            })?),
+            None => None,
+        };
+        let apns_id = uuid::Uuid::new_v4().to_string();
+        let request = self
+            .apns
+            .request(self.push, jwt.as_deref(), &apns_id)
+            .build()
+            .map_err(|e| {
+                Outcome::failed(Cause::Local(format!("bad request: {}", net::describe(&e))))
+            })?;
+        if let Ok(mut id) = self.apns_id.lock() {
+            *id = apns_id;
+        }
+        Ok(Attempt {
+            request,
+            credential: jwt,
+        })
+    }
+
+    fn judge(&self, r: &Reply<'_>) -> Step {
+        let body = serde_json::from_slice::<ErrorBody>(r.body).unwrap_or_default();
+        let apns_id = self.apns_id.lock().map(|id| id.clone()).unwrap_or_default();
+        tracing::debug!(
+            apns_id,
+            status = r.status,
+            reason = body.reason.as_deref().unwrap_or(""),
+            "APNs answered"
+        );
+        match judge(r.status, &body, r.retry_after) {
+            Verdict::Final(outcome) => Step::Done(outcome),
+            Verdict::RenewToken(answer) => Step::Renew(answer),
+            Verdict::Retry { answer, after } => Step::Retry {
+                cause: Cause::Answer(answer),
+                after,
+            },
+        }
+    }
+
+    fn renew(&self, used: &str) {
+        if let Some(t) = &self.apns.token {
+            t.refused(used);
+        }
     }
 }
 
@@ -359,13 +333,34 @@ impl Pushkin for Apns {
         Unusable::default_payload_of(d)
     }
 
-    fn dispatch_traced<'a>(
+    fn prepare<'a>(
         &'a self,
         n: &'a Notification,
         d: &'a Device,
-        tap: Option<&'a Tap>,
-    ) -> BoxFuture<'a, Outcome> {
-        Box::pin(self.send(n, d, tap))
+        _traced: bool,
+    ) -> BoxFuture<'a, Result<Prepared, Outcome>> {
+        let prepared = self.build_push(n, d).map(|p| Prepared(Built::Apns(p)));
+        Box::pin(std::future::ready(prepared))
+    }
+
+    fn send<'a>(&'a self, push: Prepared, tap: Option<&'a Tap>) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let Prepared(Built::Apns(push)) = push else {
+                return Prepared::mismatch();
+            };
+            let x = Exchange {
+                client: &self.client,
+                metrics: &self.metrics,
+                slot: None,
+                tap,
+            };
+            let attempts = Attempts {
+                apns: self,
+                push: &push,
+                apns_id: std::sync::Mutex::new(String::new()),
+            };
+            x.run(&POLICY, self.budget, &attempts).await
+        })
     }
 }
 

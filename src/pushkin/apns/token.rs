@@ -3,23 +3,30 @@
 //! refuses tokens older than an hour and throttles ones minted too often), and
 //! re-minted at once when Apple says the one in use expired.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use p256::ecdsa::{signature::Signer, Signature, SigningKey};
+use p256::ecdsa::SigningKey;
 
+use crate::pushkin::jwt;
+use crate::pushkin::token::{Lifetime, TokenCache, TokenError};
 use crate::telemetry::metrics::Upstream;
 
-const REUSE_FOR: Duration = Duration::from_secs(50 * 60);
+/// What Apple accepts: an hour; minted anew 10 minutes before.
+const LIFETIME: Lifetime = Lifetime {
+    min: Duration::from_secs(3600),
+    max: Duration::from_secs(3600),
+    renew_before: Duration::from_secs(600),
+    // Minting is local and does not fail; a back-off is never reached.
+    first_backoff: Duration::from_secs(1),
+    max_backoff: Duration::from_secs(60),
+};
 
 pub struct ProviderToken {
     key: SigningKey,
     key_id: String,
     team_id: String,
-    current: Mutex<Option<(Arc<str>, Instant)>>,
-    metrics: Upstream,
+    cache: TokenCache,
 }
 
 impl ProviderToken {
@@ -28,33 +35,20 @@ impl ProviderToken {
             key,
             key_id,
             team_id,
-            current: Mutex::new(None),
-            metrics,
+            cache: TokenCache::new(LIFETIME, 1, Some((metrics, "apns_jwt"))),
         }
     }
 
     /// The token to send now, minting one when none is fresh.
-    pub fn get(&self) -> Arc<str> {
-        let Ok(mut current) = self.current.lock() else {
-            return self.mint();
-        };
-        match &*current {
-            Some((jwt, at)) if at.elapsed() < REUSE_FOR => jwt.clone(),
-            _ => {
-                let jwt = self.mint();
-                *current = Some((jwt.clone(), Instant::now()));
-                jwt
-            }
-        }
+    pub async fn get(&self) -> Result<Arc<str>, TokenError> {
+        self.cache
+            .get(&(), || async { Ok((self.mint(), LIFETIME.max)) })
+            .await
     }
 
     /// Apple refused `used`: replace it, unless another push already did.
     pub fn refused(&self, used: &str) {
-        if let Ok(mut current) = self.current.lock() {
-            if current.as_ref().is_some_and(|(jwt, _)| &**jwt == used) {
-                *current = None;
-            }
-        }
+        self.cache.refused(&(), used);
     }
 
     fn mint(&self) -> Arc<str> {
@@ -62,14 +56,9 @@ impl ProviderToken {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let header = URL_SAFE_NO_PAD
-            .encode(serde_json::json!({"alg": "ES256", "kid": self.key_id}).to_string());
-        let claims = URL_SAFE_NO_PAD
-            .encode(serde_json::json!({"iss": self.team_id, "iat": iat}).to_string());
-        let input = format!("{header}.{claims}");
-        let sig: Signature = self.key.sign(input.as_bytes());
+        let header = serde_json::json!({"alg": "ES256", "kid": self.key_id}).to_string();
+        let claims = serde_json::json!({"iss": self.team_id, "iat": iat}).to_string();
         tracing::debug!(key_id = %self.key_id, "minted a new APNs provider token");
-        self.metrics.token_refreshed("apns_jwt", true);
-        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes())).into()
+        jwt::es256(&self.key, &header, &claims).into()
     }
 }

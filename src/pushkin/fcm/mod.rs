@@ -16,12 +16,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
-use tracing::Instrument;
 
+use super::exchange::{self, Attempt, Exchange, Policy, Reply, Step};
 use super::outcome::{Cause, Unusable};
 use super::tap::Tap;
-use super::{parse_retry_after, retry_pause, Outcome, Pushkin, Settings};
+use super::{Built, Outcome, Prepared, Pushkin, Settings};
 use crate::config::FcmConfig;
 use crate::net::{self, ClientOptions, NetError};
 use crate::notification::{Device, Notification};
@@ -30,8 +29,12 @@ use error::{judge, ErrorBody, Verdict};
 use oauth::{AuthError, TokenSource};
 
 const DEFAULT_BASE: &str = "https://fcm.googleapis.com";
-const MAX_ATTEMPTS: u32 = 3;
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const POLICY: Policy = Policy {
+    service: "FCM",
+    max_attempts: 3,
+    first_backoff: Duration::from_millis(200),
+    read_body: true,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FcmError {
@@ -39,12 +42,6 @@ pub enum FcmError {
     Net(#[from] NetError),
     #[error(transparent)]
     Auth(#[from] AuthError),
-}
-
-/// What the attempt loop does next, when the answer was not final.
-enum Step {
-    Reauthenticate(super::outcome::Answer),
-    Retry(Cause, Option<Duration>),
 }
 
 pub struct Fcm {
@@ -90,112 +87,75 @@ impl Fcm {
         })
     }
 
-    async fn send(&self, n: &Notification, d: &Device, tap: Option<&Tap>) -> Outcome {
-        let body = match message::build(n, d, &self.fcm_options, self.send_badge_counts) {
-            Ok(Some(m)) => bytes::Bytes::from(m.to_string()),
+    /// Step 1: the v1 message for the device.
+    fn build_push(&self, n: &Notification, d: &Device) -> Result<Push, Outcome> {
+        match message::build(n, d, &self.fcm_options, self.send_badge_counts) {
+            Ok(Some(m)) => Ok(Push {
+                body: bytes::Bytes::from(m.to_string()),
+            }),
             // A badge update with no count to carry: nothing to send, so delivered.
-            Ok(None) => return Outcome::Delivered,
+            Ok(None) => Err(Outcome::Delivered),
             Err(message::MessageError::BadDefaultPayload) => {
-                return Outcome::unusable(Unusable::BadDefaultPayload)
+                Err(Outcome::unusable(Unusable::BadDefaultPayload))
             }
-            Err(e) => return Outcome::failed(Cause::Local(e.to_string())),
+            Err(e) => Err(Outcome::failed(Cause::Local(e.to_string()))),
+        }
+    }
+}
+
+/// One FCM push, prepared: the message's JSON.
+pub(super) struct Push {
+    body: bytes::Bytes,
+}
+
+/// The attempts of one push: FCM's part of the [exchange](super::exchange).
+struct Attempts<'a> {
+    fcm: &'a Fcm,
+    push: &'a Push,
+}
+
+impl exchange::Attempts for Attempts<'_> {
+    async fn request(&self) -> Result<Attempt, Outcome> {
+        let token = match self.fcm.auth.token().await {
+            Ok(t) => t,
+            // Credentials trouble is ours, not the device's: temporary, so nothing is lost.
+            Err(e) => {
+                return Err(Outcome::temporary(Cause::Credentials(format!(
+                    "FCM authentication failed: {e}"
+                ))))
+            }
         };
-        let deadline = Instant::now() + self.budget;
-        match tokio::time::timeout_at(deadline, self.attempts(body, deadline, tap)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome::temporary(Cause::Timeout("FCM")),
+        let request = self
+            .fcm
+            .client
+            .post(&self.fcm.url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(self.push.body.clone())
+            .build()
+            .map_err(|e| {
+                Outcome::failed(Cause::Local(format!("bad request: {}", net::describe(&e))))
+            })?;
+        Ok(Attempt {
+            request,
+            credential: Some(token),
+        })
+    }
+
+    fn judge(&self, r: &Reply<'_>) -> Step {
+        let err: ErrorBody = serde_json::from_slice(r.body).unwrap_or_default();
+        match judge(r.status, &err, r.retry_after) {
+            Verdict::Final(outcome) => Step::Done(outcome),
+            Verdict::Reauthenticate(answer) => Step::Renew(answer),
+            Verdict::Retry { answer, after } => Step::Retry {
+                cause: Cause::Answer(answer),
+                after,
+            },
         }
     }
 
-    async fn attempts(&self, body: bytes::Bytes, deadline: Instant, tap: Option<&Tap>) -> Outcome {
-        let mut reauthenticated = false;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let token = match self.auth.token().await {
-                Ok(t) => t,
-                // Credentials trouble is ours, not the device's: temporary, so nothing is lost.
-                Err(e) => {
-                    return Outcome::temporary(Cause::Credentials(format!(
-                        "FCM authentication failed: {e}"
-                    )))
-                }
-            };
-            let step = {
-                let waiting = self.metrics.waiting_for_slot();
-                let _permit = self.connections.acquire().await;
-                drop(waiting);
-                let request = self
-                    .client
-                    .post(&self.url)
-                    .bearer_auth(&token)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .build();
-                let request = match request {
-                    Ok(r) => r,
-                    Err(e) => {
-                        return Outcome::failed(Cause::Local(format!(
-                            "bad request: {}",
-                            net::describe(&e)
-                        )))
-                    }
-                };
-                let tapped = tap.map(|t| (t, t.sent(&request, None)));
-                let call = self.metrics.request();
-                match self.client.execute(request).instrument(call.span()).await {
-                    Err(e) => {
-                        let cause = Cause::transport(&e);
-                        if let Some((t, i)) = tapped {
-                            t.failed(i, cause.to_string());
-                        }
-                        Step::Retry(cause, None)
-                    }
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
-                        call.answered(status);
-                        let headers = resp.headers().clone();
-                        let retry_after = headers
-                            .get(reqwest::header::RETRY_AFTER)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(parse_retry_after);
-                        let bytes = resp.bytes().await.unwrap_or_default();
-                        if let Some((t, i)) = tapped {
-                            t.answered(i, status, &headers, &bytes);
-                        }
-                        let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
-                        match judge(status, &err, retry_after) {
-                            Verdict::Final(outcome) => return outcome,
-                            Verdict::Reauthenticate(answer) => Step::Reauthenticate(answer),
-                            Verdict::Retry { answer, after } => {
-                                Step::Retry(Cause::Answer(answer), after)
-                            }
-                        }
-                    }
-                }
-            };
-            match step {
-                Step::Reauthenticate(answer) => {
-                    if reauthenticated {
-                        return Outcome::temporary(Cause::Answer(answer));
-                    }
-                    self.auth.refused(&token);
-                    reauthenticated = true;
-                }
-                // Never sleeps past the push's own deadline, whatever the service asked for.
-                Step::Retry(cause, after) => {
-                    match retry_pause(attempt, MAX_ATTEMPTS, FIRST_BACKOFF, after, deadline) {
-                        Some(pause) => tokio::time::sleep(pause).await,
-                        None => {
-                            return Outcome::Temporary {
-                                cause,
-                                retry_after: after,
-                            }
-                        }
-                    }
-                }
-            }
-        }
+    fn renew(&self, used: &str) {
+        self.fcm.auth.refused(used);
     }
 }
 
@@ -208,13 +168,34 @@ impl Pushkin for Fcm {
         Unusable::default_payload_of(d)
     }
 
-    fn dispatch_traced<'a>(
+    fn prepare<'a>(
         &'a self,
         n: &'a Notification,
         d: &'a Device,
-        tap: Option<&'a Tap>,
-    ) -> BoxFuture<'a, Outcome> {
-        Box::pin(self.send(n, d, tap))
+        _traced: bool,
+    ) -> BoxFuture<'a, Result<Prepared, Outcome>> {
+        let prepared = self.build_push(n, d).map(|p| Prepared(Built::Fcm(p)));
+        Box::pin(std::future::ready(prepared))
+    }
+
+    fn send<'a>(&'a self, push: Prepared, tap: Option<&'a Tap>) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let Prepared(Built::Fcm(push)) = push else {
+                return Prepared::mismatch();
+            };
+            let x = Exchange {
+                client: &self.client,
+                metrics: &self.metrics,
+                // At most `max_connections` requests of the app in flight.
+                slot: Some(&self.connections),
+                tap,
+            };
+            let attempts = Attempts {
+                fcm: self,
+                push: &push,
+            };
+            x.run(&POLICY, self.budget, &attempts).await
+        })
     }
 }
 

@@ -23,7 +23,7 @@ use url::Url;
 use super::endpoint::{self, Endpoints, UaKeys, ENCRYPTION_OVERHEAD};
 use super::outcome::{Answer, Cause, Unusable};
 use super::tap::Tap;
-use super::{Outcome, Pushkin, Settings};
+use super::{Outcome, Prepared, Pushkin, Settings};
 use crate::config::UnifiedPushConfig;
 use crate::net::{self, NetError};
 use crate::notification::{Device, Notification};
@@ -53,21 +53,23 @@ impl UnifiedPush {
         })
     }
 
-    async fn send(&self, n: &Notification, d: &Device, tap: Option<&Tap>) -> Outcome {
-        let Registration { url, keys } = match Registration::of(d) {
-            Ok(r) => r,
-            Err(u) => return Outcome::unusable(u),
-        };
-        if let Err(outcome) = self.endpoints.check(&url).await {
-            return outcome;
-        }
+    /// Step 1: the registration, the endpoint checks and the request
+    /// (encrypted when the pusher gave keys).
+    async fn build_push(
+        &self,
+        n: &Notification,
+        d: &Device,
+        traced: bool,
+    ) -> Result<endpoint::Push, Outcome> {
+        let Registration { url, keys } = Registration::of(d).map_err(Outcome::unusable)?;
+        self.endpoints.check(&url).await?;
         let max = match keys {
             Some(_) => payload::MAX_BODY - ENCRYPTION_OVERHEAD,
             None => payload::MAX_BODY,
         };
         let body = match payload::build(n, d, max) {
             Ok(b) => b,
-            Err(e) => return Outcome::failed(Cause::PayloadTooLarge(e.to_string())),
+            Err(e) => return Err(Outcome::failed(Cause::PayloadTooLarge(e.to_string()))),
         };
         let req = self.endpoints.client().post(url.clone());
         let (req, plaintext) = match &keys {
@@ -76,31 +78,25 @@ impl UnifiedPush {
                     .body(body),
                 None,
             ),
-            Some(keys) => match keys.encrypt(body.clone().into_bytes()) {
-                Ok(sealed) => (
+            Some(keys) => {
+                let sealed = keys.encrypt(body.clone().into_bytes())?;
+                (
                     req.header("Content-Encoding", "aes128gcm")
                         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                         .body(sealed),
-                    tap.map(|_| body),
-                ),
-                Err(outcome) => return outcome,
-            },
-        };
-        let req = req.header("TTL", &self.ttl).build();
-        let req = match req {
-            Ok(r) => r,
-            Err(e) => {
-                return Outcome::failed(Cause::Local(format!("bad request: {}", net::describe(&e))))
+                    traced.then(|| body.into_bytes()),
+                )
             }
         };
-        match self
-            .endpoints
-            .send(req, &url, tap, plaintext.as_deref().map(str::as_bytes))
-            .await
-        {
-            Ok(a) => map_status(a.status, a.retry_after),
-            Err(outcome) => outcome,
-        }
+        let request = req.header("TTL", &self.ttl).build().map_err(|e| {
+            Outcome::failed(Cause::Local(format!("bad request: {}", net::describe(&e))))
+        })?;
+        Ok(endpoint::Push {
+            request,
+            endpoint: url,
+            plaintext,
+            judge: map_status,
+        })
     }
 }
 
@@ -160,13 +156,17 @@ impl Pushkin for UnifiedPush {
         Some(endpoint::memory_key(&d.pushkey))
     }
 
-    fn dispatch_traced<'a>(
+    fn prepare<'a>(
         &'a self,
         n: &'a Notification,
         d: &'a Device,
-        tap: Option<&'a Tap>,
-    ) -> BoxFuture<'a, Outcome> {
-        Box::pin(self.send(n, d, tap))
+        traced: bool,
+    ) -> BoxFuture<'a, Result<Prepared, Outcome>> {
+        Box::pin(async move { self.build_push(n, d, traced).await.map(Prepared::from) })
+    }
+
+    fn send<'a>(&'a self, push: Prepared, tap: Option<&'a Tap>) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.endpoints.send_prepared(push, tap))
     }
 }
 

@@ -21,7 +21,7 @@ use url::Url;
 use super::endpoint::{self, Endpoints, UaKeys};
 use super::outcome::{Answer, Cause, Unusable};
 use super::tap::Tap;
-use super::{Outcome, Pushkin, Settings};
+use super::{Outcome, Prepared, Pushkin, Settings};
 use crate::config::WebPushConfig;
 use crate::net::{self, NetError};
 use crate::notification::{Device, Notification, Prio};
@@ -43,26 +43,33 @@ impl WebPush {
         })
     }
 
-    async fn send(&self, n: &Notification, d: &Device, tap: Option<&Tap>) -> Outcome {
+    /// Step 1: the subscription, the endpoint checks, the encrypted payload
+    /// and the VAPID-signed request.
+    async fn build_push(
+        &self,
+        n: &Notification,
+        d: &Device,
+        traced: bool,
+    ) -> Result<endpoint::Push, Outcome> {
         let Some(sub) = Subscription::from_device(d) else {
-            return Outcome::unusable(Unusable::IncompleteSubscription);
+            return Err(Outcome::unusable(Unusable::IncompleteSubscription));
         };
         if d.data.get("events_only") == Some(&Value::Bool(true)) && n.event_id.is_none() {
-            return Outcome::Delivered;
+            return Err(Outcome::Delivered);
         }
-        if let Err(outcome) = self.endpoints.check(&sub.endpoint).await {
-            return outcome;
-        }
+        self.endpoints.check(&sub.endpoint).await?;
         let plaintext = match payload::encode(payload::build(n, d)) {
             Ok(p) => p,
-            Err(e) => return Outcome::failed(Cause::PayloadTooLarge(e.to_string())),
+            Err(e) => return Err(Outcome::failed(Cause::PayloadTooLarge(e.to_string()))),
         };
-        let plain_copy = tap.map(|_| plaintext.clone());
-        let body = match sub.keys.encrypt(plaintext) {
-            Ok(b) => b,
-            Err(outcome) => return outcome,
-        };
+        let plain_copy = traced.then(|| plaintext.clone());
+        let body = sub.keys.encrypt(plaintext)?;
         let origin = sub.endpoint.origin().ascii_serialization();
+        let authorization = self
+            .vapid
+            .authorization(&origin)
+            .await
+            .map_err(|e| Outcome::temporary(Cause::Credentials(format!("VAPID token: {e}"))))?;
         let mut req = self
             .endpoints
             .client()
@@ -71,27 +78,22 @@ impl WebPush {
             .header("Content-Encoding", "aes128gcm")
             .header("Content-Type", "application/octet-stream")
             .header("Urgency", urgency(n))
-            .header("Authorization", &*self.vapid.authorization(&origin))
+            .header("Authorization", &*authorization)
             .body(body);
         if d.data.get("only_last_per_room") == Some(&Value::Bool(true)) {
             if let Some(room) = &n.room_id {
                 req = req.header("Topic", topic(room));
             }
         }
-        let req = match req.build() {
-            Ok(r) => r,
-            Err(e) => {
-                return Outcome::failed(Cause::Local(format!("bad request: {}", net::describe(&e))))
-            }
-        };
-        match self
-            .endpoints
-            .send(req, &sub.endpoint, tap, plain_copy.as_deref())
-            .await
-        {
-            Ok(a) => map_status(a.status, a.retry_after),
-            Err(outcome) => outcome,
-        }
+        let request = req.build().map_err(|e| {
+            Outcome::failed(Cause::Local(format!("bad request: {}", net::describe(&e))))
+        })?;
+        Ok(endpoint::Push {
+            request,
+            endpoint: sub.endpoint,
+            plaintext: plain_copy,
+            judge: map_status,
+        })
     }
 }
 
@@ -158,13 +160,17 @@ impl Pushkin for WebPush {
         Some(endpoint::memory_key(d.data.get("endpoint")?.as_str()?))
     }
 
-    fn dispatch_traced<'a>(
+    fn prepare<'a>(
         &'a self,
         n: &'a Notification,
         d: &'a Device,
-        tap: Option<&'a Tap>,
-    ) -> BoxFuture<'a, Outcome> {
-        Box::pin(self.send(n, d, tap))
+        traced: bool,
+    ) -> BoxFuture<'a, Result<Prepared, Outcome>> {
+        Box::pin(async move { self.build_push(n, d, traced).await.map(Prepared::from) })
+    }
+
+    fn send<'a>(&'a self, push: Prepared, tap: Option<&'a Tap>) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.endpoints.send_prepared(push, tap))
     }
 }
 

@@ -1,18 +1,26 @@
 //! VAPID (RFC 8292) `Authorization` headers, one JWT per push-service origin,
 //! cached and renewed well before it expires so that signing stays off the hot path.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use p256::ecdsa::{signature::Signer, Signature, SigningKey};
+use p256::ecdsa::SigningKey;
 
-/// How long a token is valid (RFC 8292 allows up to 24 h).
-const LIFETIME: Duration = Duration::from_secs(12 * 3600);
-/// Renew a cached token once it has less than this left.
-const RENEW_BEFORE: Duration = Duration::from_secs(3600);
+use crate::pushkin::jwt;
+use crate::pushkin::token::{Lifetime, TokenCache, TokenError};
+
+/// How long a token is valid (RFC 8292 allows up to 24 h), renewed once it
+/// has less than an hour left.
+const LIFETIME: Lifetime = Lifetime {
+    min: Duration::from_secs(12 * 3600),
+    max: Duration::from_secs(12 * 3600),
+    renew_before: Duration::from_secs(3600),
+    // Signing is local and does not fail; a back-off is never reached.
+    first_backoff: Duration::from_secs(1),
+    max_backoff: Duration::from_secs(60),
+};
 /// Origins cached at most; a flood of distinct endpoints cannot grow memory without bound.
 const MAX_ORIGINS: usize = 4096;
 
@@ -21,7 +29,8 @@ pub struct Vapid {
     /// The application server key, base64url: what apps pass as `applicationServerKey`.
     public_key: String,
     subject: String,
-    cache: Mutex<HashMap<String, (Arc<str>, Instant)>>,
+    /// The `Authorization` header value per origin.
+    cache: TokenCache<String>,
 }
 
 /// The base64url form of a VAPID public key (uncompressed P-256 point).
@@ -36,68 +45,51 @@ impl Vapid {
             key,
             public_key,
             subject,
-            cache: Mutex::new(HashMap::new()),
+            cache: TokenCache::new(LIFETIME, MAX_ORIGINS, None),
         }
     }
 
     /// The `Authorization` header value for an endpoint with this origin (`https://host[:port]`).
-    pub fn authorization(&self, origin: &str) -> Arc<str> {
-        let now = Instant::now();
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((header, renew_at)) = cache.get(origin) {
-                if now < *renew_at {
-                    return header.clone();
-                }
-            }
-        }
-        // Sign outside the lock: a duplicate signature in a race is cheaper than contention.
-        let header: Arc<str> = self.mint(origin).into();
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= MAX_ORIGINS {
-                cache.retain(|_, (_, renew_at)| now < *renew_at);
-                if cache.len() >= MAX_ORIGINS {
-                    cache.clear();
-                }
-            }
-            cache.insert(
-                origin.to_owned(),
-                (header.clone(), now + LIFETIME - RENEW_BEFORE),
-            );
-        }
-        header
+    pub async fn authorization(&self, origin: &str) -> Result<Arc<str>, TokenError> {
+        self.cache
+            .get(origin, || async {
+                Ok((self.mint(origin).into(), LIFETIME.max))
+            })
+            .await
     }
 
     fn mint(&self, origin: &str) -> String {
         let exp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
-            .saturating_add(LIFETIME)
+            .saturating_add(LIFETIME.max)
             .as_secs();
-        let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ES256"}"#);
         let claims = serde_json::json!({ "aud": origin, "exp": exp, "sub": self.subject });
-        let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
-        let signing_input = format!("{header}.{claims}");
-        let signature: Signature = self.key.sign(signing_input.as_bytes());
-        let signature = URL_SAFE_NO_PAD.encode(signature.to_bytes());
-        format!("vapid t={signing_input}.{signature}, k={}", self.public_key)
+        let token = jwt::es256(
+            &self.key,
+            r#"{"typ":"JWT","alg":"ES256"}"#,
+            &claims.to_string(),
+        );
+        format!("vapid t={token}, k={}", self.public_key)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use p256::ecdsa::{signature::Verifier, VerifyingKey};
+    use p256::ecdsa::{signature::Verifier, Signature, VerifyingKey};
 
-    #[test]
-    fn token_is_signed_cached_per_origin() {
+    #[tokio::test]
+    async fn token_is_signed_cached_per_origin() {
         let key = Arc::new(SigningKey::random(&mut rand::rngs::OsRng));
         let v = Vapid::new(key.clone(), "mailto:ops@example.org".into());
-        let a = v.authorization("https://push.example.net");
-        assert!(Arc::ptr_eq(
-            &a,
-            &v.authorization("https://push.example.net")
-        ));
-        assert_ne!(a, v.authorization("https://other.example.net"));
+        let get = |origin: &'static str| {
+            let v = &v;
+            async move { v.authorization(origin).await.expect("signed") }
+        };
+        let a = get("https://push.example.net").await;
+        assert!(Arc::ptr_eq(&a, &get("https://push.example.net").await));
+        assert_ne!(a, get("https://other.example.net").await);
 
         let rest = a.strip_prefix("vapid t=").expect("scheme");
         let (jwt, k) = rest.split_once(", k=").expect("k");

@@ -9,6 +9,8 @@
 #   env: CONNS="64"  DURATION=10  WARMUP=3  (seconds, per level and run)
 #        PUSHGATE_BENCH_HARNESS=<dir>  (default: ../shared/bench-harness from the repository)
 #        RUST_LOG  (passed to the gateway; its config says `log.level: info`)
+#        LOG_FORMAT=text|json  (the gateway's `log.format`; default text, its own default)
+#        GATEWAY_STDERR=file|pipe  (where its log lines go: a file, default, or a pipe to `cat`)
 # Prints a table (medians over runs); the raw rows are kept in target/bench/harness-*.tsv.
 
 harness_usage() {
@@ -141,9 +143,12 @@ harness_main() {
     port=$(harness_free_port)
     # TMPDIR: gateway-config.sh puts the SQLite file there; this run's own, fresh.
     TMPDIR=$work "$H/gateway-config.sh" "$store" "$port" > "$work/gw.yaml"
+    if [[ ${LOG_FORMAT:-text} != text ]]; then
+        sed -i "s/^log:\$/log:\n  format: $LOG_FORMAT/" "$work/gw.yaml"
+    fi
     local out=$work/out
     mkdir -p "$out" target/bench
-    echo "harness: $src, gateway $gateway (store: $store, log level info${RUST_LOG:+, RUST_LOG=$RUST_LOG}), CONNS=\"${CONNS:-64}\" DURATION=${DURATION:-10}s WARMUP=${WARMUP:-3}s, $runs run(s)" >&2
+    echo "harness: $src, gateway $gateway (store: $store, log level info, format ${LOG_FORMAT:-text} to a ${GATEWAY_STDERR:-file}${RUST_LOG:+, RUST_LOG=$RUST_LOG}), CONNS=\"${CONNS:-64}\" DURATION=${DURATION:-10}s WARMUP=${WARMUP:-3}s, $runs run(s)" >&2
 
     local run svc
     for run in $(seq "$runs"); do
@@ -151,7 +156,11 @@ harness_main() {
             [[ -f $H/bodies/$svc.json ]] || { echo "no body $svc in the harness (apns, fcm, webpush)" >&2; return 2; }
             # A fresh gateway per service and run: a store, memory and connections of its own.
             rm -f "$work"/bench-harness-gateway.db*
-            "$gateway" serve --config "$work/gw.yaml" >/dev/null 2>"$work/gateway.log" &
+            if [[ ${GATEWAY_STDERR:-file} == pipe ]]; then
+                "$gateway" serve --config "$work/gw.yaml" >/dev/null 2> >(cat > "$work/gateway.log") &
+            else
+                "$gateway" serve --config "$work/gw.yaml" >/dev/null 2>"$work/gateway.log" &
+            fi
             HARNESS_GW_PID=$!
             harness_wait_ready "$port" "$HARNESS_GW_PID" "$work/gateway.log"
             UNIQUE_EVENT=1 CONNS=${CONNS:-64} DURATION=${DURATION:-10} WARMUP=${WARMUP:-3} \

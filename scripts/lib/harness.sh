@@ -22,16 +22,7 @@ harness_ensure_tools() {
     local missing=()
     command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
     command -v wrk >/dev/null || missing+=(wrk)
-    [[ ${#missing[@]} -eq 0 ]] && return 0
-    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        echo "installing ${missing[*]} (Debian packages the nginx harness needs)" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    else
-        echo "the nginx harness needs: sudo apt-get install ${missing[*]}" >&2
-        return 1
-    fi
+    install_missing_packages "the nginx harness" "${missing[@]}"
 }
 
 # A free TCP port on 127.0.0.1 (bound, then released).

@@ -250,4 +250,58 @@ mod tests {
         assert_eq!(m.errors, 2);
         assert!(row.failed());
     }
+
+    #[test]
+    fn targets_hold_the_default_configuration_and_compare_it_with_no_store() {
+        let row = |case: &'static str, rate: f64, cpu: f64| Row {
+            case,
+            concurrency: 64,
+            runs: vec![Measured {
+                notifications_per_s: rate,
+                cpu_s_per_1000: cpu,
+                p99_ms: 4.0,
+                ..Measured::default()
+            }],
+        };
+        let rows = vec![
+            row("apns", 16_000.0, 0.06),
+            row("apns-no-store", 20_000.0, 0.04),
+        ];
+        let got: Vec<(String, String, bool)> = targets(&rows);
+        let find = |t: &str| got.iter().find(|(n, _, _)| n.starts_with(t)).cloned();
+        assert_eq!(
+            find("APNs, SQLite store, concurrency 64: >="),
+            Some((
+                "APNs, SQLite store, concurrency 64: >= 20000 notifications/s".into(),
+                "16000/s".into(),
+                false
+            ))
+        );
+        assert_eq!(
+            find("APNs, SQLite store, concurrency 64: <= 0.05 ms"),
+            Some((
+                "APNs, SQLite store, concurrency 64: <= 0.05 ms gateway CPU per notification"
+                    .into(),
+                "0.060 ms".into(),
+                false
+            ))
+        );
+        assert_eq!(
+            find("SQLite store >= 80 %"),
+            Some((
+                "SQLite store >= 80 % of store-less throughput (c=64)".into(),
+                "80 %".into(),
+                true
+            ))
+        );
+        assert_eq!(
+            find("APNs, no store"),
+            Some((
+                "APNs, no store, concurrency 64: >= 25000 notifications/s".into(),
+                "20000/s".into(),
+                false
+            ))
+        );
+        assert_eq!(find("FCM"), None);
+    }
 }

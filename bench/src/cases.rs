@@ -38,6 +38,8 @@ pub struct Case {
     pub devices: usize,
     pub event_id_only: bool,
     pub store: Store,
+    /// The gateway's `log.level` (`info`, as deployed, unless the case is about logging).
+    pub log_level: &'static str,
     /// Rows put in the rejection table before the run (none of them the bench's pushkeys).
     pub prefill_rejections: u64,
     /// Each upstream answer is delayed this long.
@@ -46,13 +48,16 @@ pub struct Case {
     pub quick_levels: &'static [usize],
 }
 
+/// A case as a deployment runs: the default store (SQLite), INFO logging in the
+/// default text format, one device per request, a fresh event id per request.
 const fn case(name: &'static str, service: Service) -> Case {
     Case {
         name,
         service,
         devices: 1,
         event_id_only: false,
-        store: Store::None,
+        store: Store::Sqlite,
+        log_level: "info",
         prefill_rejections: 0,
         upstream_delay: Duration::ZERO,
         levels: &[1, 16, 64, 256],
@@ -76,6 +81,17 @@ pub fn all() -> Vec<Case> {
             ..case("webpush", Service::WebPush)
         },
         Case {
+            store: Store::None,
+            levels: &[16, 64, 256],
+            quick_levels: &[16],
+            ..case("apns-no-store", Service::Apns)
+        },
+        Case {
+            log_level: "warn",
+            levels: &[64],
+            ..case("apns-log-warn", Service::Apns)
+        },
+        Case {
             event_id_only: true,
             levels: &[64],
             ..case("apns-event-id-only", Service::Apns)
@@ -89,16 +105,9 @@ pub fn all() -> Vec<Case> {
             ..case("apns-fanout-50", Service::Apns)
         },
         Case {
-            store: Store::Sqlite,
-            levels: &[64, 256],
-            quick_levels: &[16],
-            ..case("apns-sqlite", Service::Apns)
-        },
-        Case {
-            store: Store::Sqlite,
             prefill_rejections: 1_000_000,
             levels: &[64],
-            ..case("apns-sqlite-1m-rejections", Service::Apns)
+            ..case("apns-1m-rejections", Service::Apns)
         },
         Case {
             store: Store::Postgres,
@@ -214,8 +223,7 @@ impl Upstreams {
   bind_addresses: ['127.0.0.1']
   port: {port}
 log:
-  level: info
-  format: json
+  level: {log_level}
 metrics:
   prometheus:
     enabled: true
@@ -244,6 +252,7 @@ apps:
     allow_private_endpoints: true
     allow_http_endpoints: true
 ",
+            log_level = case.log_level,
             apns_key = apns_key.display(),
             apns_url = self.apns.url(),
             ca = ca.display(),

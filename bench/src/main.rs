@@ -5,8 +5,11 @@
 //! because of speed.
 //!
 //! ```text
-//! pushgate-bench [--quick] [--secs N] [--runs N] [--case NAME]... [--out FILE] [--gateway BIN]
+//! pushgate-bench [--quick] [--secs N] [--runs N] [--case NAME]... [--levels N,N] [--log-format F] [--out FILE] [--gateway BIN]
 //! ```
+//!
+//! `--levels` replaces the concurrency levels of every selected case;
+//! `--log-format` sets the gateway's `log.format` (default: its own, text).
 
 mod cases;
 mod gateway;
@@ -28,14 +31,17 @@ struct Args {
     secs: f64,
     runs: usize,
     cases: Vec<String>,
+    levels: Vec<usize>,
+    log_format: Option<String>,
     out: PathBuf,
     gateway: PathBuf,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
-    let (mut quick, mut secs, mut runs, mut cases, mut out, mut gateway) =
-        (false, None, None, Vec::new(), None, None);
+    let (mut quick, mut secs, mut runs, mut cases, mut levels, mut out, mut gateway) =
+        (false, None, None, Vec::new(), Vec::new(), None, None);
+    let mut log_format = None;
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match a.as_str() {
@@ -43,10 +49,16 @@ fn parse_args() -> Result<Args, String> {
             "--secs" => secs = Some(value("--secs")?.parse::<f64>().map_err(|e| format!("--secs: {e}"))?),
             "--runs" => runs = Some(value("--runs")?.parse::<usize>().map_err(|e| format!("--runs: {e}"))?),
             "--case" => cases.extend(value("--case")?.split(',').map(str::to_owned)),
+            "--levels" => {
+                for l in value("--levels")?.split(',') {
+                    levels.push(l.parse::<usize>().map_err(|e| format!("--levels: {e}"))?);
+                }
+            }
+            "--log-format" => log_format = Some(value("--log-format")?),
             "--out" => out = Some(PathBuf::from(value("--out")?)),
             "--gateway" => gateway = Some(PathBuf::from(value("--gateway")?)),
             "-h" | "--help" => {
-                return Err("usage: pushgate-bench [--quick] [--secs N] [--runs N] [--case NAME[,NAME]]... [--out FILE] [--gateway BIN]".into())
+                return Err("usage: pushgate-bench [--quick] [--secs N] [--runs N] [--case NAME[,NAME]]... [--levels N[,N]] [--log-format text|json] [--out FILE] [--gateway BIN]".into())
             }
             other => return Err(format!("unknown argument {other} (see --help)")),
         }
@@ -60,6 +72,8 @@ fn parse_args() -> Result<Args, String> {
         secs: secs.unwrap_or(if quick { 2.0 } else { 5.0 }),
         runs: runs.unwrap_or(if quick { 1 } else { 3 }).max(1),
         cases,
+        levels,
+        log_format,
         out: out.unwrap_or_else(|| {
             PathBuf::from(if quick {
                 "target/bench/quick.json"
@@ -180,6 +194,11 @@ async fn run_case(args: &Args, case: &Case) -> Result<Vec<Row>, String> {
         postgres.as_deref(),
         &vapid,
     )?;
+    if let Some(format) = &args.log_format {
+        let text = std::fs::read_to_string(&config).map_err(|e| format!("config: {e}"))?;
+        let text = text.replacen("log:\n", &format!("log:\n  format: {format}\n"), 1);
+        std::fs::write(&config, text).map_err(|e| format!("config: {e}"))?;
+    }
     if case.prefill_rejections > 0 {
         // The gateway creates the schema; the rows go in while it is stopped.
         drop(Gateway::start(&args.gateway, &config, port, metrics_port).await?);
@@ -193,7 +212,9 @@ async fn run_case(args: &Args, case: &Case) -> Result<Vec<Row>, String> {
     let gw = Gateway::start(&args.gateway, &config, port, metrics_port).await?;
     let bodies = ups.bodies(case);
     let seq = Arc::new(AtomicU64::new(0));
-    let levels = if args.quick {
+    let levels = if !args.levels.is_empty() {
+        &args.levels[..]
+    } else if args.quick {
         case.quick_levels
     } else {
         case.levels

@@ -9,14 +9,22 @@ ensure_test_packages() {
     command -v promtool >/dev/null || missing+=(prometheus)
     command -v cc >/dev/null || missing+=(gcc libc6-dev)
     python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
-    [[ ${#missing[@]} -eq 0 ]] && return 0
+    install_missing_packages "the tests" "${missing[@]}"
+}
+
+# install_missing_packages WHO PACKAGE...: installs the Debian packages WHO needs (none: nothing to
+# do) when we may (root and apt-get); otherwise prints the command to run and fails.
+install_missing_packages() {
+    local who=$1
+    shift
+    [[ $# -eq 0 ]] && return 0
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        echo "installing ${missing[*]} (Debian packages the tests need)" >&2
+        echo "installing $* (Debian packages $who needs)" >&2
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        apt-get install -y -qq --no-install-recommends "$@" >/dev/null
     else
-        echo "the tests need Debian packages: sudo apt-get install ${missing[*]}" >&2
+        echo "$who needs Debian packages: sudo apt-get install $*" >&2
         return 1
     fi
 }

@@ -268,7 +268,7 @@ fn render_answer(e: &Exchange) -> String {
 fn render_event(event: Event<'_>, left: Duration) -> String {
     match event {
         Event::Sending(i, e) => format!(
-            "\n{}: sending, timeout in {:.1} s\n{}",
+            "\n{}: sending (gives up within {:.1} s)\n{}",
             title(i, e),
             left.as_secs_f64(),
             render_request(e)

@@ -51,27 +51,56 @@ fn normalise(text: &str, replacements: &[(&str, &str)]) -> String {
         .join("\n")
 }
 
+/// A browser subscription at a fake Web Push service answering as `behaviour`,
+/// a config (with `extra` keys) and the `send-test` arguments that push to it
+/// through `org.example.web`.
+struct WebPushDevice {
+    _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    fake: FakeWebPush,
+    endpoint: String,
+    args: Vec<String>,
+}
+
+async fn web_push_device(extra: &str, name: &str, behaviour: Behaviour) -> WebPushDevice {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = process::write_config(dir.path(), "gw", &format!("store: none\n{extra}"));
+    let fake = FakeWebPush::start().await;
+    let (endpoint, sub) = fake.subscribe(name);
+    fake.set_behaviour(name, behaviour);
+    let data = json!({"endpoint": endpoint, "auth": sub.auth()}).to_string();
+    let args = [
+        "--app-id",
+        "org.example.web",
+        "--pushkey",
+        &sub.p256dh(),
+        "--data",
+        &data,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    WebPushDevice {
+        _dir: dir,
+        config,
+        fake,
+        endpoint,
+        args,
+    }
+}
+
+impl WebPushDevice {
+    fn args(&self) -> Vec<&str> {
+        self.args.iter().map(String::as_str).collect()
+    }
+}
+
 #[tokio::test]
 async fn web_push_report_shows_headers_plaintext_and_answer() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = process::write_config(dir.path(), "gw", "store: none\n");
-    let fake = FakeWebPush::start().await;
-    let (endpoint, sub) = fake.subscribe("dev");
-    let data = json!({"endpoint": endpoint, "auth": sub.auth()}).to_string();
-    let (code, out, err) = send_test(
-        &config,
-        &[
-            "--app-id",
-            "org.example.web",
-            "--pushkey",
-            &sub.p256dh(),
-            "--data",
-            &data,
-        ],
-    )
-    .await;
+    let device = web_push_device("", "dev", Behaviour::Status(201)).await;
+    let (code, out, err) = send_test(&device.config, &device.args()).await;
     assert_eq!(code, 0, "{err}");
-    let got = normalise(&out, &[(&endpoint, "<endpoint>")]);
+    let (fake, endpoint) = (&device.fake, &device.endpoint);
+    let got = normalise(&out, &[(endpoint, "<endpoint>")]);
     let want = "app org.example.web (type webpush)
 
 exchange 1: sending (gives up within <s>)
@@ -223,28 +252,9 @@ async fn an_unknown_app_id_is_a_clear_error() {
 
 #[tokio::test]
 async fn a_temporary_failure_shows_the_answer_and_exits_1() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = process::write_config(
-        dir.path(),
-        "gw",
-        "store: none\ndispatch:\n  upstream_timeout: 2s\n",
-    );
-    let fake = FakeWebPush::start().await;
-    let (endpoint, sub) = fake.subscribe("busy");
-    fake.set_behaviour("busy", Behaviour::Status(503));
-    let data = json!({"endpoint": endpoint, "auth": sub.auth()}).to_string();
-    let (code, out, _) = send_test(
-        &config,
-        &[
-            "--app-id",
-            "org.example.web",
-            "--pushkey",
-            &sub.p256dh(),
-            "--data",
-            &data,
-        ],
-    )
-    .await;
+    let timeout = "dispatch:\n  upstream_timeout: 2s\n";
+    let device = web_push_device(timeout, "busy", Behaviour::Status(503)).await;
+    let (code, out, _) = send_test(&device.config, &device.args()).await;
     assert_eq!(code, 1);
     assert!(out.contains("\n< 503\n"), "{out}");
     assert!(
@@ -528,23 +538,13 @@ async fn a_hanging_push_service_shows_the_request_while_it_waits() {
     use std::process::Stdio;
     use std::time::Instant;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = process::write_config(
-        dir.path(),
-        "gw",
-        "store: none\ndispatch:\n  upstream_timeout: 5s\n",
-    );
-    let fake = FakeWebPush::start().await;
-    let (endpoint, sub) = fake.subscribe("hangs");
-    fake.set_behaviour("hangs", Behaviour::Stall);
-    let data = json!({"endpoint": endpoint, "auth": sub.auth()}).to_string();
+    let timeout = "dispatch:\n  upstream_timeout: 5s\n";
+    let device = web_push_device(timeout, "hangs", Behaviour::Stall).await;
     let mut child = Command::new(process::BIN)
         .arg("--config")
-        .arg(&config)
-        .args(["send-test", "--app-id", "org.example.web", "--pushkey"])
-        .arg(sub.p256dh())
-        .arg("--data")
-        .arg(&data)
+        .arg(&device.config)
+        .arg("send-test")
+        .args(device.args())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -583,7 +583,7 @@ async fn a_hanging_push_service_shows_the_request_while_it_waits() {
         seen[2].starts_with("exchange 1: sending (gives up within ") && seen[2].ends_with(" s)"),
         "{seen:?}"
     );
-    assert_eq!(seen[3], format!("> POST {endpoint}"));
+    assert_eq!(seen[3], format!("> POST {}", device.endpoint));
     // The whole run took the timeout: the lines above came before it ran out.
     assert!(started.elapsed() >= Duration::from_secs(5));
     // The client's timeout and the endpoint's are both 5 s here: either may say so.

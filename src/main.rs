@@ -41,7 +41,8 @@ enum Command {
     /// Validate the config and list every problem with its key path; exit 1 on errors.
     CheckConfig,
     /// Send one test push to one device through a configured app and show what was
-    /// sent and exactly what the push service answered. Exit 0 when delivered.
+    /// sent and exactly what the push service answered (FCM's OAuth token request
+    /// included, its secrets redacted), each exchange as it happens. Exit 0 when delivered.
     SendTest {
         /// The app id (as a pusher would give it).
         #[arg(long)]
@@ -52,13 +53,17 @@ enum Command {
         /// The pusher's `data` as JSON; Web Push needs `{"endpoint": ..., "auth": ...}`.
         #[arg(long, default_value = "{}")]
         data: String,
-        /// Send what an `event_id_only` pusher gets.
-        #[arg(long)]
+        /// The notification's shape, one of those a homeserver sends.
+        #[arg(long, value_enum, default_value = "message")]
+        kind: pushgate::sendtest::Kind,
+        /// The same as `--kind event-id-only`.
+        #[arg(long, conflicts_with = "kind")]
         event_id_only: bool,
-        /// The message body.
-        #[arg(long, default_value = "Test push from pushgate")]
-        body: String,
-        /// Print the report as JSON.
+        /// The body of `--kind message` (default "Test push from pushgate") or the
+        /// file name of `--kind image` (default "pushgate-test.png").
+        #[arg(long)]
+        body: Option<String>,
+        /// Print one JSON report at the end instead of the text as it happens.
         #[arg(long)]
         json: bool,
     },
@@ -207,6 +212,7 @@ fn main() -> ExitCode {
             app_id,
             pushkey,
             data,
+            kind,
             event_id_only,
             body,
             json,
@@ -222,7 +228,11 @@ fn main() -> ExitCode {
                 app_id,
                 pushkey,
                 data,
-                event_id_only,
+                kind: if event_id_only {
+                    pushgate::sendtest::Kind::EventIdOnly
+                } else {
+                    kind
+                },
                 body,
             };
             send_test(cli.config.as_deref(), &push, json)
@@ -248,15 +258,18 @@ fn send_test(path: Option<&Path>, push: &pushgate::sendtest::TestPush, as_json: 
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(pushgate::sendtest::run(&loaded.config, push)) {
+    let live: Option<pushgate::sendtest::Live> = if as_json {
+        None
+    } else {
+        Some(Box::new(std::io::stdout()))
+    };
+    match runtime.block_on(pushgate::sendtest::run(&loaded.config, push, live)) {
         Ok(report) => {
             if as_json {
                 match serde_json::to_string_pretty(&report) {
                     Ok(text) => println!("{text}"),
                     Err(e) => eprintln!("cannot encode the report: {e}"),
                 }
-            } else {
-                print!("{}", pushgate::sendtest::render(&report));
             }
             if report.delivered() {
                 ExitCode::SUCCESS

@@ -121,19 +121,35 @@ impl TokenSource {
             .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
             .append_pair("assertion", &self.assertion()?)
             .finish();
-        let resp = self
+        let request = self
             .client
             .post(&self.token_uri)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(form)
-            .send()
-            .await
+            .build()
             .map_err(|e| AuthError::Request(crate::net::describe(&e)))?;
+        // `send-test` shows this exchange, without the assertion or the token.
+        let tap = crate::pushkin::tap::ambient();
+        let tapped = tap.as_deref().map(|t| {
+            (
+                t,
+                t.sent_form("OAuth access token", &request, &["assertion"]),
+            )
+        });
+        let failed = |e: reqwest::Error| {
+            let why = crate::net::describe(&e);
+            if let Some((t, i)) = tapped {
+                t.failed(i, why.clone());
+            }
+            AuthError::Request(why)
+        };
+        let resp = self.client.execute(request).await.map_err(failed)?;
         let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| AuthError::Request(crate::net::describe(&e)))?;
+        let headers = tapped.map(|_| resp.headers().clone());
+        let body = resp.bytes().await.map_err(failed)?;
+        if let (Some((t, i)), Some(headers)) = (tapped, headers) {
+            t.answered_secret(i, status, &headers, &body, &["access_token", "id_token"]);
+        }
         if status != 200 {
             let body = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
             return Err(AuthError::Refused { status, body });

@@ -23,8 +23,10 @@ const OLD_VERSIONS: &str = "pushgate_schema";
 /// The table sqlx's migrator records versions in.
 const VERSIONS: &str = "_sqlx_migrations";
 
-/// Brings the schema up to date: adopts a database of the old migrator, then
-/// applies every migration not applied yet.
+/// Brings the schema up to date: adopts a database of the old migrator (once:
+/// when it has `pushgate_schema` and no `_sqlx_migrations`, the migrations up
+/// to its version are recorded as applied), then applies every migration not
+/// applied yet.
 pub async fn migrate<DB>(pool: &Pool<DB>) -> Result<(), StoreError>
 where
     DB: Backend,
@@ -33,46 +35,34 @@ where
     i64: Type<DB> + for<'r> Decode<'r, DB>,
     for<'q> &'q str: Type<DB> + Encode<'q, DB>,
 {
-    adopt_old_versions(pool)
-        .await
-        .map_err(StoreError::Migrate)?;
+    let adopt = async || -> Result<(), sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        if let Some(lock) = DB::OLD_MIGRATOR_LOCK {
+            sqlx::raw_sql(lock).execute(&mut *tx).await?;
+        }
+        let exists = async |conn: &mut DB::Connection, table: &str| -> Result<bool, sqlx::Error> {
+            let row = sqlx::query(DB::TABLE_EXISTS)
+                .bind(table)
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok(row.try_get::<i64, _>(0)? > 0)
+        };
+        if !exists(&mut tx, OLD_VERSIONS).await? || exists(&mut tx, VERSIONS).await? {
+            return Ok(());
+        }
+        let version: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM pushgate_schema")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        // Within this transaction: an adoption that fails leaves no `_sqlx_migrations` behind.
+        DB::migrator().skip(&mut tx, Some(version)).await?;
+        tx.commit().await?;
+        tracing::info!(version, "store schema versions adopted by sqlx's migrator");
+        Ok(())
+    };
+    adopt().await.map_err(StoreError::Migrate)?;
     DB::migrator()
         .run(pool)
         .await
         .map_err(|e| StoreError::Migrate(e.into()))
-}
-
-/// Records the migrations a database of the old migrator already has as
-/// applied, once (when it has `pushgate_schema` and no `_sqlx_migrations`).
-async fn adopt_old_versions<DB>(pool: &Pool<DB>) -> Result<(), sqlx::Error>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    usize: ColumnIndex<DB::Row>,
-    i64: Type<DB> + for<'r> Decode<'r, DB>,
-    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
-{
-    let mut tx = pool.begin().await?;
-    if let Some(lock) = DB::OLD_MIGRATOR_LOCK {
-        sqlx::raw_sql(lock).execute(&mut *tx).await?;
-    }
-    let exists = async |conn: &mut DB::Connection, table: &str| -> Result<bool, sqlx::Error> {
-        let row = sqlx::query(DB::TABLE_EXISTS)
-            .bind(table)
-            .fetch_one(&mut *conn)
-            .await?;
-        Ok(row.try_get::<i64, _>(0)? > 0)
-    };
-    if !exists(&mut tx, OLD_VERSIONS).await? || exists(&mut tx, VERSIONS).await? {
-        return Ok(());
-    }
-    let version: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM pushgate_schema")
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
-    // Within this transaction: an adoption that fails leaves no `_sqlx_migrations` behind.
-    DB::migrator().skip(&mut tx, Some(version)).await?;
-    tx.commit().await?;
-    tracing::info!(version, "store schema versions adopted by sqlx's migrator");
-    Ok(())
 }

@@ -120,15 +120,20 @@ where
             });
             q.push(")");
             for row in q.build().fetch_all(&mut *conn).await? {
-                out.push(Rejection {
-                    app_id: row.try_get(0)?,
-                    pushkey: row.try_get(1)?,
-                    rejected_at: row.try_get(2)?,
-                    reason: row.try_get(3)?,
-                });
+                out.push(Self::rejection_from(&row)?);
             }
         }
         Ok(out)
+    }
+
+    /// A row of `SELECT app_id, pushkey, rejected_at, reason FROM rejections`.
+    fn rejection_from(row: &DB::Row) -> Result<Rejection, sqlx::Error> {
+        Ok(Rejection {
+            app_id: row.try_get(0)?,
+            pushkey: row.try_get(1)?,
+            rejected_at: row.try_get(2)?,
+            reason: row.try_get(3)?,
+        })
     }
 
     /// Claims `keys` (each with its lease end); returns the keys granted.
@@ -661,16 +666,7 @@ where
         .bind(limit)
         .fetch_all(&self.read_pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push(Rejection {
-                app_id: row.try_get(0)?,
-                pushkey: row.try_get(1)?,
-                rejected_at: row.try_get(2)?,
-                reason: row.try_get(3)?,
-            });
-        }
-        Ok(out)
+        rows.iter().map(Self::rejection_from).collect()
     }
 
     pub(super) async fn forget_rejection_held(

@@ -1,6 +1,7 @@
 //! The store's contract, checked against both backends: SQLite (a temporary
 //! file) and PostgreSQL (a fresh database on the server `scripts/test` starts).
-//! Every check runs twice, once per backend, from the same code.
+//! Every check runs twice, once per backend, from the same code (`rstest`
+//! values of [`Db`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use pushgate::config::StoreConfig;
 use pushgate::store::{
     self, ClaimKey, ClaimState, DeviceKey, Expiry, NewEntry, Rejection, Settlement, Store,
 };
+use rstest::rstest;
 
 /// A store on a backend, and what keeps it alive (the SQLite file's directory).
 struct Backend {
@@ -17,68 +19,48 @@ struct Backend {
     _dir: Option<tempfile::TempDir>,
 }
 
-async fn sqlite() -> Option<Backend> {
-    let dir = tempfile::tempdir().expect("dir");
-    let config = StoreConfig::Sqlite {
-        path: dir.path().join("pushgate.db"),
-    };
-    let store = store::open(&config).await.expect("open").expect("a store");
-    Some(Backend {
-        store,
-        config,
-        _dir: Some(dir),
-    })
+/// The database a test runs on: every check below takes one as an `rstest`
+/// value, so that the same body runs once per backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Db {
+    Sqlite,
+    Postgres,
 }
 
-async fn postgres() -> Option<Backend> {
-    let url = testkit::postgres::fresh_database().await?;
-    let config = StoreConfig::Postgres {
-        url: url.clone().into(),
-        max_connections: 10,
-    };
-    let store = store::open(&config).await.expect("open").expect("a store");
-    Some(Backend {
-        store,
-        config,
-        _dir: None,
-    })
-}
-
-/// One `#[tokio::test]` per backend for each check.
-macro_rules! on_both_backends {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $check() {
-                let b = super::sqlite().await.expect("sqlite");
-                super::$check(b).await;
-            })*
+impl Db {
+    /// A fresh, empty database (no store opened on it yet) and what keeps it
+    /// alive; `None` when no PostgreSQL server is configured (the test skips).
+    async fn fresh(self) -> Option<(StoreConfig, Option<tempfile::TempDir>)> {
+        match self {
+            Db::Sqlite => {
+                let dir = tempfile::tempdir().expect("dir");
+                let config = StoreConfig::Sqlite {
+                    path: dir.path().join("pushgate.db"),
+                };
+                Some((config, Some(dir)))
+            }
+            Db::Postgres => {
+                let url = testkit::postgres::fresh_database().await?;
+                let config = StoreConfig::Postgres {
+                    url: url.into(),
+                    max_connections: 10,
+                };
+                Some((config, None))
+            }
         }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $check() {
-                let Some(b) = super::postgres().await else { return };
-                super::$check(b).await;
-            })*
-        }
-    };
-}
+    }
 
-on_both_backends!(
-    reopening_keeps_data_and_schema,
-    rejections_are_remembered_updated_and_forgotten,
-    claims_grant_once_take_over_expired_leases_and_reopen_after_the_window,
-    outbox_entries_come_due_are_leased_rescheduled_and_deleted,
-    concurrent_workers_never_take_the_same_entry,
-    expiry_deletes_old_rows_in_bounded_batches,
-    lists_longer_than_one_statement_chunk,
-    concurrent_claims_and_settlements_each_get_their_own_answer,
-    upgrading_forgets_rejections_that_were_not_the_push_services_word,
-    a_requests_notification_is_stored_once_and_joined_again_at_take,
-    released_claims_can_be_claimed_again,
-    fields_of_the_maximum_accepted_length_are_stored_and_found_again,
-    ping_fails_from_a_failed_write_until_a_write_succeeds,
-);
+    /// The store, opened on a fresh database.
+    async fn open(self) -> Option<Backend> {
+        let (config, dir) = self.fresh().await?;
+        let store = store::open(&config).await.expect("open").expect("a store");
+        Some(Backend {
+            store,
+            config,
+            _dir: dir,
+        })
+    }
+}
 
 fn dev(pushkey: &str) -> DeviceKey {
     DeviceKey {
@@ -117,7 +99,10 @@ fn new_entry(pushkey: &str, created_at: i64, due_at: i64) -> NewEntry {
     }
 }
 
-async fn reopening_keeps_data_and_schema(b: Backend) {
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reopening_keeps_data_and_schema(#[values(Db::Sqlite, Db::Postgres)] db: Db) {
+    let Some(b) = db.open().await else { return };
     let s = Settlement {
         now: 1000,
         remember: vec![rejection("dead", 900, "410 Gone")],
@@ -152,7 +137,12 @@ async fn reopening_keeps_data_and_schema(b: Backend) {
     }
 }
 
-async fn rejections_are_remembered_updated_and_forgotten(b: Backend) {
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rejections_are_remembered_updated_and_forgotten(
+    #[values(Db::Sqlite, Db::Postgres)] db: Db,
+) {
+    let Some(b) = db.open().await else { return };
     let s = &b.store;
     assert_eq!(s.rejections(&[dev("a")]).await.expect("read"), vec![]);
     let remember = Settlement {
@@ -207,7 +197,12 @@ async fn rejections_are_remembered_updated_and_forgotten(b: Backend) {
     );
 }
 
-async fn claims_grant_once_take_over_expired_leases_and_reopen_after_the_window(b: Backend) {
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_grant_once_take_over_expired_leases_and_reopen_after_the_window(
+    #[values(Db::Sqlite, Db::Postgres)] db: Db,
+) {
+    let Some(b) = db.open().await else { return };
     let s = &b.store;
     let k = claim_key("p", "$e1");
     // First claim: granted, leased until 2000.
@@ -275,7 +270,12 @@ async fn claims_grant_once_take_over_expired_leases_and_reopen_after_the_window(
     assert_eq!(granted, vec![claim_key("p", "$e2"), claim_key("q", "$e1")]);
 }
 
-async fn outbox_entries_come_due_are_leased_rescheduled_and_deleted(b: Backend) {
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outbox_entries_come_due_are_leased_rescheduled_and_deleted(
+    #[values(Db::Sqlite, Db::Postgres)] db: Db,
+) {
+    let Some(b) = db.open().await else { return };
     let s = &b.store;
     let ids = s
         .settle(Settlement {
@@ -337,7 +337,10 @@ async fn outbox_entries_come_due_are_leased_rescheduled_and_deleted(b: Backend) 
     assert_eq!((stats.outbox, stats.oldest), (7, Some(0)));
 }
 
-async fn concurrent_workers_never_take_the_same_entry(b: Backend) {
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_workers_never_take_the_same_entry(#[values(Db::Sqlite, Db::Postgres)] db: Db) {
+    let Some(b) = db.open().await else { return };
     const ENTRIES: usize = 300;
     let s = b.store.clone();
     s.settle(Settlement {
@@ -373,7 +376,10 @@ async fn concurrent_workers_never_take_the_same_entry(b: Backend) {
     assert_eq!(all.len(), ENTRIES, "no entry taken twice");
 }
 
-async fn expiry_deletes_old_rows_in_bounded_batches(b: Backend) {
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiry_deletes_old_rows_in_bounded_batches(#[values(Db::Sqlite, Db::Postgres)] db: Db) {
+    let Some(b) = db.open().await else { return };
     let s = &b.store;
     let old: Vec<ClaimKey> = (0..25)
         .map(|i| claim_key("p", &format!("$old{i}")))
@@ -407,7 +413,10 @@ async fn expiry_deletes_old_rows_in_bounded_batches(b: Backend) {
     assert_eq!(s.rejections(&[dev("fresh")]).await.expect("read").len(), 1);
 }
 
-async fn lists_longer_than_one_statement_chunk(b: Backend) {
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lists_longer_than_one_statement_chunk(#[values(Db::Sqlite, Db::Postgres)] db: Db) {
+    let Some(b) = db.open().await else { return };
     let s = &b.store;
     // More keys than one statement takes (500), so the chunking is exercised.
     let keys: Vec<ClaimKey> = (0..1203)
@@ -438,7 +447,12 @@ async fn lists_longer_than_one_statement_chunk(b: Backend) {
 /// each caller must get exactly its own answer, a key raced for by several
 /// claims goes to one of them, and a bad write among good ones fails only its
 /// own caller.
-async fn concurrent_claims_and_settlements_each_get_their_own_answer(b: Backend) {
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claims_and_settlements_each_get_their_own_answer(
+    #[values(Db::Sqlite, Db::Postgres)] db: Db,
+) {
+    let Some(b) = db.open().await else { return };
     const CALLERS: usize = 40;
     let s = b.store.clone();
     let tasks: Vec<_> = (0..CALLERS)
@@ -544,81 +558,105 @@ async fn concurrent_claims_and_settlements_each_get_their_own_answer(b: Backend)
     }
 }
 
-/// Undoes the schema versions after 1 (each version's objects, newest first).
-const ROLL_BACK_TO_VERSION_1: &str = "DROP INDEX outbox_notification; \
-     ALTER TABLE outbox DROP COLUMN notification_id; DROP TABLE outbox_notifications; \
-     DELETE FROM pushgate_schema WHERE version >= 2;";
+/// The schema as pushgate's own migrator wrote it before it used sqlx's
+/// (`{id}` is each backend's auto-incrementing id): versions 1 to 3, each
+/// followed by its row in `pushgate_schema`. Kept here verbatim, as released.
+const OLD_MIGRATIONS: [&str; 3] = [
+    "CREATE TABLE outbox (id {id}, \
+     app_id TEXT NOT NULL, pushkey TEXT NOT NULL, body TEXT NOT NULL, \
+     created_at BIGINT NOT NULL, due_at BIGINT NOT NULL, attempts BIGINT NOT NULL, \
+     last_error TEXT);\
+     CREATE INDEX outbox_due ON outbox (due_at);
+     CREATE TABLE rejections (app_id TEXT NOT NULL, pushkey TEXT NOT NULL,
+         rejected_at BIGINT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (app_id, pushkey));
+     CREATE INDEX rejections_rejected_at ON rejections (rejected_at);
+     CREATE TABLE claims (app_id TEXT NOT NULL, pushkey TEXT NOT NULL, event_id TEXT NOT NULL,
+         settled INTEGER NOT NULL, until_ms BIGINT NOT NULL,
+         PRIMARY KEY (app_id, pushkey, event_id));
+     CREATE INDEX claims_until ON claims (until_ms);",
+    "DELETE FROM rejections WHERE NOT (\
+     reason LIKE 'APNs answered 410%' \
+     OR reason LIKE 'APNs answered 400 BadDeviceToken%' \
+     OR reason LIKE 'APNs answered 400 DeviceTokenNotForTopic%' \
+     OR reason LIKE 'FCM answered 404%' \
+     OR reason LIKE 'FCM answered 400%' \
+     OR (reason LIKE 'FCM answered %' AND reason LIKE '%UNREGISTERED%'))",
+    "CREATE TABLE outbox_notifications (id {id}, \
+     body TEXT NOT NULL, created_at BIGINT NOT NULL); \
+     ALTER TABLE outbox ADD COLUMN notification_id BIGINT; \
+     CREATE INDEX outbox_notification ON outbox (notification_id);",
+];
 
-/// Schema version 2 drops the remembered rejections that earlier versions
-/// wrote for a request's own data or a configuration matter; the push
-/// services' token-dead answers stay.
-async fn upgrading_forgets_rejections_that_were_not_the_push_services_word(b: Backend) {
-    let kept = [
-        ("apns-gone", "APNs answered 410 Unregistered"),
-        ("apns-bad", "APNs answered 400 BadDeviceToken"),
-        ("apns-topic", "APNs answered 400 DeviceTokenNotForTopic"),
-        ("fcm-gone", "FCM answered 404 NOT_FOUND UNREGISTERED: gone"),
-        (
-            "fcm-token",
-            "FCM answered 400 INVALID_ARGUMENT : The registration token is not valid",
-        ),
-    ];
-    let dropped = [
-        ("bad-default", "data.default_payload must be an object"),
-        (
-            "sender",
-            "FCM answered 403 PERMISSION_DENIED SENDER_ID_MISMATCH: SenderId mismatch",
-        ),
-        ("topic", "APNs answered 400 TopicDisallowed"),
-        ("too-big", "the payload is 5000 bytes even without content"),
-        ("p256dh", "push service answered 410: subscription expired"),
-        (
-            "incomplete",
-            "incomplete Web Push subscription: needs a P-256 pushkey",
-        ),
-        (
-            "guard",
-            "localhost resolves to 127.0.0.1, a loopback address",
-        ),
-    ];
-    let s = Settlement {
-        now: 1000,
-        remember: kept
-            .iter()
-            .chain(&dropped)
-            .map(|(k, r)| rejection(k, 900, r))
-            .collect(),
-        ..Settlement::default()
-    };
-    b.store.settle(s).await.expect("settle");
-    // Back to schema version 1, as a gateway of an earlier release left it.
-    match &b.config {
+/// Runs `sql` (several statements allowed) on the test's database, from a
+/// connection of its own, creating an SQLite file if there is none.
+async fn run_sql(config: &StoreConfig, sql: &str) {
+    match config {
         StoreConfig::Sqlite { path } => {
-            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(options)
                 .await
                 .expect("sqlite");
-            sqlx::raw_sql(ROLL_BACK_TO_VERSION_1)
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
                 .execute(&pool)
                 .await
-                .expect("roll back");
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
             pool.close().await;
         }
         StoreConfig::Postgres { url, .. } => {
             let pool = sqlx::PgPool::connect(url.expose()).await.expect("postgres");
-            sqlx::raw_sql(ROLL_BACK_TO_VERSION_1)
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
                 .execute(&pool)
                 .await
-                .expect("roll back");
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
             pool.close().await;
         }
         StoreConfig::None => unreachable!("a store"),
     }
-    let upgraded = store::open(&b.config)
-        .await
-        .expect("reopen")
-        .expect("a store");
-    let all: Vec<DeviceKey> = kept.iter().chain(&dropped).map(|(k, _)| dev(k)).collect();
-    let mut left: Vec<String> = upgraded
+}
+
+/// A fresh database as a gateway of an earlier release (its own migrator)
+/// left it at schema `version`.
+async fn old_database(db: Db, version: usize) -> Option<(StoreConfig, Option<tempfile::TempDir>)> {
+    let (config, dir) = db.fresh().await?;
+    let id = match db {
+        Db::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        Db::Postgres => "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    };
+    run_sql(
+        &config,
+        "CREATE TABLE IF NOT EXISTS pushgate_schema (version BIGINT NOT NULL)",
+    )
+    .await;
+    for (i, m) in OLD_MIGRATIONS.iter().take(version).enumerate() {
+        let sql = format!(
+            "{}; INSERT INTO pushgate_schema (version) VALUES ({})",
+            m.replace("{id}", id).trim_end().trim_end_matches(';'),
+            i + 1
+        );
+        run_sql(&config, &sql).await;
+    }
+    Some((config, dir))
+}
+
+/// `INSERT INTO rejections` of these (pushkey, reason) pairs, as SQL text.
+fn insert_rejections(rows: &[(&str, &str)]) -> String {
+    rows.iter()
+        .map(|(k, r)| {
+            format!(
+                "INSERT INTO rejections (app_id, pushkey, rejected_at, reason) \
+                 VALUES ('org.example.app', '{k}', 900, '{}');",
+                r.replace('\'', "''")
+            )
+        })
+        .collect()
+}
+
+/// The pushkeys among `devices` that have a remembered rejection, sorted.
+async fn rejected(store: &dyn Store, pushkeys: &[&str]) -> Vec<String> {
+    let all: Vec<DeviceKey> = pushkeys.iter().map(|k| dev(k)).collect();
+    let mut left: Vec<String> = store
         .rejections(&all)
         .await
         .expect("read")
@@ -626,15 +664,154 @@ async fn upgrading_forgets_rejections_that_were_not_the_push_services_word(b: Ba
         .map(|r| r.pushkey)
         .collect();
     left.sort();
-    let mut expected: Vec<String> = kept.iter().map(|(k, _)| k.to_string()).collect();
+    left
+}
+
+/// Remembered rejections a push service gave as the token's death, and
+/// rejections an earlier version wrote for the request's own data or a
+/// configuration matter.
+const KEPT: [(&str, &str); 5] = [
+    ("apns-gone", "APNs answered 410 Unregistered"),
+    ("apns-bad", "APNs answered 400 BadDeviceToken"),
+    ("apns-topic", "APNs answered 400 DeviceTokenNotForTopic"),
+    ("fcm-gone", "FCM answered 404 NOT_FOUND UNREGISTERED: gone"),
+    (
+        "fcm-token",
+        "FCM answered 400 INVALID_ARGUMENT : The registration token is not valid",
+    ),
+];
+const DROPPED: [(&str, &str); 7] = [
+    ("bad-default", "data.default_payload must be an object"),
+    (
+        "sender",
+        "FCM answered 403 PERMISSION_DENIED SENDER_ID_MISMATCH: SenderId mismatch",
+    ),
+    ("topic", "APNs answered 400 TopicDisallowed"),
+    ("too-big", "the payload is 5000 bytes even without content"),
+    ("p256dh", "push service answered 410: subscription expired"),
+    (
+        "incomplete",
+        "incomplete Web Push subscription: needs a P-256 pushkey",
+    ),
+    (
+        "guard",
+        "localhost resolves to 127.0.0.1, a loopback address",
+    ),
+];
+
+/// A database of the old migrator at schema version 1 is adopted and
+/// upgraded: version 2 drops the remembered rejections that were not the push
+/// services' word (the token-dead answers stay), version 3 lets a request's
+/// notification be stored once, and the entries queued before keep their body.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_version_1_database_of_the_old_migrator_is_upgraded(
+    #[values(Db::Sqlite, Db::Postgres)] db: Db,
+) {
+    let Some((config, _dir)) = old_database(db, 1).await else {
+        return;
+    };
+    let old_body = r#"{"notification":{"devices":[{"pushkey":"old"}]}}"#;
+    let sql = format!(
+        "{} INSERT INTO outbox (app_id, pushkey, body, created_at, due_at, attempts, last_error) \
+         VALUES ('org.example.app', 'old', '{old_body}', 100, 100, 1, '503');",
+        insert_rejections(&[KEPT.as_slice(), DROPPED.as_slice()].concat())
+    );
+    run_sql(&config, &sql).await;
+
+    let upgraded = store::open(&config)
+        .await
+        .expect("upgrade")
+        .expect("a store");
+    let all: Vec<&str> = KEPT.iter().chain(&DROPPED).map(|(k, _)| *k).collect();
+    let mut expected: Vec<String> = KEPT.iter().map(|(k, _)| k.to_string()).collect();
     expected.sort();
-    assert_eq!(left, expected);
+    assert_eq!(rejected(&*upgraded, &all).await, expected);
+    // Version 3's shared notification is there and works beside the old entry.
+    let shared: Arc<str> = Arc::from(r#"{"event_id":"$e"}"#);
+    let ids = upgraded
+        .settle(Settlement {
+            now: 200,
+            enqueue: vec![NewEntry {
+                body: r#"{"app_id":"org.example.app","pushkey":"new"}"#.into(),
+                shared: Some(shared),
+                ..new_entry("new", 200, 200)
+            }],
+            ..Settlement::default()
+        })
+        .await
+        .expect("settle");
+    assert_eq!(ids.len(), 1);
+    let mut taken = upgraded.take_due(300, 400, 10).await.expect("take");
+    taken.sort_by_key(|e| e.created_at);
+    let bodies: Vec<&str> = taken.iter().map(|e| e.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        [
+            old_body,
+            r#"{"notification":{"event_id":"$e","devices":[{"app_id":"org.example.app","pushkey":"new"}]}}"#
+        ]
+    );
+    upgraded.ping().await.expect("ping");
+    drop(upgraded);
+
+    // Opened again: nothing left to adopt or to apply, and the data stays.
+    let again = store::open(&config)
+        .await
+        .expect("reopen")
+        .expect("a store");
+    assert_eq!(rejected(&*again, &all).await, expected);
+    assert_eq!(again.stats().await.expect("stats").outbox, 2);
+}
+
+/// A database of the old migrator at its last version (3) starts with its data
+/// unchanged: no migration runs again (version 2 would drop this rejection
+/// that a gateway of that version could no longer have written), and an entry
+/// that shares its notification is taken whole.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_version_3_database_of_the_old_migrator_starts_unchanged(
+    #[values(Db::Sqlite, Db::Postgres)] db: Db,
+) {
+    let Some((config, _dir)) = old_database(db, 3).await else {
+        return;
+    };
+    let sql = format!(
+        "{} INSERT INTO outbox_notifications (body, created_at) VALUES ('{{\"event_id\":\"$e\"}}', 100); \
+         INSERT INTO outbox (app_id, pushkey, body, created_at, due_at, attempts, last_error, notification_id) \
+         VALUES ('org.example.app', 'k', '{{\"pushkey\":\"k\"}}', 100, 100, 1, NULL, \
+         (SELECT MAX(id) FROM outbox_notifications));",
+        insert_rejections(&DROPPED[..1])
+    );
+    run_sql(&config, &sql).await;
+
+    let store = store::open(&config).await.expect("open").expect("a store");
+    assert_eq!(rejected(&*store, &[DROPPED[0].0]).await, [DROPPED[0].0]);
+    let taken = store.take_due(200, 300, 10).await.expect("take");
+    let bodies: Vec<&str> = taken.iter().map(|e| e.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        [r#"{"notification":{"event_id":"$e","devices":[{"pushkey":"k"}]}}"#]
+    );
+    // The readiness probe writes to sqlx's version table: it must be there.
+    store.ping().await.expect("ping");
+    drop(store);
+    let again = store::open(&config)
+        .await
+        .expect("reopen")
+        .expect("a store");
+    assert_eq!(again.stats().await.expect("stats").rejections, 1);
 }
 
 /// The longest values `/notify` accepts (a 64-character app id of two-byte
 /// characters, a 512-byte pushkey, a 255-byte event id) fit the schema and its
 /// indexes on both backends.
-async fn fields_of_the_maximum_accepted_length_are_stored_and_found_again(b: Backend) {
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fields_of_the_maximum_accepted_length_are_stored_and_found_again(
+    #[values(Db::Sqlite, Db::Postgres)] db: Db,
+) {
+    let Some(b) = db.open().await else { return };
     let s = &b.store;
     let app_id = "é".repeat(64);
     let pushkey = "k".repeat(512);
@@ -683,7 +860,12 @@ async fn refuse_claim_writes(config: &StoreConfig, refuse: bool) {
     }
 }
 
-async fn ping_fails_from_a_failed_write_until_a_write_succeeds(b: Backend) {
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ping_fails_from_a_failed_write_until_a_write_succeeds(
+    #[values(Db::Sqlite, Db::Postgres)] db: Db,
+) {
+    let Some(b) = db.open().await else { return };
     let s = &b.store;
     s.ping().await.expect("ping");
     refuse_claim_writes(&b.config, true).await;
@@ -712,7 +894,7 @@ async fn ping_fails_from_a_failed_write_until_a_write_succeeds(b: Backend) {
 #[tokio::test]
 async fn sqlite_files_readable_by_others_are_made_private_at_open() {
     use std::os::unix::fs::PermissionsExt;
-    let b = sqlite().await.expect("sqlite");
+    let b = Db::Sqlite.open().await.expect("sqlite");
     let StoreConfig::Sqlite { path } = &b.config else {
         unreachable!()
     };
@@ -750,7 +932,12 @@ async fn sqlite_files_readable_by_others_are_made_private_at_open() {
 
 /// The entries of one request share its notification: written once, joined
 /// with each device when taken, deleted by housekeeping once no entry needs it.
-async fn a_requests_notification_is_stored_once_and_joined_again_at_take(b: Backend) {
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_requests_notification_is_stored_once_and_joined_again_at_take(
+    #[values(Db::Sqlite, Db::Postgres)] db: Db,
+) {
+    let Some(b) = db.open().await else { return };
     let s = &b.store;
     let shared: Arc<str> = Arc::from(format!(
         r#"{{"event_id":"$e","content":{{"body":"{}"}},"counts":{{}}}}"#,
@@ -830,7 +1017,10 @@ async fn a_requests_notification_is_stored_once_and_joined_again_at_take(b: Back
 }
 
 /// A claim given up (its push neither sent nor queued) is granted again at once.
-async fn released_claims_can_be_claimed_again(b: Backend) {
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn released_claims_can_be_claimed_again(#[values(Db::Sqlite, Db::Postgres)] db: Db) {
+    let Some(b) = db.open().await else { return };
     let s = &b.store;
     let k = claim_key("k", "$e");
     let keys = std::slice::from_ref(&k);

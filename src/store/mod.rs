@@ -2,16 +2,18 @@
 //! pushes still to deliver, the memory of dead pushkeys, and the
 //! de-duplication claims of (device, event) pairs.
 //!
-//! One trait, two backends sharing one schema and one set of queries
-//! ([`queries`]): SQLite for one gateway (a local file, nothing to set up) and
+//! One trait, two backends sharing one schema and one set of generic queries
+//! ([`queries`]; what differs is the small [`backend::Backend`] trait): SQLite for one gateway (a local file, nothing to set up) and
 //! PostgreSQL for several gateways behind one load balancer. Only `dispatch`
 //! talks to the store. Times are milliseconds since the Unix epoch, taken from
 //! the gateway's clock so that both backends behave the same.
 
+mod backend;
 mod batch;
 mod migrations;
 mod postgres;
 mod queries;
+mod sql_store;
 mod sqlite;
 
 use std::sync::Arc;
@@ -34,8 +36,8 @@ pub fn now_ms() -> Millis {
 pub enum StoreError {
     #[error("cannot open the store at {what}: {message}")]
     Open { what: String, message: String },
-    #[error("store migration to version {version} failed: {source}")]
-    Migrate { version: i64, source: sqlx::Error },
+    #[error("store migration failed: {0}")]
+    Migrate(#[source] sqlx::Error),
     #[error("store query failed: {0}")]
     Query(#[from] sqlx::Error),
     #[error("the store's reader or writer task has stopped")]
@@ -320,12 +322,12 @@ pub fn join_wire(notification: &str, device: &str) -> String {
 pub async fn open(config: &StoreConfig) -> Result<Option<Arc<dyn Store>>, StoreError> {
     Ok(match config {
         StoreConfig::None => None,
-        StoreConfig::Sqlite { path } => Some(Arc::new(sqlite::SqliteStore::open(path).await?)),
+        StoreConfig::Sqlite { path } => Some(Arc::new(sqlite::open(path).await?)),
         StoreConfig::Postgres {
             url,
             max_connections,
         } => Some(Arc::new(
-            postgres::PgStore::open(url.expose(), *max_connections).await?,
+            postgres::open(url.expose(), *max_connections).await?,
         )),
     })
 }

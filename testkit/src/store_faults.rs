@@ -27,7 +27,7 @@ pub async fn refuse_writes(db: Db<'_>, refuse: bool) {
                      BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
                     "CREATE TRIGGER refuse_update BEFORE UPDATE ON claims \
                      BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
-                    "CREATE TRIGGER refuse_probe BEFORE UPDATE ON pushgate_schema \
+                    "CREATE TRIGGER refuse_probe BEFORE UPDATE ON _sqlx_migrations \
                      BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
                 ]
             } else {
@@ -50,13 +50,13 @@ pub async fn refuse_writes(db: Db<'_>, refuse: bool) {
                      $$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100'; END $$",
                     "CREATE TRIGGER refuse_writes BEFORE INSERT OR UPDATE ON claims \
                      FOR EACH ROW EXECUTE FUNCTION refuse_writes()",
-                    "CREATE TRIGGER refuse_probe BEFORE UPDATE ON pushgate_schema \
+                    "CREATE TRIGGER refuse_probe BEFORE UPDATE ON _sqlx_migrations \
                      FOR EACH ROW EXECUTE FUNCTION refuse_writes()",
                 ]
             } else {
                 &[
                     "DROP TRIGGER refuse_writes ON claims",
-                    "DROP TRIGGER refuse_probe ON pushgate_schema",
+                    "DROP TRIGGER refuse_probe ON _sqlx_migrations",
                 ]
             };
             for sql in sqls {

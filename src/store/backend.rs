@@ -1,0 +1,78 @@
+//! What differs between the two databases, as one small trait: the name for
+//! logs, the outbox take's row locking, the migrations' spelling and how the
+//! old migrator's schema version is read under its lock. Everything else
+//! ([`super::queries`], [`super::sql_store`]) is generic over a [`Backend`].
+//!
+//! The SQL itself is the common subset of SQLite (3.35+) and PostgreSQL:
+//! row values, `INSERT … ON CONFLICT … DO UPDATE … WHERE`, `RETURNING`,
+//! `$1`-style placeholders (SQLite reads `$1` as parameter 1), and
+//! `QueryBuilder` writes each backend's placeholders for lists.
+
+use sqlx::migrate::{Migrate, Migrator};
+
+/// One sqlx database the store runs on.
+pub trait Backend:
+    sqlx::Database<Connection: Migrate, Arguments: sqlx::IntoArguments<Self>>
+{
+    /// `sqlite` or `postgres`, for logs ([`super::Store::backend`]).
+    const LOG_NAME: &'static str;
+
+    /// The outbox take (`$1` lease end, `$2` now, `$3` limit). PostgreSQL's
+    /// inner `SELECT` locks the rows it takes and skips rows another gateway
+    /// holds (`FOR UPDATE SKIP LOCKED`), so that concurrent gateways never take
+    /// the same entry; SQLite serialises writers anyway. Otherwise the same.
+    const TAKE_DUE: &'static str;
+
+    /// `COUNT(*)` of tables named `$1` in the database (0 or 1).
+    const TABLE_EXISTS: &'static str;
+
+    /// Run first in the transaction that adopts a database versioned by the
+    /// old migrator ([`super::migrations`]): PostgreSQL takes the advisory lock
+    /// that migrator took, so that an older gateway starting beside us does
+    /// not migrate at the same time; SQLite's writer lock already serialises them.
+    const OLD_MIGRATOR_LOCK: Option<&'static str>;
+
+    /// The schema's migrations in this backend's spelling.
+    fn migrator() -> &'static Migrator;
+
+    /// Rows a statement changed (each backend's result type has its own method).
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+impl Backend for sqlx::Sqlite {
+    const LOG_NAME: &'static str = "sqlite";
+    const TAKE_DUE: &'static str = "UPDATE outbox SET due_at = $1 WHERE id IN \
+         (SELECT id FROM outbox WHERE due_at <= $2 ORDER BY due_at LIMIT $3) \
+         RETURNING id, body, created_at, attempts, notification_id";
+    const TABLE_EXISTS: &'static str =
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
+    const OLD_MIGRATOR_LOCK: Option<&'static str> = None;
+
+    fn migrator() -> &'static Migrator {
+        static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+        &MIGRATOR
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl Backend for sqlx::Postgres {
+    const LOG_NAME: &'static str = "postgres";
+    const TAKE_DUE: &'static str = "UPDATE outbox SET due_at = $1 WHERE id IN \
+         (SELECT id FROM outbox WHERE due_at <= $2 ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+         RETURNING id, body, created_at, attempts, notification_id";
+    const TABLE_EXISTS: &'static str = "SELECT COUNT(*) FROM pg_catalog.pg_tables \
+         WHERE schemaname = current_schema() AND tablename = $1";
+    const OLD_MIGRATOR_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7243001)");
+
+    fn migrator() -> &'static Migrator {
+        static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
+        &MIGRATOR
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+}

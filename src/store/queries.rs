@@ -358,27 +358,48 @@ macro_rules! queries {
             now: Millis,
             lease_until: Millis,
             limit: i64,
+            fair: &$crate::store::Fairness,
         ) -> Result<Vec<Entry>, sqlx::Error> {
-            on_held!(pool, held, |conn| take_due_on(&mut conn, now, lease_until, limit))
+            on_held!(pool, held, |conn| take_due_on(&mut conn, now, lease_until, limit, fair))
         }
 
+        /// Each app's first `fair.per_app` due entries are ranked with a
+        /// window function (in a subquery: PostgreSQL locks no rows at a level
+        /// that has one), the earliest `limit` of them leased.
         async fn take_due_on(
             conn: &mut <$db as sqlx::Database>::Connection,
             now: Millis,
             lease_until: Millis,
             limit: i64,
+            fair: &$crate::store::Fairness,
         ) -> Result<Vec<Entry>, sqlx::Error> {
-            let rows = sqlx::query(concat!(
-                "UPDATE outbox SET due_at = $1 WHERE id IN \
-                 (SELECT id FROM outbox WHERE due_at <= $2 ORDER BY due_at LIMIT $3",
+            let mut q = QueryBuilder::<$db>::new("UPDATE outbox SET due_at = ");
+            q.push_bind(lease_until);
+            q.push(" WHERE id IN (SELECT id FROM outbox WHERE due_at <= ");
+            q.push_bind(now);
+            q.push(
+                " AND id IN (SELECT id FROM (SELECT id, \
+                 ROW_NUMBER() OVER (PARTITION BY app_id ORDER BY due_at, id) AS n \
+                 FROM outbox WHERE due_at <= ",
+            );
+            q.push_bind(now);
+            if !fair.skip_apps.is_empty() {
+                q.push(" AND app_id NOT IN (");
+                let mut list = q.separated(", ");
+                for app in &fair.skip_apps {
+                    list.push_bind(app.as_str());
+                }
+                q.push(")");
+            }
+            q.push(") ranked WHERE n <= ");
+            q.push_bind(fair.per_app);
+            q.push(") ORDER BY due_at LIMIT ");
+            q.push_bind(limit);
+            q.push(concat!(
                 $skip_locked,
-                ") RETURNING id, body, created_at, attempts, notification_id"
-            ))
-            .bind(lease_until)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?;
+                ") RETURNING id, body, created_at, attempts, notification_id, app_id"
+            ));
+            let rows = q.build().fetch_all(&mut *conn).await?;
             let mut entries = Vec::with_capacity(rows.len());
             let mut wanted: Vec<i64> = Vec::new();
             for row in rows {
@@ -392,6 +413,7 @@ macro_rules! queries {
                         body: row.try_get(1)?,
                         created_at: row.try_get(2)?,
                         attempts: row.try_get(3)?,
+                        app_id: row.try_get(5)?,
                     },
                     notification_id,
                 ));
@@ -749,8 +771,31 @@ macro_rules! impl_store {
                 lease_until: Millis,
                 limit: i64,
             ) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>> {
+                let all = $crate::store::Fairness {
+                    per_app: limit,
+                    skip_apps: Vec::new(),
+                };
                 async move {
-                    Ok(q::take_due(&self.$write, &self.held, now, lease_until, limit).await?)
+                    Ok(
+                        q::take_due(&self.$write, &self.held, now, lease_until, limit, &all)
+                            .await?,
+                    )
+                }
+                .boxed()
+            }
+
+            fn take_due_fair<'a>(
+                &'a self,
+                now: Millis,
+                lease_until: Millis,
+                limit: i64,
+                fair: &'a $crate::store::Fairness,
+            ) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>> {
+                async move {
+                    Ok(
+                        q::take_due(&self.$write, &self.held, now, lease_until, limit, fair)
+                            .await?,
+                    )
                 }
                 .boxed()
             }
@@ -785,9 +830,9 @@ macro_rules! impl_store {
                 now: Millis,
             ) -> BoxFuture<'a, Result<u64, StoreError>> {
                 async move {
-                    Ok(q::outbox_change(&self.$write, &self.held, which, Some(now)).await?)
-                }
-                .boxed()
+                            Ok(q::outbox_change(&self.$write, &self.held, which, Some(now)).await?)
+                        }
+                        .boxed()
             }
 
             fn outbox_drop<'a>(

@@ -109,6 +109,7 @@ on_both_backends!(
     outbox_drops_a_push_after_max_age,
     a_hundred_queued_devices_store_their_notification_once,
     past_the_outbox_cap_a_request_is_answered_429_and_its_retry_is_sent_again,
+    one_apps_hanging_backlog_does_not_delay_another_apps_due_entry,
 );
 
 pub fn message(event_id: &str, devices: Vec<Value>) -> Value {
@@ -500,4 +501,85 @@ async fn past_the_outbox_cap_a_request_is_answered_429_and_its_retry_is_sent_aga
     let ok = gw.notify(&small).await;
     assert_eq!((ok.status, ok.body), (200, json!({"rejected": []})));
     assert_eq!(store.stats().await.expect("stats").outbox, 1);
+}
+
+/// Issue 15, fairness: app A's 700 queued entries, all due before app B's one
+/// and all to an endpoint that never answers (each send hangs until
+/// `upstream_timeout`, 5 s), do not hold every outbox slot: B's entry is
+/// taken and delivered at once, not after A's backlog (before: 700 / 64
+/// rounds of 5 s each).
+async fn one_apps_hanging_backlog_does_not_delay_another_apps_due_entry(s: Setup) {
+    let store = s.open_store().await;
+    let (hang_ep, hang_sub) = sub(&s, "hang");
+    s.fake.set_behaviour("hang", Behaviour::Stall);
+    let (b_ep, b_sub) = sub(&s, "b");
+    let now = pushgate::store::now_ms();
+    let entry = |app_id: &str, pushkey: String, event: String, device: Value, due_at| {
+        pushgate::store::NewEntry {
+            app_id: app_id.into(),
+            pushkey,
+            body: message(&event, vec![device]).to_string(),
+            shared: None,
+            created_at: now - 2_000,
+            due_at,
+            attempts: 1,
+            last_error: None,
+        }
+    };
+    let mut enqueue: Vec<_> = (0..700)
+        .map(|i| {
+            let dev = device(&hang_ep, &hang_sub, json!({}));
+            entry(
+                "org.example.web",
+                hang_sub.p256dh(),
+                format!("$a{i}"),
+                dev,
+                now - 1_000,
+            )
+        })
+        .collect();
+    let mut b_dev = device(&b_ep, &b_sub, json!({}));
+    b_dev["app_id"] = json!("org.example.other");
+    enqueue.push(entry(
+        "org.example.other",
+        b_sub.p256dh(),
+        "$b".into(),
+        b_dev,
+        now,
+    ));
+    store
+        .settle(pushgate::store::Settlement {
+            now,
+            enqueue,
+            ..Default::default()
+        })
+        .await
+        .expect("enqueued");
+
+    let started = Instant::now();
+    let config = s.config("").replace(
+        "store:",
+        &format!("{}store:", crate::upstream::OTHER_WEB_APP),
+    );
+    let _gw = spawn(&config).await;
+    let deadline = started + Duration::from_secs(4);
+    while s.fake.received_for("b").is_empty() && Instant::now() < deadline {
+        s.fake
+            .wait_for(s.fake.received().len() + 1, Duration::from_millis(100))
+            .await;
+    }
+    let took = started.elapsed();
+    assert_eq!(
+        s.fake
+            .received_for("b")
+            .iter()
+            .map(|p| p.answered)
+            .collect::<Vec<_>>(),
+        [201],
+        "app B's entry delivered within 4 s (took {took:?}), while app A's sends hang"
+    );
+    assert!(
+        !s.fake.received_for("hang").is_empty(),
+        "app A's entries were being sent meanwhile"
+    );
 }

@@ -493,12 +493,16 @@ mod tests {
         let starts = Arc::new(AtomicUsize::new(0));
         let worker_stop = rx.clone();
         let counted = starts.clone();
+        // The first worker panics when told to, not after a while.
+        let go = Arc::new(tokio::sync::Notify::new());
+        let panic_now = go.clone();
         let supervisor = tokio::spawn(super::supervise(metrics.clone(), rx, move || {
             let n = counted.fetch_add(1, Ordering::SeqCst);
             let mut stop = worker_stop.clone();
+            let go = panic_now.clone();
             async move {
                 if n == 0 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    go.notified().await;
                     panic!("a bug in the worker");
                 }
                 let _ = stop.wait_for(|s| *s).await;
@@ -509,6 +513,7 @@ mod tests {
             metrics.is_outbox_worker_up(),
             "up while the first worker runs"
         );
+        go.notify_one();
         assert!(
             eventually(|| !metrics.is_outbox_worker_up()).await,
             "down after the panic, until the restart"

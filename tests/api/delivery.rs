@@ -4,10 +4,13 @@
 //! restart, `max_age`, and `/ready`. The upstream is the fake Web Push service.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pushgate::config::StoreConfig;
-use pushgate::store::Store;
+use pushgate::dispatch::clock::Clock;
+use pushgate::dispatch::{outbox, Dispatcher};
+use pushgate::store::{NewEntry, Settlement, Store};
 use serde_json::{json, Value};
 use testkit::webpush::{Behaviour, FakeWebPush, Subscription};
 
@@ -77,6 +80,47 @@ impl Setup {
             .expect("open store")
             .expect("a store")
     }
+
+    /// A dispatcher on this store and these apps, reading time from `clock`,
+    /// whose outbox steps the test runs itself (no worker).
+    pub async fn dispatcher(&self, clock: Clock) -> Outbox {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = crate::helpers::write_vapid_key(dir.path());
+        let yaml = self
+            .config("")
+            .replace("{vapid}", &key.display().to_string());
+        let (config, _) = pushgate::config::Config::from_yaml(&yaml, "test.yaml").expect("config");
+        let metrics = Arc::new(pushgate::telemetry::metrics::Metrics::new());
+        let routes = pushgate::gateway::build_routes(&config, &metrics).expect("routes");
+        let store = self.open_store().await;
+        let d = Dispatcher::new(
+            routes,
+            Some(store.clone()),
+            config.dispatch.clone(),
+            metrics,
+        );
+        Outbox {
+            d: Arc::new(d.with_clock(clock)),
+            store,
+            _dir: dir,
+        }
+    }
+}
+
+/// A dispatcher and its store, for running the outbox one step at a time.
+pub struct Outbox {
+    pub d: Arc<Dispatcher>,
+    pub store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+impl Outbox {
+    /// One outbox step; how many entries it took.
+    pub async fn drain_once(&self) -> usize {
+        outbox::drain_once(&self.d, &self.store)
+            .await
+            .expect("store answers")
+    }
 }
 
 macro_rules! on_both_backends {
@@ -99,7 +143,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
-    upstream_down_for_five_seconds_then_back_delivers_each_push_once,
+    upstream_down_through_retries_then_back_delivers_each_push_once,
     slow_upstream_is_answered_within_the_budget_and_delivered_once,
     a_temporary_failure_never_hides_the_rejected_list,
     homeserver_retry_is_pushed_once,
@@ -110,6 +154,7 @@ on_both_backends!(
     a_hundred_queued_devices_store_their_notification_once,
     past_the_outbox_cap_a_request_is_answered_429_and_its_retry_is_sent_again,
     one_apps_hanging_backlog_does_not_delay_another_apps_due_entry,
+    the_outbox_follows_its_clock_for_due_times_and_max_age,
 );
 
 pub fn message(event_id: &str, devices: Vec<Value>) -> Value {
@@ -145,7 +190,7 @@ fn sub(s: &Setup, name: &str) -> (String, Subscription) {
     s.fake.subscribe(name)
 }
 
-async fn upstream_down_for_five_seconds_then_back_delivers_each_push_once(s: Setup) {
+async fn upstream_down_through_retries_then_back_delivers_each_push_once(s: Setup) {
     let gw = s.gateway().await;
     let (endpoint, key) = sub(&s, "alice");
     s.fake.set_behaviour("alice", Behaviour::Status(503));
@@ -168,15 +213,18 @@ async fn upstream_down_for_five_seconds_then_back_delivers_each_push_once(s: Set
     }
     let store = s.open_store().await;
     assert_eq!(store.stats().await.expect("stats").outbox, 20);
-    tokio::time::sleep(Duration::from_secs(5).saturating_sub(down_since.elapsed())).await;
+    // Down until the outbox retried every push a few times (on average), within 10 s.
+    let tried = s.fake.wait_for(80, Duration::from_secs(10)).await;
+    eprintln!(
+        "{} attempts while down for {:?}",
+        tried.len(),
+        down_since.elapsed()
+    );
     assert!(
         s.fake.received().iter().all(|p| p.answered == 503),
         "nothing accepted while down"
     );
-    assert!(
-        s.fake.received().len() > 20,
-        "the outbox retried while down"
-    );
+    assert!(tried.len() >= 80, "the outbox retried while down");
     s.fake.set_behaviour("alice", Behaviour::Status(201));
 
     let got = settle_deliveries(&s.fake, 20, Duration::from_secs(10)).await;
@@ -206,7 +254,8 @@ async fn slow_upstream_is_answered_within_the_budget_and_delivered_once(s: Setup
     let got = settle_deliveries(&s.fake, 1, Duration::from_secs(5)).await;
     assert_eq!(got, HashMap::from([("$slow".to_owned(), 1)]));
     assert_eq!(wait_outbox_empty(&*store, Duration::from_secs(2)).await, 0);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let outbox = s.dispatcher(Clock::system()).await;
+    assert_eq!(outbox.drain_once().await, 0, "nothing left to send");
     assert_eq!(
         s.fake.received().len(),
         1,
@@ -324,7 +373,6 @@ async fn rejection_is_remembered_across_a_restart_and_cleared_by_a_newer_pushkey
             (200, json!({"rejected": [key.p256dh()]}))
         );
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let gw = s.gateway().await;
     // Answered from memory: the push service is not asked again.
     let mut dev = device(&endpoint, &key, json!({}));
@@ -381,7 +429,8 @@ async fn outbox_drops_a_push_after_max_age(s: Setup) {
     let attempts = s.fake.received().len();
     assert!(attempts >= 2, "retried before the drop: {attempts}");
     s.fake.set_behaviour("down", Behaviour::Status(201));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let outbox = s.dispatcher(Clock::system()).await;
+    assert_eq!(outbox.drain_once().await, 0, "nothing left to send");
     assert_eq!(s.fake.received().len(), attempts, "not sent after the drop");
 }
 
@@ -569,6 +618,7 @@ async fn one_apps_hanging_backlog_does_not_delay_another_apps_due_entry(s: Setup
             .await;
     }
     let took = started.elapsed();
+    eprintln!("app B's entry delivered {took:?} after the gateway started");
     assert_eq!(
         s.fake
             .received_for("b")
@@ -582,4 +632,57 @@ async fn one_apps_hanging_backlog_does_not_delay_another_apps_due_entry(s: Setup
         !s.fake.received_for("hang").is_empty(),
         "app A's entries were being sent meanwhile"
     );
+}
+
+/// The outbox steps on a manual clock: an entry due in a minute is not taken
+/// until the clock says a minute passed, then sent at once; one older than
+/// `dispatch.max_age` (1 h by default) is dropped unsent. No waiting.
+async fn the_outbox_follows_its_clock_for_due_times_and_max_age(s: Setup) {
+    let start = pushgate::store::now_ms();
+    let clock = Clock::manual(start);
+    let outbox = s.dispatcher(clock.clone()).await;
+    let (ep, key) = sub(&s, "later");
+    let (ep_old, key_old) = sub(&s, "old");
+    s.fake.set_behaviour("old", Behaviour::Status(503));
+    let entry = |event: &str, ep: &str, key: &Subscription, due_at| NewEntry {
+        app_id: "org.example.web".into(),
+        pushkey: key.p256dh(),
+        body: message(event, vec![device(ep, key, json!({}))]).to_string(),
+        shared: None,
+        created_at: start,
+        due_at,
+        attempts: 1,
+        last_error: None,
+    };
+    let enqueue = vec![
+        entry("$later", &ep, &key, start + 60_000),
+        entry("$old", &ep_old, &key_old, start + 2 * 3_600_000),
+    ];
+    outbox
+        .store
+        .settle(Settlement {
+            now: start,
+            enqueue,
+            ..Settlement::default()
+        })
+        .await
+        .expect("enqueued");
+
+    assert_eq!(outbox.drain_once().await, 0, "not due yet");
+    clock.advance(Duration::from_millis(59_999));
+    assert_eq!(outbox.drain_once().await, 0, "not due a millisecond before");
+    assert!(s.fake.received().is_empty());
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(outbox.drain_once().await, 1, "due now");
+    assert_eq!(
+        s.fake.accepted_by_event(),
+        HashMap::from([("$later".to_owned(), 1)])
+    );
+    assert_eq!(outbox.store.stats().await.expect("stats").outbox, 1);
+
+    // Two hours later the other entry is due, but past max_age: dropped unsent.
+    clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(outbox.drain_once().await, 1);
+    assert_eq!(s.fake.received().len(), 1, "not sent");
+    assert_eq!(outbox.store.stats().await.expect("stats").outbox, 0);
 }

@@ -12,7 +12,10 @@
 //! nothing but itself), and the worker takes more as soon as there is room.
 //! Takes are fair across app ids: one app id holds at most [`PER_APP`] of the
 //! slots, and a take gives each app at most [`PER_TAKE`] entries (its earliest
-//! due), so an app whose endpoints hang leaves the others' due entries going.
+//! due among the first [`WINDOW`]), so an app whose endpoints hang leaves the
+//! others' due entries going. Apps at their share are left out of the take,
+//! which then reads past their backlog: when that finds nothing it is not
+//! repeated for [`RESEARCH`].
 //! [`drain_once`] is one step of the same work (take, send, settle), for
 //! tests; time is read from the dispatcher's [`Clock`](super::clock::Clock). The worker runs under [`supervise`]: a panic is logged at ERROR,
 //! counted, and the worker restarted; `/ready` fails while it is down.
@@ -47,6 +50,14 @@ const PER_APP: usize = CONCURRENCY / 2;
 /// Entries of one app id per take, so that a take shares its room among the
 /// apps with due entries.
 const PER_TAKE: usize = 8;
+/// A take ranks the first this many due entries of the apps not skipped, so
+/// its cost does not grow with the backlog.
+const WINDOW: usize = CONCURRENCY * 4;
+/// Finding other apps' entries behind the backlog of apps at their share
+/// reads that backlog: a search that found nothing is not repeated for the
+/// same apps sooner than this, nor than ten times as long as it took (so that
+/// it keeps the store busy a tenth of the time at most).
+const RESEARCH: Duration = Duration::from_secs(1);
 /// Pause between polls when nothing is due.
 const IDLE: Duration = Duration::from_millis(200);
 /// Pause after a store error.
@@ -143,6 +154,7 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 pub async fn drain_once(d: &Arc<Dispatcher>, store: &Arc<dyn Store>) -> Result<usize, StoreError> {
     let fair = Fairness {
         per_app: PER_APP as i64,
+        window: WINDOW as i64,
         skip_apps: Vec::new(),
     };
     let entries = take(d, &**store, CONCURRENCY, &fair).await?;
@@ -209,6 +221,7 @@ impl Slots {
         skip_apps.sort();
         Fairness {
             per_app: PER_TAKE.min(room) as i64,
+            window: WINDOW as i64,
             skip_apps,
         }
     }
@@ -350,20 +363,36 @@ pub async fn run(d: Arc<Dispatcher>, store: Arc<dyn Store>, mut stop: watch::Rec
     let slots = Arc::new(Slots::default());
     let mut running = JoinSet::new();
     let mut store_down = false;
+    // The skipped apps of the last take that found nothing, and until when
+    // not to search past them again.
+    let mut fruitless: Option<(Vec<String>, tokio::time::Instant)> = None;
     while !*stop.borrow() {
         let room = slots.room();
-        let pause = if room == 0 {
-            // Full: wait for a send to end (it wakes us), or a short while.
+        let fair = slots.fairness(room);
+        let searched = |(skipped, until): &(Vec<String>, tokio::time::Instant)| {
+            *skipped == fair.skip_apps && tokio::time::Instant::now() < *until
+        };
+        let pause = if room == 0
+            || (!fair.skip_apps.is_empty() && fruitless.as_ref().is_some_and(searched))
+        {
+            // Full, or nothing found lately beside the apps at their share:
+            // wait for a send to end (it wakes us), or a short while.
             let _ = tokio::time::timeout(IDLE, slots.freed.notified()).await;
             continue;
         } else {
-            match take(&d, &*store, room, &slots.fairness(room)).await {
+            let started = tokio::time::Instant::now();
+            match take(&d, &*store, room, &fair).await {
                 Ok(entries) if entries.is_empty() => {
                     store_down = false;
+                    if !fair.skip_apps.is_empty() {
+                        let wait = RESEARCH.max(started.elapsed().saturating_mul(10));
+                        fruitless = Some((fair.skip_apps, started + wait));
+                    }
                     IDLE
                 }
                 Ok(entries) => {
                     store_down = false;
+                    fruitless = None;
                     // Held before the next take, which must see them.
                     let held: Vec<_> = entries
                         .into_iter()

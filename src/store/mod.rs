@@ -114,6 +114,9 @@ pub struct Entry {
 pub struct Fairness {
     /// At most this many entries of one app id (its earliest due).
     pub per_app: i64,
+    /// Ranked among the first this many due entries (of the apps not
+    /// skipped), which bounds the cost of a take.
+    pub window: i64,
     /// App ids to leave out (those already holding their share of the worker).
     pub skip_apps: Vec<String>,
 }
@@ -267,7 +270,8 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>>;
 
     /// [`Store::take_due`], at most `fair.per_app` entries per app id (each
-    /// app's earliest due) and none of `fair.skip_apps`.
+    /// app's earliest due among the first `fair.window` due) and none of
+    /// `fair.skip_apps`.
     fn take_due_fair<'a>(
         &'a self,
         now: Millis,

@@ -363,9 +363,10 @@ macro_rules! queries {
             on_held!(pool, held, |conn| take_due_on(&mut conn, now, lease_until, limit, fair))
         }
 
-        /// Each app's first `fair.per_app` due entries are ranked with a
-        /// window function (in a subquery: PostgreSQL locks no rows at a level
-        /// that has one), the earliest `limit` of them leased.
+        /// Among the first `fair.window` due entries (of the apps not
+        /// skipped), each app's first `fair.per_app` are ranked with a window
+        /// function (in a subquery: PostgreSQL locks no rows at a level that
+        /// has one), and the earliest `limit` of them leased.
         async fn take_due_on(
             conn: &mut <$db as sqlx::Database>::Connection,
             now: Millis,
@@ -380,7 +381,7 @@ macro_rules! queries {
             q.push(
                 " AND id IN (SELECT id FROM (SELECT id, \
                  ROW_NUMBER() OVER (PARTITION BY app_id ORDER BY due_at, id) AS n \
-                 FROM outbox WHERE due_at <= ",
+                 FROM (SELECT id, app_id, due_at FROM outbox WHERE due_at <= ",
             );
             q.push_bind(now);
             if !fair.skip_apps.is_empty() {
@@ -391,7 +392,9 @@ macro_rules! queries {
                 }
                 q.push(")");
             }
-            q.push(") ranked WHERE n <= ");
+            q.push(" ORDER BY due_at LIMIT ");
+            q.push_bind(fair.window);
+            q.push(") candidates) ranked WHERE n <= ");
             q.push_bind(fair.per_app);
             q.push(") ORDER BY due_at LIMIT ");
             q.push_bind(limit);
@@ -773,15 +776,12 @@ macro_rules! impl_store {
             ) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>> {
                 let all = $crate::store::Fairness {
                     per_app: limit,
+                    window: limit,
                     skip_apps: Vec::new(),
                 };
-                async move {
-                    Ok(
-                        q::take_due(&self.$write, &self.held, now, lease_until, limit, &all)
-                            .await?,
-                    )
-                }
-                .boxed()
+                let (pool, held) = (&self.$write, &self.held);
+                async move { Ok(q::take_due(pool, held, now, lease_until, limit, &all).await?) }
+                    .boxed()
             }
 
             fn take_due_fair<'a>(
@@ -791,13 +791,9 @@ macro_rules! impl_store {
                 limit: i64,
                 fair: &'a $crate::store::Fairness,
             ) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>> {
-                async move {
-                    Ok(
-                        q::take_due(&self.$write, &self.held, now, lease_until, limit, fair)
-                            .await?,
-                    )
-                }
-                .boxed()
+                let (pool, held) = (&self.$write, &self.held);
+                async move { Ok(q::take_due(pool, held, now, lease_until, limit, fair).await?) }
+                    .boxed()
             }
 
             fn expire(&self, e: Expiry) -> BoxFuture<'_, Result<u64, StoreError>> {

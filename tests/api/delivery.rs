@@ -155,6 +155,7 @@ on_both_backends!(
     past_the_outbox_cap_a_request_is_answered_429_and_its_retry_is_sent_again,
     one_apps_hanging_backlog_does_not_delay_another_apps_due_entry,
     the_outbox_follows_its_clock_for_due_times_and_max_age,
+    a_fair_take_shares_its_room_among_apps,
 );
 
 pub fn message(event_id: &str, devices: Vec<Value>) -> Value {
@@ -685,4 +686,85 @@ async fn the_outbox_follows_its_clock_for_due_times_and_max_age(s: Setup) {
     assert_eq!(outbox.drain_once().await, 1);
     assert_eq!(s.fake.received().len(), 1, "not sent");
     assert_eq!(outbox.store.stats().await.expect("stats").outbox, 0);
+}
+
+/// The store's fair take: each app's earliest due first, at most `per_app`
+/// of one app, none of the skipped apps, ranked among the first `window` due.
+async fn a_fair_take_shares_its_room_among_apps(s: Setup) {
+    use pushgate::store::Fairness;
+    let store = s.open_store().await;
+    let entry = |app: &str, i: i64| NewEntry {
+        app_id: app.into(),
+        pushkey: format!("k{i}"),
+        body: format!("{app}{i}"),
+        shared: None,
+        created_at: 0,
+        due_at: i,
+        attempts: 0,
+        last_error: None,
+    };
+    // a: due at 1..=10, b: 11..=13, c: 14.
+    let mut enqueue: Vec<_> = (1..=10).map(|i| entry("a", i)).collect();
+    enqueue.extend((11..=13).map(|i| entry("b", i)));
+    enqueue.push(entry("c", 14));
+    store
+        .settle(Settlement {
+            now: 0,
+            enqueue,
+            ..Settlement::default()
+        })
+        .await
+        .expect("enqueued");
+    let bodies = |taken: Vec<pushgate::store::Entry>| {
+        let mut v: Vec<(String, String)> = taken.into_iter().map(|e| (e.app_id, e.body)).collect();
+        v.sort();
+        v
+    };
+    let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    let fair = |per_app, window, skip: &[&str]| Fairness {
+        per_app,
+        window,
+        skip_apps: skip.iter().map(|a| a.to_string()).collect(),
+    };
+    // Two of each app, the earliest due; limit 5 keeps the five earliest of those.
+    let taken = store
+        .take_due_fair(100, 1_000, 5, &fair(2, 100, &[]))
+        .await
+        .expect("take");
+    assert_eq!(
+        bodies(taken),
+        [
+            pair("a", "a1"),
+            pair("a", "a2"),
+            pair("b", "b11"),
+            pair("b", "b12"),
+            pair("c", "c14")
+        ]
+    );
+    // Leased: not taken again; a is skipped.
+    let taken = store
+        .take_due_fair(100, 1_000, 10, &fair(5, 100, &["a"]))
+        .await
+        .expect("take");
+    assert_eq!(bodies(taken), [pair("b", "b13")]);
+    // Ranked among the first 3 due (a3, a4, a5): only a's.
+    let taken = store
+        .take_due_fair(100, 1_000, 10, &fair(2, 3, &[]))
+        .await
+        .expect("take");
+    assert_eq!(bodies(taken), [pair("a", "a3"), pair("a", "a4")]);
+    // Not due yet at 7: a5, a6, a7 are; skipping a leaves nothing.
+    let taken = store
+        .take_due_fair(7, 1_000, 10, &fair(8, 100, &["a"]))
+        .await
+        .expect("take");
+    assert!(taken.is_empty());
+    let taken = store
+        .take_due_fair(7, 1_000, 10, &fair(8, 100, &[]))
+        .await
+        .expect("take");
+    assert_eq!(
+        bodies(taken),
+        [pair("a", "a5"), pair("a", "a6"), pair("a", "a7")]
+    );
 }

@@ -141,7 +141,12 @@ async fn kill_9_with_a_full_outbox_loses_nothing(
         let (addr, endpoint, sub) = (gw.addr.clone(), endpoint.clone(), sub.clone());
         tokio::spawn(async move { send_all(&[addr], events("b", 300), &endpoint, &sub).await })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Killed once the second wave reaches the push service (within 10 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while second_wave_seen(&fake) < 20 && tokio::time::Instant::now() < deadline {
+        let seen = fake.received().len();
+        fake.wait_for(seen + 1, Duration::from_millis(100)).await;
+    }
     gw.kill_9();
     let second_wave = more.await.expect("second wave");
     assert!(
@@ -166,6 +171,18 @@ async fn kill_9_with_a_full_outbox_loses_nothing(
         .await;
     assert_each_once(&delivered, &accepted);
     assert_eq!(outbox_len(&store).await, 0, "outbox drained");
+}
+
+/// Pushes of the second wave (`$b…` events) that reached the push service.
+fn second_wave_seen(fake: &FakeWebPush) -> usize {
+    fake.received()
+        .iter()
+        .filter(|p| {
+            p.payload
+                .as_ref()
+                .is_ok_and(|v| v["event_id"].as_str().is_some_and(|e| e.starts_with("$b")))
+        })
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,6 +7,7 @@
 //! - [`outbox`]: the background worker that retries queued pushes, and the
 //!   housekeeping of expired rows;
 //! - [`capacity`]: the outbox caps (entries and bytes, in all and per app);
+//! - [`clock`]: the time the outbox reads (injectable, for tests);
 //! - [`breaker`]: the rejection breaker that holds token-dead answers back
 //!   when an app's tokens die too fast (a configuration mistake);
 //! - this module: the dispatcher itself, the per-device send and its log line.
@@ -16,6 +17,7 @@
 
 mod breaker;
 mod capacity;
+pub mod clock;
 mod dedup;
 pub mod outbox;
 mod request;
@@ -50,6 +52,7 @@ pub struct Dispatcher {
     after_answer: TaskTracker,
     breakers: Breakers,
     capacity: capacity::Capacity,
+    clock: clock::Clock,
 }
 
 /// What the gateway did for one device.
@@ -147,7 +150,14 @@ impl Dispatcher {
             policy,
             metrics,
             after_answer: TaskTracker::new(),
+            clock: clock::Clock::system(),
         }
+    }
+
+    /// The same dispatcher reading time from `clock` (a manual one in tests).
+    pub fn with_clock(mut self, clock: clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The apps in force now.

@@ -10,14 +10,20 @@
 //! sends are in flight, each entry is settled as soon as its own send ends
 //! (so a crash re-sends only what was in flight, and a hanging entry delays
 //! nothing but itself), and the worker takes more as soon as there is room.
+//! Takes are fair across app ids: one app id holds at most [`PER_APP`] of the
+//! slots, and a take gives each app at most [`PER_TAKE`] entries (its earliest
+//! due among the first [`WINDOW`]), so an app whose endpoints hang leaves the
+//! others' due entries going. Apps at their share are left out of the take,
+//! which then reads past their backlog: when that finds nothing it is not
+//! repeated for [`RESEARCH`].
 //! [`drain_once`] is one step of the same work (take, send, settle), for
-//! tests. The worker runs under [`supervise`]: a panic is logged at ERROR,
+//! tests; time is read from the dispatcher's [`Clock`](super::clock::Clock). The worker runs under [`supervise`]: a panic is logged at ERROR,
 //! counted, and the worker restarted; `/ready` fails while it is down.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -30,12 +36,28 @@ use crate::config::DispatchConfig;
 use crate::notification::{self, Device};
 use crate::pushkin::outcome::{Cause, Rejected};
 use crate::pushkin::Outcome;
-use crate::store::{now_ms, Entry, Expiry, Millis, Rejection, Settlement, Store, StoreError};
+use crate::store::{
+    now_ms, Entry, Expiry, Fairness, Millis, Rejection, Settlement, Store, StoreError,
+};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::redact;
 
 /// Outbox sends in flight at once; also the most entries taken at once.
 const CONCURRENCY: usize = 64;
+/// Outbox sends of one app id in flight at once: an app whose endpoints hang
+/// leaves the other half of the slots to the other apps.
+const PER_APP: usize = CONCURRENCY / 2;
+/// Entries of one app id per take, so that a take shares its room among the
+/// apps with due entries.
+const PER_TAKE: usize = 8;
+/// A take ranks the first this many due entries of the apps not skipped, so
+/// its cost does not grow with the backlog.
+const WINDOW: usize = CONCURRENCY * 4;
+/// Finding other apps' entries behind the backlog of apps at their share
+/// reads that backlog: a search that found nothing is not repeated for the
+/// same apps sooner than this, nor than ten times as long as it took (so that
+/// it keeps the store busy a tenth of the time at most).
+const RESEARCH: Duration = Duration::from_secs(1);
 /// Pause between polls when nothing is due.
 const IDLE: Duration = Duration::from_millis(200);
 /// Pause after a store error.
@@ -126,44 +148,128 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// One step of the worker: takes the entries due now (up to the concurrency
-/// limit), sends them with bounded concurrency, and settles each as its send
-/// ends. Returns how many entries were taken.
+/// limit, at most [`PER_APP`] of one app id), sends them with bounded
+/// concurrency, and settles each as its send ends. Returns how many entries
+/// were taken.
 pub async fn drain_once(d: &Arc<Dispatcher>, store: &Arc<dyn Store>) -> Result<usize, StoreError> {
-    let entries = take(d, &**store, CONCURRENCY).await?;
+    let fair = Fairness {
+        per_app: PER_APP as i64,
+        window: WINDOW as i64,
+        skip_apps: Vec::new(),
+    };
+    let entries = take(d, &**store, CONCURRENCY, &fair).await?;
     let n = entries.len();
-    sends(d.clone(), store.clone(), entries, None).await;
+    sends(
+        d.clone(),
+        store.clone(),
+        entries.into_iter().map(|e| (e, None)),
+    )
+    .await;
     Ok(n)
 }
 
-/// Takes up to `limit` due entries and leases them for one attempt.
-async fn take(d: &Dispatcher, store: &dyn Store, limit: usize) -> Result<Vec<Entry>, StoreError> {
-    let now = now_ms();
+/// Takes up to `limit` due entries, shared among app ids as `fair` says, and
+/// leases them for one attempt.
+async fn take(
+    d: &Dispatcher,
+    store: &dyn Store,
+    limit: usize,
+    fair: &Fairness,
+) -> Result<Vec<Entry>, StoreError> {
+    let now = d.clock.now_ms();
     let lease = Millis::try_from(d.lease().as_millis()).unwrap_or(Millis::MAX);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    store.take_due(now, now.saturating_add(lease), limit).await
+    store
+        .take_due_fair(now, now.saturating_add(lease), limit, fair)
+        .await
 }
 
-/// Counts an entry in flight until dropped, then wakes the worker.
-struct InFlight(Arc<(AtomicUsize, Notify)>);
+/// The worker's send slots: how many entries are in flight, in all and per
+/// app id.
+#[derive(Default)]
+struct Slots {
+    held: Mutex<Held>,
+    /// Woken whenever a slot is given back.
+    freed: Notify,
+}
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::SeqCst);
-        self.0 .1.notify_one();
+#[derive(Default)]
+struct Held {
+    total: usize,
+    apps: HashMap<String, usize>,
+}
+
+impl Slots {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn room(&self) -> usize {
+        CONCURRENCY.saturating_sub(self.held().total)
+    }
+
+    /// The next take: up to [`PER_TAKE`] entries of each app id that has room
+    /// for that many below [`PER_APP`].
+    fn fairness(&self, room: usize) -> Fairness {
+        let mut skip_apps: Vec<String> = self
+            .held()
+            .apps
+            .iter()
+            .filter(|(_, &n)| n + PER_TAKE > PER_APP)
+            .map(|(app, _)| app.clone())
+            .collect();
+        skip_apps.sort();
+        Fairness {
+            per_app: PER_TAKE.min(room) as i64,
+            window: WINDOW as i64,
+            skip_apps,
+        }
+    }
+
+    /// Holds a slot for an entry of `app_id` until the returned guard is dropped.
+    fn hold(self: &Arc<Self>, app_id: &str) -> Slot {
+        let mut held = self.held();
+        held.total += 1;
+        *held.apps.entry(app_id.to_owned()).or_default() += 1;
+        Slot {
+            slots: self.clone(),
+            app_id: app_id.to_owned(),
+        }
     }
 }
 
-/// Sends taken entries, [`CONCURRENCY`] at a time, settling each as it ends.
+/// One entry in flight: gives its slot back when dropped, and wakes the worker.
+struct Slot {
+    slots: Arc<Slots>,
+    app_id: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        {
+            let mut held = self.slots.held();
+            held.total = held.total.saturating_sub(1);
+            if let Some(n) = held.apps.get_mut(&self.app_id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    held.apps.remove(&self.app_id);
+                }
+            }
+        }
+        self.slots.freed.notify_one();
+    }
+}
+
+/// Sends taken entries, [`CONCURRENCY`] at a time, settling each as it ends;
+/// each entry's slot (if the worker holds one) is given back when it is settled.
 async fn sends(
     d: Arc<Dispatcher>,
     store: Arc<dyn Store>,
-    entries: Vec<Entry>,
-    counted: Option<Arc<(AtomicUsize, Notify)>>,
+    entries: impl IntoIterator<Item = (Entry, Option<Slot>)>,
 ) {
     let (d, store) = (&d, &store);
     futures::stream::iter(entries)
-        .map(|e| {
-            let guard = counted.clone().map(InFlight);
+        .map(|(e, guard)| {
             async move {
                 let id = e.id;
                 // A panic is a bug in one send: that entry falls due again when
@@ -199,7 +305,7 @@ async fn attempt(d: &Dispatcher, store: &dyn Store, e: Entry) {
                 ))),
                 None,
             )),
-            Some(dev) if now_ms().saturating_sub(e.created_at) > max_age => {
+            Some(dev) if d.clock.now_ms().saturating_sub(e.created_at) > max_age => {
                 d.metrics.dropped(&d.app_label(&dev.app_id));
                 None
             }
@@ -221,7 +327,7 @@ async fn attempt(d: &Dispatcher, store: &dyn Store, e: Entry) {
         }
     };
     let mut s = Settlement {
-        now: now_ms(),
+        now: d.clock.now_ms(),
         ..Settlement::default()
     };
     match fate {
@@ -252,33 +358,52 @@ async fn attempt(d: &Dispatcher, store: &dyn Store, e: Entry) {
 }
 
 /// Runs the outbox worker until `stop` turns true: takes due entries whenever
-/// fewer than [`CONCURRENCY`] sends are in flight, and lets each batch taken
-/// run on its own, so the next take does not wait for the slowest send.
+/// fewer than [`CONCURRENCY`] sends are in flight (fairly across app ids, see
+/// [`Slots::fairness`]), and lets each batch taken run on its own, so the next
+/// take does not wait for the slowest send.
 pub async fn run(d: Arc<Dispatcher>, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
-    let counted = Arc::new((AtomicUsize::new(0), Notify::new()));
+    let slots = Arc::new(Slots::default());
     let mut running = JoinSet::new();
     let mut store_down = false;
+    // The skipped apps of the last take that found nothing, and until when
+    // not to search past them again.
+    let mut fruitless: Option<(Vec<String>, tokio::time::Instant)> = None;
     while !*stop.borrow() {
-        let room = CONCURRENCY.saturating_sub(counted.0.load(Ordering::SeqCst));
-        let pause = if room == 0 {
-            // Full: wait for a send to end (it wakes us), or a short while.
-            let _ = tokio::time::timeout(IDLE, counted.1.notified()).await;
+        let room = slots.room();
+        let fair = slots.fairness(room);
+        let searched = |(skipped, until): &(Vec<String>, tokio::time::Instant)| {
+            *skipped == fair.skip_apps && tokio::time::Instant::now() < *until
+        };
+        let pause = if room == 0
+            || (!fair.skip_apps.is_empty() && fruitless.as_ref().is_some_and(searched))
+        {
+            // Full, or nothing found lately beside the apps at their share:
+            // wait for a send to end (it wakes us), or a short while.
+            let _ = tokio::time::timeout(IDLE, slots.freed.notified()).await;
             continue;
         } else {
-            match take(&d, &*store, room).await {
+            let started = tokio::time::Instant::now();
+            match take(&d, &*store, room, &fair).await {
                 Ok(entries) if entries.is_empty() => {
                     store_down = false;
+                    if !fair.skip_apps.is_empty() {
+                        let wait = RESEARCH.max(started.elapsed().saturating_mul(10));
+                        fruitless = Some((fair.skip_apps, started + wait));
+                    }
                     IDLE
                 }
                 Ok(entries) => {
                     store_down = false;
-                    counted.0.fetch_add(entries.len(), Ordering::SeqCst);
-                    running.spawn(sends(
-                        d.clone(),
-                        store.clone(),
-                        entries,
-                        Some(counted.clone()),
-                    ));
+                    fruitless = None;
+                    // Held before the next take, which must see them.
+                    let held: Vec<_> = entries
+                        .into_iter()
+                        .map(|e| {
+                            let slot = slots.hold(&e.app_id);
+                            (e, Some(slot))
+                        })
+                        .collect();
+                    running.spawn(sends(d.clone(), store.clone(), held));
                     Duration::ZERO
                 }
                 Err(e) => {
@@ -292,7 +417,15 @@ pub async fn run(d: Arc<Dispatcher>, store: Arc<dyn Store>, mut stop: watch::Rec
         };
         // Finished batches are collected as we go.
         while running.try_join_next().is_some() {}
-        if !pause.is_zero() {
+        if pause == IDLE {
+            // Nothing due, or only entries of apps at their share: a send
+            // that ends may make room for them.
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => {}
+                _ = slots.freed.notified() => {}
+            }
+        } else if !pause.is_zero() {
             let _ = tokio::time::timeout(pause, stop.changed()).await;
         }
     }
@@ -391,12 +524,16 @@ mod tests {
         let starts = Arc::new(AtomicUsize::new(0));
         let worker_stop = rx.clone();
         let counted = starts.clone();
+        // The first worker panics when told to, not after a while.
+        let go = Arc::new(tokio::sync::Notify::new());
+        let panic_now = go.clone();
         let supervisor = tokio::spawn(super::supervise(metrics.clone(), rx, move || {
             let n = counted.fetch_add(1, Ordering::SeqCst);
             let mut stop = worker_stop.clone();
+            let go = panic_now.clone();
             async move {
                 if n == 0 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    go.notified().await;
                     panic!("a bug in the worker");
                 }
                 let _ = stop.wait_for(|s| *s).await;
@@ -407,6 +544,7 @@ mod tests {
             metrics.is_outbox_worker_up(),
             "up while the first worker runs"
         );
+        go.notify_one();
         assert!(
             eventually(|| !metrics.is_outbox_worker_up()).await,
             "down after the panic, until the restart"

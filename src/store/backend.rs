@@ -17,11 +17,11 @@ pub trait Backend:
     /// `sqlite` or `postgres`, for logs ([`super::Store::backend`]).
     const LOG_NAME: &'static str;
 
-    /// The outbox take (`$1` lease end, `$2` now, `$3` limit). PostgreSQL's
-    /// inner `SELECT` locks the rows it takes and skips rows another gateway
-    /// holds (`FOR UPDATE SKIP LOCKED`), so that concurrent gateways never take
-    /// the same entry; SQLite serialises writers anyway. Otherwise the same.
-    const TAKE_DUE: &'static str;
+    /// Appended to the outbox take's row selection: PostgreSQL locks the rows
+    /// it takes and skips rows another gateway holds (`FOR UPDATE SKIP
+    /// LOCKED`), so that concurrent gateways never take the same entry;
+    /// SQLite serialises writers anyway.
+    const SKIP_LOCKED: &'static str;
 
     /// `COUNT(*)` of tables named `$1` in the database (0 or 1).
     const TABLE_EXISTS: &'static str;
@@ -41,9 +41,7 @@ pub trait Backend:
 
 impl Backend for sqlx::Sqlite {
     const LOG_NAME: &'static str = "sqlite";
-    const TAKE_DUE: &'static str = "UPDATE outbox SET due_at = $1 WHERE id IN \
-         (SELECT id FROM outbox WHERE due_at <= $2 ORDER BY due_at LIMIT $3) \
-         RETURNING id, body, created_at, attempts, notification_id";
+    const SKIP_LOCKED: &'static str = "";
     const TABLE_EXISTS: &'static str =
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
     const OLD_MIGRATOR_LOCK: Option<&'static str> = None;
@@ -60,9 +58,7 @@ impl Backend for sqlx::Sqlite {
 
 impl Backend for sqlx::Postgres {
     const LOG_NAME: &'static str = "postgres";
-    const TAKE_DUE: &'static str = "UPDATE outbox SET due_at = $1 WHERE id IN \
-         (SELECT id FROM outbox WHERE due_at <= $2 ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-         RETURNING id, body, created_at, attempts, notification_id";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const TABLE_EXISTS: &'static str = "SELECT COUNT(*) FROM pg_catalog.pg_tables \
          WHERE schemaname = current_schema() AND tablename = $1";
     const OLD_MIGRATOR_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7243001)");

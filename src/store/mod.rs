@@ -103,10 +103,24 @@ pub struct NewEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub id: i64,
+    pub app_id: String,
     pub body: String,
     pub created_at: Millis,
     /// Attempts before this one.
     pub attempts: i64,
+}
+
+/// How [`Store::take_due_fair`] shares a take among app ids, so that one
+/// app's backlog cannot take every slot of the outbox worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fairness {
+    /// At most this many entries of one app id (its earliest due).
+    pub per_app: i64,
+    /// Ranked among the first this many due entries (of the apps not
+    /// skipped), which bounds the cost of a take.
+    pub window: i64,
+    /// App ids to leave out (those already holding their share of the worker).
+    pub skip_apps: Vec<String>,
 }
 
 /// Everything one request (or one outbox round) learnt, written in one transaction.
@@ -256,6 +270,17 @@ pub trait Store: Send + Sync {
         lease_until: Millis,
         limit: i64,
     ) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>>;
+
+    /// [`Store::take_due`], at most `fair.per_app` entries per app id (each
+    /// app's earliest due among the first `fair.window` due) and none of
+    /// `fair.skip_apps`.
+    fn take_due_fair<'a>(
+        &'a self,
+        now: Millis,
+        lease_until: Millis,
+        limit: i64,
+        fair: &'a Fairness,
+    ) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>>;
 
     /// Deletes one batch of expired claims and rejections; returns how many rows went.
     fn expire(&self, e: Expiry) -> BoxFuture<'_, Result<u64, StoreError>>;

@@ -14,8 +14,8 @@ use super::backend::Backend;
 use super::batch::{self, Done, Op};
 use super::sql_store::SqlStore;
 use super::{
-    AppStats, AppUsage, ClaimKey, ClaimState, DeviceKey, Entry, Expiry, Millis, OutboxRow,
-    Rejection, Selection, Settlement, Stats, Usage,
+    AppStats, AppUsage, ClaimKey, ClaimState, DeviceKey, Entry, Expiry, Fairness, Millis,
+    OutboxRow, Rejection, Selection, Settlement, Stats, Usage,
 };
 
 /// Keys per statement (3 parameters each, far below SQLite's 32766 and PostgreSQL's 65535).
@@ -406,26 +406,53 @@ where
         now: Millis,
         lease_until: Millis,
         limit: i64,
+        fair: &Fairness,
     ) -> Result<Vec<Entry>, sqlx::Error> {
         self.held
             .run(&self.write_pool, async |conn| {
-                Self::take_due(conn, now, lease_until, limit).await
+                Self::take_due(conn, now, lease_until, limit, fair).await
             })
             .await
     }
 
+    /// Among the first `fair.window` due entries (of the apps not skipped),
+    /// each app's first `fair.per_app` are ranked with a window function (in
+    /// a subquery: PostgreSQL locks no rows at a level that has one), and the
+    /// earliest `limit` of them leased.
     async fn take_due(
         conn: &mut DB::Connection,
         now: Millis,
         lease_until: Millis,
         limit: i64,
+        fair: &Fairness,
     ) -> Result<Vec<Entry>, sqlx::Error> {
-        let rows = sqlx::query(DB::TAKE_DUE)
-            .bind(lease_until)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?;
+        let mut q = QueryBuilder::<DB>::new("UPDATE outbox SET due_at = ");
+        q.push_bind(lease_until);
+        q.push(" WHERE id IN (SELECT id FROM outbox WHERE due_at <= ");
+        q.push_bind(now);
+        q.push(
+            " AND id IN (SELECT id FROM (SELECT id, \
+             ROW_NUMBER() OVER (PARTITION BY app_id ORDER BY due_at, id) AS n \
+             FROM (SELECT id, app_id, due_at FROM outbox WHERE due_at <= ",
+        );
+        q.push_bind(now);
+        if !fair.skip_apps.is_empty() {
+            q.push(" AND app_id NOT IN (");
+            let mut list = q.separated(", ");
+            for app in &fair.skip_apps {
+                list.push_bind(app.as_str());
+            }
+            q.push(")");
+        }
+        q.push(" ORDER BY due_at LIMIT ");
+        q.push_bind(fair.window);
+        q.push(") candidates) ranked WHERE n <= ");
+        q.push_bind(fair.per_app);
+        q.push(") ORDER BY due_at LIMIT ");
+        q.push_bind(limit);
+        q.push(DB::SKIP_LOCKED);
+        q.push(") RETURNING id, body, created_at, attempts, notification_id, app_id");
+        let rows = q.build().fetch_all(&mut *conn).await?;
         let mut entries = Vec::with_capacity(rows.len());
         let mut wanted: Vec<i64> = Vec::new();
         for row in rows {
@@ -439,6 +466,7 @@ where
                     body: row.try_get(1)?,
                     created_at: row.try_get(2)?,
                     attempts: row.try_get(3)?,
+                    app_id: row.try_get(5)?,
                 },
                 notification_id,
             ));

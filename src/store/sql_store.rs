@@ -9,8 +9,8 @@ use super::backend::Backend;
 use super::batch::{Reader, Writer};
 use super::queries::Held;
 use super::{
-    AppStats, ClaimKey, ClaimState, DeviceKey, Entry, Expiry, Millis, OutboxRow, Rejection,
-    Selection, Settlement, Stats, Store, StoreError, Usage,
+    AppStats, ClaimKey, ClaimState, DeviceKey, Entry, Expiry, Fairness, Millis, OutboxRow,
+    Rejection, Selection, Settlement, Stats, Store, StoreError, Usage,
 };
 
 pub struct SqlStore<DB: Backend> {
@@ -117,7 +117,22 @@ where
         lease_until: Millis,
         limit: i64,
     ) -> BoxFuture<'_, Result<Vec<Entry>, StoreError>> {
-        async move { Ok(self.take_due_held(now, lease_until, limit).await?) }.boxed()
+        let all = Fairness {
+            per_app: limit,
+            window: limit,
+            skip_apps: Vec::new(),
+        };
+        async move { Ok(self.take_due_held(now, lease_until, limit, &all).await?) }.boxed()
+    }
+
+    fn take_due_fair<'a>(
+        &'a self,
+        now: Millis,
+        lease_until: Millis,
+        limit: i64,
+        fair: &'a Fairness,
+    ) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>> {
+        async move { Ok(self.take_due_held(now, lease_until, limit, fair).await?) }.boxed()
     }
 
     fn expire(&self, e: Expiry) -> BoxFuture<'_, Result<u64, StoreError>> {

@@ -4,10 +4,13 @@
 //! restart, `max_age`, and `/ready`. The upstream is the fake Web Push service.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pushgate::config::StoreConfig;
-use pushgate::store::Store;
+use pushgate::dispatch::clock::Clock;
+use pushgate::dispatch::{outbox, Dispatcher};
+use pushgate::store::{NewEntry, Settlement, Store};
 use serde_json::{json, Value};
 use testkit::webpush::{Behaviour, FakeWebPush, Subscription};
 
@@ -77,6 +80,47 @@ impl Setup {
             .expect("open store")
             .expect("a store")
     }
+
+    /// A dispatcher on this store and these apps, reading time from `clock`,
+    /// whose outbox steps the test runs itself (no worker).
+    pub async fn dispatcher(&self, clock: Clock) -> Outbox {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = crate::helpers::write_vapid_key(dir.path());
+        let yaml = self
+            .config("")
+            .replace("{vapid}", &key.display().to_string());
+        let (config, _) = pushgate::config::Config::from_yaml(&yaml, "test.yaml").expect("config");
+        let metrics = Arc::new(pushgate::telemetry::metrics::Metrics::new());
+        let routes = pushgate::gateway::build_routes(&config, &metrics).expect("routes");
+        let store = self.open_store().await;
+        let d = Dispatcher::new(
+            routes,
+            Some(store.clone()),
+            config.dispatch.clone(),
+            metrics,
+        );
+        Outbox {
+            d: Arc::new(d.with_clock(clock)),
+            store,
+            _dir: dir,
+        }
+    }
+}
+
+/// A dispatcher and its store, for running the outbox one step at a time.
+pub struct Outbox {
+    pub d: Arc<Dispatcher>,
+    pub store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+impl Outbox {
+    /// One outbox step; how many entries it took.
+    pub async fn drain_once(&self) -> usize {
+        outbox::drain_once(&self.d, &self.store)
+            .await
+            .expect("store answers")
+    }
 }
 
 macro_rules! on_both_backends {
@@ -99,7 +143,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
-    upstream_down_for_five_seconds_then_back_delivers_each_push_once,
+    upstream_down_through_retries_then_back_delivers_each_push_once,
     slow_upstream_is_answered_within_the_budget_and_delivered_once,
     a_temporary_failure_never_hides_the_rejected_list,
     homeserver_retry_is_pushed_once,
@@ -109,6 +153,9 @@ on_both_backends!(
     outbox_drops_a_push_after_max_age,
     a_hundred_queued_devices_store_their_notification_once,
     past_the_outbox_cap_a_request_is_answered_429_and_its_retry_is_sent_again,
+    one_apps_hanging_backlog_does_not_delay_another_apps_due_entry,
+    the_outbox_follows_its_clock_for_due_times_and_max_age,
+    a_fair_take_shares_its_room_among_apps,
 );
 
 pub fn message(event_id: &str, devices: Vec<Value>) -> Value {
@@ -144,7 +191,7 @@ fn sub(s: &Setup, name: &str) -> (String, Subscription) {
     s.fake.subscribe(name)
 }
 
-async fn upstream_down_for_five_seconds_then_back_delivers_each_push_once(s: Setup) {
+async fn upstream_down_through_retries_then_back_delivers_each_push_once(s: Setup) {
     let gw = s.gateway().await;
     let (endpoint, key) = sub(&s, "alice");
     s.fake.set_behaviour("alice", Behaviour::Status(503));
@@ -167,15 +214,18 @@ async fn upstream_down_for_five_seconds_then_back_delivers_each_push_once(s: Set
     }
     let store = s.open_store().await;
     assert_eq!(store.stats().await.expect("stats").outbox, 20);
-    tokio::time::sleep(Duration::from_secs(5).saturating_sub(down_since.elapsed())).await;
+    // Down until the outbox retried every push a few times (on average), within 10 s.
+    let tried = s.fake.wait_for(80, Duration::from_secs(10)).await;
+    eprintln!(
+        "{} attempts while down for {:?}",
+        tried.len(),
+        down_since.elapsed()
+    );
     assert!(
         s.fake.received().iter().all(|p| p.answered == 503),
         "nothing accepted while down"
     );
-    assert!(
-        s.fake.received().len() > 20,
-        "the outbox retried while down"
-    );
+    assert!(tried.len() >= 80, "the outbox retried while down");
     s.fake.set_behaviour("alice", Behaviour::Status(201));
 
     let got = settle_deliveries(&s.fake, 20, Duration::from_secs(10)).await;
@@ -205,7 +255,8 @@ async fn slow_upstream_is_answered_within_the_budget_and_delivered_once(s: Setup
     let got = settle_deliveries(&s.fake, 1, Duration::from_secs(5)).await;
     assert_eq!(got, HashMap::from([("$slow".to_owned(), 1)]));
     assert_eq!(wait_outbox_empty(&*store, Duration::from_secs(2)).await, 0);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let outbox = s.dispatcher(Clock::system()).await;
+    assert_eq!(outbox.drain_once().await, 0, "nothing left to send");
     assert_eq!(
         s.fake.received().len(),
         1,
@@ -323,7 +374,6 @@ async fn rejection_is_remembered_across_a_restart_and_cleared_by_a_newer_pushkey
             (200, json!({"rejected": [key.p256dh()]}))
         );
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let gw = s.gateway().await;
     // Answered from memory: the push service is not asked again.
     let mut dev = device(&endpoint, &key, json!({}));
@@ -380,7 +430,8 @@ async fn outbox_drops_a_push_after_max_age(s: Setup) {
     let attempts = s.fake.received().len();
     assert!(attempts >= 2, "retried before the drop: {attempts}");
     s.fake.set_behaviour("down", Behaviour::Status(201));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let outbox = s.dispatcher(Clock::system()).await;
+    assert_eq!(outbox.drain_once().await, 0, "nothing left to send");
     assert_eq!(s.fake.received().len(), attempts, "not sent after the drop");
 }
 
@@ -500,4 +551,220 @@ async fn past_the_outbox_cap_a_request_is_answered_429_and_its_retry_is_sent_aga
     let ok = gw.notify(&small).await;
     assert_eq!((ok.status, ok.body), (200, json!({"rejected": []})));
     assert_eq!(store.stats().await.expect("stats").outbox, 1);
+}
+
+/// Issue 15, fairness: app A's 700 queued entries, all due before app B's one
+/// and all to an endpoint that never answers (each send hangs until
+/// `upstream_timeout`, 5 s), do not hold every outbox slot: B's entry is
+/// taken and delivered at once, not after A's backlog (before: 700 / 64
+/// rounds of 5 s each).
+async fn one_apps_hanging_backlog_does_not_delay_another_apps_due_entry(s: Setup) {
+    let store = s.open_store().await;
+    let (hang_ep, hang_sub) = sub(&s, "hang");
+    s.fake.set_behaviour("hang", Behaviour::Stall);
+    let (b_ep, b_sub) = sub(&s, "b");
+    let now = pushgate::store::now_ms();
+    let entry = |app_id: &str, pushkey: String, event: String, device: Value, due_at| {
+        pushgate::store::NewEntry {
+            app_id: app_id.into(),
+            pushkey,
+            body: message(&event, vec![device]).to_string(),
+            shared: None,
+            created_at: now - 2_000,
+            due_at,
+            attempts: 1,
+            last_error: None,
+        }
+    };
+    let mut enqueue: Vec<_> = (0..700)
+        .map(|i| {
+            let dev = device(&hang_ep, &hang_sub, json!({}));
+            entry(
+                "org.example.web",
+                hang_sub.p256dh(),
+                format!("$a{i}"),
+                dev,
+                now - 1_000,
+            )
+        })
+        .collect();
+    let mut b_dev = device(&b_ep, &b_sub, json!({}));
+    b_dev["app_id"] = json!("org.example.other");
+    enqueue.push(entry(
+        "org.example.other",
+        b_sub.p256dh(),
+        "$b".into(),
+        b_dev,
+        now,
+    ));
+    store
+        .settle(pushgate::store::Settlement {
+            now,
+            enqueue,
+            ..Default::default()
+        })
+        .await
+        .expect("enqueued");
+
+    let started = Instant::now();
+    let config = s.config("").replace(
+        "store:",
+        &format!("{}store:", crate::upstream::OTHER_WEB_APP),
+    );
+    let _gw = spawn(&config).await;
+    let deadline = started + Duration::from_secs(4);
+    while s.fake.received_for("b").is_empty() && Instant::now() < deadline {
+        s.fake
+            .wait_for(s.fake.received().len() + 1, Duration::from_millis(100))
+            .await;
+    }
+    let took = started.elapsed();
+    eprintln!("app B's entry delivered {took:?} after the gateway started");
+    assert_eq!(
+        s.fake
+            .received_for("b")
+            .iter()
+            .map(|p| p.answered)
+            .collect::<Vec<_>>(),
+        [201],
+        "app B's entry delivered within 4 s (took {took:?}), while app A's sends hang"
+    );
+    assert!(
+        !s.fake.received_for("hang").is_empty(),
+        "app A's entries were being sent meanwhile"
+    );
+}
+
+/// The outbox steps on a manual clock: an entry due in a minute is not taken
+/// until the clock says a minute passed, then sent at once; one older than
+/// `dispatch.max_age` (1 h by default) is dropped unsent. No waiting.
+async fn the_outbox_follows_its_clock_for_due_times_and_max_age(s: Setup) {
+    let start = pushgate::store::now_ms();
+    let clock = Clock::manual(start);
+    let outbox = s.dispatcher(clock.clone()).await;
+    let (ep, key) = sub(&s, "later");
+    let (ep_old, key_old) = sub(&s, "old");
+    s.fake.set_behaviour("old", Behaviour::Status(503));
+    let entry = |event: &str, ep: &str, key: &Subscription, due_at| NewEntry {
+        app_id: "org.example.web".into(),
+        pushkey: key.p256dh(),
+        body: message(event, vec![device(ep, key, json!({}))]).to_string(),
+        shared: None,
+        created_at: start,
+        due_at,
+        attempts: 1,
+        last_error: None,
+    };
+    let enqueue = vec![
+        entry("$later", &ep, &key, start + 60_000),
+        entry("$old", &ep_old, &key_old, start + 2 * 3_600_000),
+    ];
+    outbox
+        .store
+        .settle(Settlement {
+            now: start,
+            enqueue,
+            ..Settlement::default()
+        })
+        .await
+        .expect("enqueued");
+
+    assert_eq!(outbox.drain_once().await, 0, "not due yet");
+    clock.advance(Duration::from_millis(59_999));
+    assert_eq!(outbox.drain_once().await, 0, "not due a millisecond before");
+    assert!(s.fake.received().is_empty());
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(outbox.drain_once().await, 1, "due now");
+    assert_eq!(
+        s.fake.accepted_by_event(),
+        HashMap::from([("$later".to_owned(), 1)])
+    );
+    assert_eq!(outbox.store.stats().await.expect("stats").outbox, 1);
+
+    // Two hours later the other entry is due, but past max_age: dropped unsent.
+    clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(outbox.drain_once().await, 1);
+    assert_eq!(s.fake.received().len(), 1, "not sent");
+    assert_eq!(outbox.store.stats().await.expect("stats").outbox, 0);
+}
+
+/// The store's fair take: each app's earliest due first, at most `per_app`
+/// of one app, none of the skipped apps, ranked among the first `window` due.
+async fn a_fair_take_shares_its_room_among_apps(s: Setup) {
+    use pushgate::store::Fairness;
+    let store = s.open_store().await;
+    let entry = |app: &str, i: i64| NewEntry {
+        app_id: app.into(),
+        pushkey: format!("k{i}"),
+        body: format!("{app}{i}"),
+        shared: None,
+        created_at: 0,
+        due_at: i,
+        attempts: 0,
+        last_error: None,
+    };
+    // a: due at 1..=10, b: 11..=13, c: 14.
+    let mut enqueue: Vec<_> = (1..=10).map(|i| entry("a", i)).collect();
+    enqueue.extend((11..=13).map(|i| entry("b", i)));
+    enqueue.push(entry("c", 14));
+    store
+        .settle(Settlement {
+            now: 0,
+            enqueue,
+            ..Settlement::default()
+        })
+        .await
+        .expect("enqueued");
+    let bodies = |taken: Vec<pushgate::store::Entry>| {
+        let mut v: Vec<(String, String)> = taken.into_iter().map(|e| (e.app_id, e.body)).collect();
+        v.sort();
+        v
+    };
+    let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    let fair = |per_app, window, skip: &[&str]| Fairness {
+        per_app,
+        window,
+        skip_apps: skip.iter().map(|a| a.to_string()).collect(),
+    };
+    // Two of each app, the earliest due; limit 5 keeps the five earliest of those.
+    let taken = store
+        .take_due_fair(100, 1_000, 5, &fair(2, 100, &[]))
+        .await
+        .expect("take");
+    assert_eq!(
+        bodies(taken),
+        [
+            pair("a", "a1"),
+            pair("a", "a2"),
+            pair("b", "b11"),
+            pair("b", "b12"),
+            pair("c", "c14")
+        ]
+    );
+    // Leased: not taken again; a is skipped.
+    let taken = store
+        .take_due_fair(100, 1_000, 10, &fair(5, 100, &["a"]))
+        .await
+        .expect("take");
+    assert_eq!(bodies(taken), [pair("b", "b13")]);
+    // Ranked among the first 3 due (a3, a4, a5): only a's.
+    let taken = store
+        .take_due_fair(100, 1_000, 10, &fair(2, 3, &[]))
+        .await
+        .expect("take");
+    assert_eq!(bodies(taken), [pair("a", "a3"), pair("a", "a4")]);
+    // Not due yet at 7: a5, a6, a7 are; skipping a leaves nothing.
+    let taken = store
+        .take_due_fair(7, 1_000, 10, &fair(8, 100, &["a"]))
+        .await
+        .expect("take");
+    assert!(taken.is_empty());
+    let taken = store
+        .take_due_fair(7, 1_000, 10, &fair(8, 100, &[]))
+        .await
+        .expect("take");
+    assert_eq!(
+        bodies(taken),
+        [pair("a", "a5"), pair("a", "a6"), pair("a", "a7")]
+    );
 }

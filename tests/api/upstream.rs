@@ -301,7 +301,7 @@ async fn fcm_token_endpoint_failures_are_retried_with_backoff_not_per_push() {
 }
 
 /// A second Web Push app beside `org.example.web`.
-const OTHER_WEB_APP: &str = "  org.example.other:
+pub const OTHER_WEB_APP: &str = "  org.example.other:
     type: webpush
     vapid_private_key: {vapid}
     vapid_contact_email: ops@example.org

@@ -120,7 +120,9 @@ pub fn init(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> LogGuard {
     layers.push(
         main.with_filter(filter())
             .with_filter(filter_fn(move |m| {
-                !(separate_access && m.target() == access::TARGET) && !(events_only && m.is_span())
+                let elsewhere = separate_access && m.target() == access::TARGET;
+                let unused_span = events_only && m.is_span();
+                !(elsewhere || unused_span)
             }))
             .boxed(),
     );

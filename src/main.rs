@@ -114,55 +114,17 @@ enum Shell {
     Fish,
 }
 
-// mimalloc instead of glibc's malloc: ~25 % less CPU per notification under
-// load (docs/performance.md). `tune_allocator` keeps its resident memory low.
+// mimalloc instead of glibc's malloc: less CPU per notification under load
+// (docs/performance.md). Its settings are read from the environment
+// (`MIMALLOC_*`, see docs/operator-guide.md); the defaults were measured to
+// be the better choice here.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's settings for a long-running server: return freed memory to the
-/// OS at once and commit arena memory only when used (at 256 concurrent
-/// requests, ~40 % less resident memory for a few per cent of throughput).
-const ALLOCATOR_ENV: [(&str, &str); 2] = [
-    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
-    ("MIMALLOC_PURGE_DELAY", "0"),
-];
-
-/// mimalloc reads its settings from the environment when the process loads,
-/// before `main`; so the gateway sets them and replaces itself (`exec`: same
-/// PID, same arguments) once. Variables the operator set are kept as they are.
-#[cfg(unix)]
-fn tune_allocator() {
-    use std::os::unix::process::CommandExt;
-    if ALLOCATOR_ENV
-        .iter()
-        .all(|(name, _)| std::env::var_os(name).is_some())
-    {
-        return;
-    }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(std::env::args_os().skip(1));
-    for (name, value) in ALLOCATOR_ENV {
-        if std::env::var_os(name).is_none() {
-            cmd.env(name, value);
-        }
-    }
-    // Only returns if the exec failed: then run untuned.
-    let _ = cmd.exec();
-}
-
-#[cfg(not(unix))]
-fn tune_allocator() {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            tune_allocator();
-            serve(cli.config.as_deref())
-        }
+        Command::Serve => serve(cli.config.as_deref()),
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::GenVapid { out, force } => gen_vapid(&out, force),
         Command::Store(c) => store_command(cli.config.as_deref(), admin::Command::Store(c)),
@@ -347,7 +309,8 @@ fn serve(path: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let _otlp = telemetry::init(&loaded.config.log, &loaded.config.tracing);
+    // Dropped last (after the runtime): the lines still queued are written.
+    let _log = telemetry::init(&loaded.config.log, &loaded.config.tracing);
     for w in &loaded.warnings {
         tracing::warn!("{}: {w}", loaded.file.display());
     }

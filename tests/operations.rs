@@ -306,30 +306,131 @@ async fn otlp_export_carries_the_span_tree_of_a_request() {
     drop(gw);
 }
 
-/// The gateway re-executes itself once with mimalloc's memory settings in its
-/// environment (mimalloc reads them before `main`): same PID, same arguments.
+/// The gateway does not re-execute itself to tune its allocator: the serving
+/// process has the environment and arguments it was started with.
 #[tokio::test]
-async fn serve_runs_with_the_allocator_settings_in_its_environment() {
+async fn serve_runs_in_the_environment_it_was_given() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = process::write_config(dir.path(), "gw", "store: none\n");
     let gateway = Gateway::start(&config);
     let environ = std::fs::read(format!("/proc/{}/environ", gateway.pid())).expect("environ");
-    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-    for expected in [
-        &b"MIMALLOC_ARENA_EAGER_COMMIT=0"[..],
-        b"MIMALLOC_PURGE_DELAY=0",
-    ] {
-        assert!(
-            vars.contains(&expected),
-            "{} in the environment of the serving process",
-            String::from_utf8_lossy(expected)
-        );
-    }
+    let ours: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("MIMALLOC_"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let theirs: Vec<String> = environ
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .filter(|v| v.starts_with("MIMALLOC_"))
+        .collect();
+    assert_eq!(theirs, ours, "no allocator variable added");
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", gateway.pid())).expect("cmdline");
-    assert!(
-        String::from_utf8_lossy(&cmdline).contains(&config.display().to_string()),
-        "the arguments survive the re-exec"
-    );
+    assert!(String::from_utf8_lossy(&cmdline).contains(&config.display().to_string()));
+}
+
+/// A `/notify` writes one INFO line: the access line, carrying the request's
+/// summary; with the access log off, the summary line (`notify`) instead.
+#[tokio::test]
+async fn a_notify_writes_one_info_line_with_its_summary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeWebPush::start().await;
+    let (endpoint, sub) = fake.subscribe("one-line");
+    let with_access = process::write_config(dir.path(), "access", "store: none\n");
+    let text = std::fs::read_to_string(&with_access)
+        .expect("config")
+        .replace(
+            "  format: json\n",
+            "  format: json\n  access:\n    enabled: false\n",
+        );
+    let without_access = dir.path().join("no-access.yaml");
+    std::fs::write(&without_access, text).expect("config");
+    for (config, message) in [(&with_access, "request"), (&without_access, "notify")] {
+        let gw = Gateway::start(config);
+        let resp = client()
+            .post(format!("http://{}/_matrix/push/v1/notify", gw.addr))
+            .header("x-request-id", "one-line-1")
+            .body(body("$one", "org.example.web", &endpoint, &sub))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(resp.status().as_u16(), 200);
+        // Every line of the first request is written before its answer; a
+        // second request's line marks the end of them in the log.
+        assert_eq!(
+            client()
+                .post(format!("http://{}/_matrix/push/v1/notify", gw.addr))
+                .header("x-request-id", "one-line-2")
+                .body("{}")
+                .send()
+                .await
+                .expect("answer")
+                .status()
+                .as_u16(),
+            400
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let log = loop {
+            let log = gw.log.lock().expect("log").clone();
+            if log.iter().any(|l| l["request_id"] == "one-line-2") || Instant::now() > deadline {
+                break log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let info: Vec<&Value> = log
+            .iter()
+            .filter(|l| l["request_id"] == "one-line-1" && l["level"] == "INFO")
+            .collect();
+        assert_eq!(info.len(), 1, "one INFO line: {info:#?}");
+        let line = info[0];
+        let fields = [
+            "message",
+            "status",
+            "event_id",
+            "app_ids",
+            "devices",
+            "delivered",
+            "rejected",
+            "failed",
+            "duplicates",
+            "queued",
+            "unqueued",
+        ];
+        assert_eq!(
+            fields.map(|f| line[f].clone()),
+            [
+                json!(message),
+                json!(200),
+                json!("$one"),
+                json!("org.example.web"),
+                json!(1),
+                json!(1),
+                json!(0),
+                json!(0),
+                json!(0),
+                json!(0),
+                json!(0),
+            ],
+            "{line}"
+        );
+        assert!(line.get("error").is_none(), "{line}");
+        let refused = log
+            .iter()
+            .find(|l| l["request_id"] == "one-line-2" && l["level"] == "INFO")
+            .expect("the refused request's line");
+        assert_eq!(refused["status"], 400);
+        assert!(
+            refused["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{refused}"
+        );
+        assert!(refused.get("devices").is_none(), "{refused}");
+        if message == "request" {
+            assert_eq!(line["path"], "/_matrix/push/v1/notify");
+            assert_eq!(line["client"], "127.0.0.1");
+            assert!(line["duration_ms"].as_f64().is_some_and(|d| d >= 0.0));
+        } else {
+            assert!(line["elapsed_ms"].as_u64().is_some(), "{line}");
+        }
+    }
 }
 
 /// The access lines of a gateway's log (`message` "request"), once `n` are there.

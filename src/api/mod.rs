@@ -94,11 +94,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 #[derive(Clone, Copy)]
 pub struct PeerAddr(pub std::net::SocketAddr);
 
-/// One access line per request (`log.access`), on target `pushgate::access`.
+/// One access line per request (`log.access`), on target `pushgate::access`;
+/// a `/notify` answer brings its summary along (a response extension).
 async fn access_log(req: Request, next: Next) -> Response {
     use crate::telemetry::access;
-    let settings = access::settings();
-    if !settings.enabled || !tracing::enabled!(target: access::TARGET, tracing::Level::INFO) {
+    if !access::enabled() {
         return next.run(req).await;
     }
     let started = std::time::Instant::now();
@@ -109,25 +109,28 @@ async fn access_log(req: Request, next: Next) -> Response {
             .get_all("x-forwarded-for")
             .iter()
             .map(|v| v.as_bytes()),
-        settings.x_forwarded_for,
+        access::settings().x_forwarded_for,
     );
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let resp = next.run(req).await;
+    // A clone shares the request's bytes.
+    let uri = req.uri().clone();
+    let mut resp = next.run(req).await;
+    let notify = resp.extensions_mut().remove::<access::NotifySummary>();
     let request_id = resp
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
-    tracing::info!(
-        target: access::TARGET,
-        client = %client.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-        method = %method,
-        path = %path,
-        status = resp.status().as_u16(),
-        duration_ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-        request_id,
-        "request"
+    access::log(
+        &access::Request {
+            client,
+            method: &method,
+            path: uri.path(),
+            status: resp.status().as_u16(),
+            elapsed: started.elapsed(),
+            request_id,
+        },
+        notify.as_ref(),
     );
     resp
 }

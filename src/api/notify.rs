@@ -34,6 +34,7 @@ use tracing::Instrument;
 use super::error::ApiError;
 use super::{AppState, RequestId};
 use crate::notification;
+use crate::telemetry::access::{self, Counts, NotifySummary};
 
 pub async fn notify(
     State(state): State<Arc<AppState>>,
@@ -45,6 +46,7 @@ pub async fn notify(
     let metrics = state.dispatcher.metrics().clone();
     let _in_flight = metrics.notify_started();
     let span = tracing::info_span!("notify", request_id = %request_id);
+    let mut summary = NotifySummary::default();
     let result = async {
         let declared = declared_length(&state, &headers)?;
         let reserved = reserve(&state, declared.unwrap_or(state.limits.max_body_size))?;
@@ -55,19 +57,24 @@ pub async fn notify(
                 limit: "limits.max_inflight_requests",
             });
         };
-        handle(&state, &request_id, bytes, reserved).await
+        handle(&state, &request_id, bytes, reserved, &mut summary).await
     }
     .instrument(span)
     .await;
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    let resp = match result {
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
-            tracing::info!(request_id, error = %e, elapsed_ms, "notify refused");
+            summary.error = Some(e.to_string());
             e.into_response()
         }
     };
     metrics.notify_answered(resp.status().as_u16(), started);
+    // One INFO line per request: the access line's, or else its own.
+    if access::enabled() {
+        resp.extensions_mut().insert(summary);
+    } else {
+        summary.log(&request_id, resp.status().as_u16(), started.elapsed());
+    }
     resp
 }
 
@@ -135,12 +142,13 @@ async fn read_body(
 }
 
 /// Parses and dispatches; `reserved` is this request's share of the byte
-/// budget, held until the answer.
+/// budget, held until the answer. What it did goes into `summary`.
 async fn handle(
     state: &AppState,
     request_id: &str,
     bytes: bytes::Bytes,
     mut reserved: OwnedSemaphorePermit,
+    summary: &mut NotifySummary,
 ) -> Result<Response, ApiError> {
     // The content stays a view into the body: the body's one allocation is
     // what the notification keeps (its other parts are a few hundred bytes).
@@ -154,32 +162,18 @@ async fn handle(
         .dispatcher
         .metrics()
         .notification_received(n.devices.len());
-    let started = Instant::now();
-    let devices = n.devices.len();
-    let event_id = n.event_id.clone().unwrap_or_default();
-    let mut app_ids: Vec<String> = n.devices.iter().map(|d| d.app_id.clone()).collect();
-    app_ids.sort_unstable();
-    app_ids.dedup();
+    summary.event_id = n.event_id.clone();
+    summary.devices = Some(n.devices.len());
+    summary.app_ids = Some(app_ids(&n.devices));
     let answer = state.dispatcher.dispatch(n, request_id.to_owned()).await;
-    tracing::info!(
-        request_id,
-        event_id,
-        app_ids = %app_ids.join(","),
-        devices,
-        delivered = answer.delivered,
-        rejected = answer.rejected.len(),
-        failed = answer.failed,
-        duplicates = answer.duplicates,
-        queued = answer.queued,
-        unqueued = answer.unqueued,
-        status = match (answer.unqueued, answer.overloaded) {
-            (0, _) => 200,
-            (u, o) if u == o => 429,
-            _ => 502,
-        },
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "notify"
-    );
+    summary.counts = Some(Counts {
+        delivered: answer.delivered,
+        rejected: answer.rejected.len(),
+        failed: answer.failed,
+        duplicates: answer.duplicates,
+        queued: answer.queued,
+        unqueued: answer.unqueued,
+    });
     if answer.unqueued > 0 && answer.overloaded == answer.unqueued {
         let (label, limit) = if answer.outbox_full > 0 {
             ("outbox", "the outbox caps, dispatch.outbox_max_*")
@@ -196,4 +190,12 @@ async fn handle(
         });
     }
     Ok(Json(json!({ "rejected": answer.rejected })).into_response())
+}
+
+/// The devices' app ids, sorted, without repeats, comma-separated.
+fn app_ids(devices: &[notification::Device]) -> String {
+    let mut ids: Vec<&str> = devices.iter().map(|d| d.app_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.join(",")
 }

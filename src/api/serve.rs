@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -134,6 +134,8 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let connections = TaskTracker::new();
+    // One server configuration (and timer) for every connection of the listener.
+    let builder = Arc::new(builder(&http));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -160,11 +162,12 @@ pub async fn serve(
         };
         // Answers go out at once, not after the peer's delayed ACK (Nagle).
         let _ = stream.set_nodelay(true);
-        let (router, http, stop) = (router.clone(), http.clone(), stop.clone());
+        let (router, http, stop, builder) =
+            (router.clone(), http.clone(), stop.clone(), builder.clone());
         match tls.clone() {
             None => {
                 connections.spawn(async move {
-                    serve_connection(stream, peer, router, &http, stop).await;
+                    serve_connection(stream, peer, router, &builder, &http, stop).await;
                     drop(ticket);
                 });
             }
@@ -172,7 +175,9 @@ pub async fn serve(
                 connections.spawn(async move {
                     let handshake = acceptor.accept(stream);
                     match tokio::time::timeout(http.header_read_timeout, handshake).await {
-                        Ok(Ok(tls)) => serve_connection(tls, peer, router, &http, stop).await,
+                        Ok(Ok(tls)) => {
+                            serve_connection(tls, peer, router, &builder, &http, stop).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -216,12 +221,30 @@ struct Activity {
     in_flight: AtomicUsize,
     /// A request has reached the router (the first-request deadline is over).
     any: AtomicBool,
-    last: Mutex<Instant>,
+    /// When the connection was accepted; `last` counts from it.
+    born: Instant,
+    /// Milliseconds from `born` to the last start or end of a request (an
+    /// atomic, not a lock: it is written twice per request).
+    last_ms: AtomicU64,
 }
 
 impl Activity {
+    fn new() -> Activity {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            any: AtomicBool::new(false),
+            born: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
     fn touch(&self) {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    fn last(&self) -> Instant {
+        self.born + Duration::from_millis(self.last_ms.load(Ordering::Acquire))
     }
 
     /// Completes once the connection has had nothing in flight for `idle`
@@ -233,7 +256,7 @@ impl Activity {
             } else {
                 first
             };
-            let last = *self.last.lock().unwrap_or_else(|e| e.into_inner());
+            let last = self.last();
             let wake = if self.in_flight.load(Ordering::Acquire) > 0 {
                 // Busy: look again one period later (the request's end moves `last`).
                 Instant::now() + limit
@@ -274,16 +297,13 @@ async fn serve_connection<I>(
     io: I,
     peer: std::net::SocketAddr,
     router: Router,
+    builder: &auto::Builder<TokioExecutor>,
     http: &HttpConfig,
     mut stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity {
-        in_flight: AtomicUsize::new(0),
-        any: AtomicBool::new(false),
-        last: Mutex::new(Instant::now()),
-    });
+    let activity = Arc::new(Activity::new());
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -298,7 +318,6 @@ async fn serve_connection<I>(
             }
         })
     };
-    let builder = builder(http);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let idle = activity.idle_for(http.header_read_timeout, http.idle_timeout);

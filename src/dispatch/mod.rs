@@ -387,6 +387,17 @@ fn rejected_at(since_ms: Option<u64>, now: crate::store::Millis) -> crate::store
 
 /// The log line of one outcome, with a redacted pushkey.
 fn log_fate(request_id: &str, d: &Device, fate: &Fate) {
+    let debug_only = matches!(
+        fate,
+        Fate::Pushed(Outcome::Delivered | Outcome::Rejected(_))
+            | Fate::Duplicate
+            | Fate::Unroutable(_)
+            | Fate::Remembered { .. }
+    );
+    // The redaction allocates: not for a line nobody writes.
+    if debug_only && !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
     let pushkey = redact(&d.pushkey);
     let app_id = d.app_id.as_str();
     let outcome = fate.kind();
@@ -394,15 +405,17 @@ fn log_fate(request_id: &str, d: &Device, fate: &Fate) {
         Fate::Pushed(Outcome::Delivered) | Fate::Duplicate => {
             tracing::debug!(request_id, app_id, pushkey, outcome, "device")
         }
+        // Counted on the request's INFO line (`rejected`, `failed`): one INFO
+        // line per request, whatever its number of devices.
         Fate::Pushed(o @ Outcome::Rejected(_)) => {
             let reason = o.reason().unwrap_or_default();
-            tracing::info!(request_id, app_id, pushkey, outcome, reason, "device")
+            tracing::debug!(request_id, app_id, pushkey, outcome, reason, "device")
         }
         Fate::Unroutable(e) => {
             let reason = e.to_string();
-            tracing::info!(request_id, app_id, pushkey, outcome, reason, "device")
+            tracing::debug!(request_id, app_id, pushkey, outcome, reason, "device")
         }
-        Fate::Remembered { reason } => tracing::info!(
+        Fate::Remembered { reason } => tracing::debug!(
             request_id,
             app_id,
             pushkey,

@@ -1,10 +1,15 @@
 //! The access log: one line per HTTP request at INFO on the target
 //! `pushgate::access` (Sygnal's `sygnal.access` logger), with the client
-//! address, method, path, status, duration and request id. One line, no
-//! per-device detail, so it stays cheap at any request rate.
+//! address, method, path, status, duration and request id. A `/notify`
+//! request's line also carries its summary ([`NotifySummary`]: event id,
+//! app ids, device counts), so a push writes one INFO line, not two; with
+//! the access log off, the summary is a line of its own (`notify`).
+//! Per-device lines are DEBUG (failures WARN).
 
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use crate::config::LogConfig;
 
@@ -35,6 +40,106 @@ pub fn settings() -> AccessSettings {
         enabled: true,
         x_forwarded_for: false,
     })
+}
+
+/// Whether access lines are written: `log.access.enabled` and the
+/// `pushgate::access` target at INFO.
+pub fn enabled() -> bool {
+    settings().enabled && tracing::enabled!(target: TARGET, tracing::Level::INFO)
+}
+
+/// What a `/notify` request did, for its one INFO line.
+#[derive(Debug, Clone, Default)]
+pub struct NotifySummary {
+    pub event_id: Option<String>,
+    /// The app ids of its devices, sorted, without repeats, comma-separated.
+    pub app_ids: Option<String>,
+    pub devices: Option<usize>,
+    pub counts: Option<Counts>,
+    /// Why it was refused (a Matrix error answer), if it was.
+    pub error: Option<String>,
+}
+
+/// The device outcomes of a dispatched notification.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub delivered: usize,
+    pub rejected: usize,
+    pub failed: usize,
+    pub duplicates: usize,
+    pub queued: usize,
+    pub unqueued: usize,
+}
+
+impl NotifySummary {
+    /// The summary as a line of its own (`notify`, on pushgate's target), for
+    /// when no access line carries it.
+    pub fn log(&self, request_id: &str, status: u16, elapsed: Duration) {
+        let c = self.counts.as_ref();
+        tracing::info!(
+            request_id,
+            event_id = self.event_id.as_deref(),
+            app_ids = self.app_ids.as_deref(),
+            devices = self.devices,
+            delivered = c.map(|c| c.delivered),
+            rejected = c.map(|c| c.rejected),
+            failed = c.map(|c| c.failed),
+            duplicates = c.map(|c| c.duplicates),
+            queued = c.map(|c| c.queued),
+            unqueued = c.map(|c| c.unqueued),
+            status,
+            error = self.error.as_deref(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "notify"
+        );
+    }
+}
+
+/// One request as the access line tells it.
+pub struct Request<'a> {
+    pub client: Option<IpAddr>,
+    pub method: &'a http::Method,
+    pub path: &'a str,
+    pub status: u16,
+    pub elapsed: Duration,
+    pub request_id: &'a str,
+}
+
+/// Writes the access line of `r`, with the `/notify` summary when there is one.
+pub fn log(r: &Request<'_>, notify: Option<&NotifySummary>) {
+    let c = notify.and_then(|n| n.counts.as_ref());
+    tracing::info!(
+        target: TARGET,
+        client = %Dash(r.client),
+        method = %r.method,
+        path = r.path,
+        status = r.status,
+        duration_ms = (r.elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        request_id = r.request_id,
+        event_id = notify.and_then(|n| n.event_id.as_deref()),
+        app_ids = notify.and_then(|n| n.app_ids.as_deref()),
+        devices = notify.and_then(|n| n.devices),
+        delivered = c.map(|c| c.delivered),
+        rejected = c.map(|c| c.rejected),
+        failed = c.map(|c| c.failed),
+        duplicates = c.map(|c| c.duplicates),
+        queued = c.map(|c| c.queued),
+        unqueued = c.map(|c| c.unqueued),
+        error = notify.and_then(|n| n.error.as_deref()),
+        "request"
+    );
+}
+
+/// A value, or `-` when there is none (the access log's convention).
+struct Dash<T>(Option<T>);
+
+impl<T: fmt::Display> fmt::Display for Dash<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// The client address for the access line: with `x_forwarded_for`, the last

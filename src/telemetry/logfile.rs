@@ -1,14 +1,13 @@
 //! Log files that logrotate can move away: opened for appending, and opened
 //! again by path at `SIGHUP` ([`reopen_all`]), as Python's
-//! `WatchedFileHandler` notices a renamed file. Each log line is written
-//! with one `write` under a lock, so lines never interleave.
+//! `WatchedFileHandler` notices a renamed file. Lines come in whole (a
+//! batch of them from the log queue) and each batch is written under a
+//! lock, so lines never interleave.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-
-use tracing_subscriber::fmt::MakeWriter;
 
 /// One log file, shared by every layer that writes to it.
 #[derive(Debug)]
@@ -61,8 +60,15 @@ pub fn reopen_all() -> Vec<(PathBuf, io::Error)> {
         .collect()
 }
 
-/// The writer handed to `tracing_subscriber` for one line.
+/// Writes to one log file; the queue's writer thread ([`super::queue`])
+/// hands it whole lines, a batch at a time.
 pub struct LineWriter(Arc<LogFile>);
+
+impl LineWriter {
+    pub fn new(file: Arc<LogFile>) -> LineWriter {
+        LineWriter(file)
+    }
+}
 
 impl Write for LineWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -76,18 +82,6 @@ impl Write for LineWriter {
     }
 }
 
-impl<'a> MakeWriter<'a> for ArcLogFile {
-    type Writer = LineWriter;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        LineWriter(self.0.clone())
-    }
-}
-
-/// A cloneable handle usable as a `MakeWriter`.
-#[derive(Clone)]
-pub struct ArcLogFile(pub Arc<LogFile>);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,12 +90,12 @@ mod tests {
     fn lines_go_to_the_new_file_after_a_rename_and_reopen() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("pushgate.log");
-        let f = ArcLogFile(LogFile::open(&path).expect("open"));
-        f.make_writer().write_all(b"one\n").expect("write");
+        let mut f = LineWriter::new(LogFile::open(&path).expect("open"));
+        f.write_all(b"one\n").expect("write");
         std::fs::rename(&path, dir.path().join("pushgate.log.1")).expect("rotate");
-        f.make_writer().write_all(b"two\n").expect("write");
+        f.write_all(b"two\n").expect("write");
         assert!(reopen_all().is_empty());
-        f.make_writer().write_all(b"three\n").expect("write");
+        f.write_all(b"three\n").expect("write");
         let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).expect("read");
         assert_eq!(read("pushgate.log.1"), "one\ntwo\n");
         assert_eq!(read("pushgate.log"), "three\n");

@@ -92,6 +92,8 @@ pub struct Metrics {
     breaker_open: IntGaugeVec,
     breaker_trips: IntCounterVec,
     send_panics: IntCounter,
+    /// Read from the log queues at scrape time (they are process-wide).
+    log_lines_dropped: IntCounter,
     outbox_full: IntCounterVec,
     outbox_bytes: IntGauge,
     inbound_connections: IntGauge,
@@ -296,6 +298,10 @@ impl Metrics {
                 "pushgate_send_panics_total",
                 "Sends that panicked (a bug); each push was treated as a temporary failure",
             ),
+            log_lines_dropped: b.counter(
+                "pushgate_log_lines_dropped_total",
+                "Log lines dropped because the log writer was behind (its queue full)",
+            ),
             outbox_full: b.counter_vec(
                 "pushgate_outbox_full_total",
                 "Temporary failures not queued because an outbox cap was reached \
@@ -368,6 +374,11 @@ impl Metrics {
 
     /// The exposition, in Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
+        let dropped = super::queue::dropped_lines();
+        let seen = self.log_lines_dropped.get();
+        if dropped > seen {
+            self.log_lines_dropped.inc_by(dropped - seen);
+        }
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
             tracing::error!(error = %e, "metrics encoding failed (a bug)");
@@ -680,6 +691,8 @@ mod tests {
             "process_resident_memory_bytes ",
             "process_open_fds ",
             "process_max_fds ",
+            // Process-wide: another test may have dropped lines.
+            "pushgate_log_lines_dropped_total ",
         ] {
             assert!(text.contains(family), "{family} missing from\n{text}");
         }

@@ -1,14 +1,17 @@
 //! Logging set-up (`tracing`, text or JSON, to a stream or a file that is
-//! reopened at `SIGHUP`), the access log ([`access`]), redaction of
-//! pushkeys, and the Prometheus metrics ([`metrics`]).
+//! reopened at `SIGHUP`, through a queue that never blocks a request:
+//! [`queue`]), the access log ([`access`]), redaction of pushkeys, and the
+//! Prometheus metrics ([`metrics`]).
 
 pub mod access;
 pub mod logfile;
 pub mod metrics;
 pub mod otlp;
+pub mod queue;
 
 use std::io::IsTerminal;
 
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -17,40 +20,56 @@ use tracing_subscriber::{fmt, EnvFilter, Layer, Registry};
 
 use crate::config::{LogConfig, LogFormat, LogOutput, TracingConfig};
 
-/// A writer for `out`, and whether it is a terminal (colours on). A file that
-/// cannot be opened (it was checked at load, so this is rare) falls back to
-/// standard error, with the reason returned for logging once the subscriber is up.
-fn writer(out: &LogOutput) -> (BoxMakeWriter, bool, Option<String>) {
+/// A queued writer for `out` (see [`queue`]), its guard, and whether it is a
+/// terminal (colours on). A file that cannot be opened (it was checked at
+/// load, so this is rare) falls back to standard error, with the reason
+/// returned for logging once the subscriber is up.
+fn writer(out: &LogOutput) -> (BoxMakeWriter, WorkerGuard, bool, Option<String>) {
+    let stderr = || {
+        let (w, g) = queue::spawn(std::io::stderr(), "log-stderr");
+        (BoxMakeWriter::new(w), g, std::io::stderr().is_terminal())
+    };
     match out {
-        LogOutput::Stderr => (
-            BoxMakeWriter::new(std::io::stderr),
-            std::io::stderr().is_terminal(),
-            None,
-        ),
-        LogOutput::Stdout => (
-            BoxMakeWriter::new(std::io::stdout),
-            std::io::stdout().is_terminal(),
-            None,
-        ),
+        LogOutput::Stderr => {
+            let (w, g, ansi) = stderr();
+            (w, g, ansi, None)
+        }
+        LogOutput::Stdout => {
+            let (w, g) = queue::spawn(std::io::stdout(), "log-stdout");
+            (
+                BoxMakeWriter::new(w),
+                g,
+                std::io::stdout().is_terminal(),
+                None,
+            )
+        }
         LogOutput::File(path) => match logfile::LogFile::open(path) {
-            Ok(f) => (BoxMakeWriter::new(logfile::ArcLogFile(f)), false, None),
-            Err(e) => (
-                BoxMakeWriter::new(std::io::stderr),
-                std::io::stderr().is_terminal(),
-                Some(format!(
+            Ok(f) => {
+                let (w, g) = queue::spawn(logfile::LineWriter::new(f), "log-file");
+                (BoxMakeWriter::new(w), g, false, None)
+            }
+            Err(e) => {
+                let (w, g, ansi) = stderr();
+                let problem = format!(
                     "cannot open the log file {}: {e}; logging to standard error",
                     path.display()
-                )),
-            ),
+                );
+                (w, g, ansi, Some(problem))
+            }
         },
     }
 }
 
+/// A formatting layer for `out`, and its writer's guard.
 fn fmt_layer(
     format: LogFormat,
     out: &LogOutput,
-) -> (Box<dyn Layer<Registry> + Send + Sync>, Option<String>) {
-    let (w, ansi, problem) = writer(out);
+) -> (
+    Box<dyn Layer<Registry> + Send + Sync>,
+    WorkerGuard,
+    Option<String>,
+) {
+    let (w, guard, ansi, problem) = writer(out);
     // Request ids are fields of every line already; span context would repeat them.
     let layer = match format {
         LogFormat::Text => fmt::layer()
@@ -67,47 +86,63 @@ fn fmt_layer(
             .with_writer(w)
             .boxed(),
     };
-    (layer, problem)
+    (layer, guard, problem)
+}
+
+/// Keep until exit: dropping it writes the log lines still queued and
+/// flushes the spans not yet exported.
+#[must_use]
+pub struct LogGuard {
+    _otlp: Option<otlp::OtlpGuard>,
+    // After the exporter: its last words are logged.
+    _writers: Vec<WorkerGuard>,
 }
 
 /// Installs the global subscriber: log lines (text or JSON) to `log`'s
 /// output, access lines to theirs, and, when `tracing.otlp` is on, span
-/// export. `RUST_LOG`, when set, overrides `log.level`. Keep the returned
-/// guard until exit: dropping it flushes spans.
-pub fn init(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> Option<otlp::OtlpGuard> {
+/// export. `RUST_LOG`, when set, overrides `log.level`.
+pub fn init(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> LogGuard {
     access::configure(cfg);
     let filter = || {
         EnvFilter::try_from_default_env()
             .or_else(|_| EnvFilter::try_new(&cfg.level))
             .unwrap_or_else(|_| EnvFilter::new("info"))
     };
+    // JSON lines show no span context: spans are then nothing to the log
+    // layers, and cost nothing unless spans are exported.
+    let events_only = cfg.format == LogFormat::Json;
     let separate_access = cfg.access_output.is_some();
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
-    let (main, problem) = fmt_layer(cfg.format, &cfg.output);
+    let mut writers = Vec::new();
+    let (main, guard, problem) = fmt_layer(cfg.format, &cfg.output);
+    writers.push(guard);
     let mut problems: Vec<String> = problem.into_iter().collect();
     layers.push(
         main.with_filter(filter())
             .with_filter(filter_fn(move |m| {
-                !(separate_access && m.target() == access::TARGET)
+                let elsewhere = separate_access && m.target() == access::TARGET;
+                let unused_span = events_only && m.is_span();
+                !(elsewhere || unused_span)
             }))
             .boxed(),
     );
     if let Some(out) = &cfg.access_output {
-        let (layer, problem) = fmt_layer(cfg.format, out);
+        let (layer, guard, problem) = fmt_layer(cfg.format, out);
+        writers.push(guard);
         problems.extend(problem);
         layers.push(
             layer
                 .with_filter(filter())
-                .with_filter(filter_fn(|m| m.target() == access::TARGET))
+                .with_filter(filter_fn(|m| m.is_event() && m.target() == access::TARGET))
                 .boxed(),
         );
     }
-    let mut guard = None;
+    let mut otlp_guard = None;
     if let Some(otlp_cfg) = &tracing_cfg.otlp {
         match otlp::layer(otlp_cfg) {
             Ok((layer, g)) => {
                 layers.push(layer.with_filter(filter()).boxed());
-                guard = Some(g);
+                otlp_guard = Some(g);
             }
             Err(e) => problems.push(format!("{e}; spans are not exported")),
         }
@@ -117,7 +152,10 @@ pub fn init(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> Option<otlp::OtlpGu
     for p in problems {
         tracing::error!("{p}");
     }
-    guard
+    LogGuard {
+        _otlp: otlp_guard,
+        _writers: writers,
+    }
 }
 
 /// Reopens the log files (at `SIGHUP`, after logrotate moved them).

@@ -33,7 +33,11 @@ impl Gateway {
         let log = config.with_extension("log");
         let log_file =
             std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        // As deployed by contrib/pushgate.service and the Dockerfile (the
+        // allocator's settings, read only from the environment).
         let child = Command::new(bin)
+            .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
+            .env("MIMALLOC_PURGE_DELAY", "0")
             .arg("--config")
             .arg(config)
             .stdout(Stdio::null())

@@ -148,9 +148,9 @@ harness_main() {
             # A fresh gateway per service and run: a store, memory and connections of its own.
             rm -f "$work"/bench-harness-gateway.db*
             if [[ ${GATEWAY_STDERR:-file} == pipe ]]; then
-                "$gateway" serve --config "$work/gw.yaml" >/dev/null 2> >(cat > "$work/gateway.log") &
+                MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 "$gateway" serve --config "$work/gw.yaml" >/dev/null 2> >(cat > "$work/gateway.log") &
             else
-                "$gateway" serve --config "$work/gw.yaml" >/dev/null 2>"$work/gateway.log" &
+                MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 "$gateway" serve --config "$work/gw.yaml" >/dev/null 2>"$work/gateway.log" &
             fi
             HARNESS_GW_PID=$!
             harness_wait_ready "$port" "$HARNESS_GW_PID" "$work/gateway.log"

@@ -165,11 +165,23 @@ fn serve_logs_one_line_per_request_with_redacted_pushkeys() {
     });
     assert_eq!(answer, serde_json::json!({"rejected": [pushkey]}));
 
+    // The request's summary is on its access line (`request`), the last line
+    // it writes. Read on a thread so that a line that never comes fails the
+    // test at the deadline instead of blocking it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let mut seen = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        let done = line.contains("\"message\":\"notify\"");
+    while let Ok(line) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        let done = line.contains("\"message\":\"request\"") && line.contains("/notify");
         seen.push(line);
         if done {
             break;
@@ -187,8 +199,13 @@ fn serve_logs_one_line_per_request_with_redacted_pushkeys() {
     .expect("json");
     assert_eq!(device["pushkey"], "SECR…mnop");
     assert_eq!(device["outcome"], "rejected");
-    let notify: serde_json::Value =
-        serde_json::from_str(seen.last().expect("notify line")).expect("json");
+    let notify: serde_json::Value = serde_json::from_str(
+        seen.iter()
+            .find(|l| l.contains("\"message\":\"request\""))
+            .unwrap_or_else(|| panic!("no access line for /notify:\n{}", seen.join("\n"))),
+    )
+    .expect("json");
+    assert_eq!(notify["status"], 200);
     assert_eq!(notify["app_ids"], "org.example.web");
     assert_eq!(notify["rejected"], 1);
     assert_eq!(notify["devices"], 1);

@@ -215,7 +215,7 @@ impl Exchange<'_> {
                     .and_then(parse_retry_after);
                 let headers = tapped.map(|_| resp.headers().clone());
                 let body = if policy.read_body || tapped.is_some() {
-                    resp.bytes().await.unwrap_or_default()
+                    bounded_body(resp).await
                 } else {
                     bytes::Bytes::new()
                 };
@@ -232,6 +232,24 @@ impl Exchange<'_> {
         in_flight.store(NO_RECORD, Ordering::Relaxed);
         step
     }
+}
+
+/// The most of an answer's body read: push services answer errors in a few
+/// hundred bytes; a service (or a client-chosen endpoint) that sends more is
+/// not allowed to grow memory with it. The rest is left unread.
+const MAX_ANSWER_BODY: usize = 64 * 1024;
+
+/// An answer's body, at most [`MAX_ANSWER_BODY`] bytes (empty if unreadable).
+pub(super) async fn bounded_body(mut resp: reqwest::Response) -> bytes::Bytes {
+    let mut body = bytes::BytesMut::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = MAX_ANSWER_BODY.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_ANSWER_BODY {
+            break;
+        }
+    }
+    body.freeze()
 }
 
 #[cfg(test)]
@@ -276,6 +294,35 @@ mod tests {
                 _ => Step::Done(Outcome::from_final_answer(answer, None)),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn an_answer_body_is_read_up_to_its_cap_only() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let big = 1024 * 1024;
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let head = format!("HTTP/1.1 400 Bad Request\r\ncontent-length: {big}\r\n\r\n");
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(&vec![b'x'; big]).await;
+        });
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .expect("answer");
+        let body = bounded_body(resp).await;
+        assert_eq!(body.len(), MAX_ANSWER_BODY);
+        assert!(body.iter().all(|&b| b == b'x'));
     }
 
     fn policy() -> Policy {

@@ -146,7 +146,7 @@ impl TokenSource {
         let resp = self.client.execute(request).await.map_err(failed)?;
         let status = resp.status().as_u16();
         let headers = tapped.map(|_| resp.headers().clone());
-        let body = resp.bytes().await.map_err(failed)?;
+        let body = crate::pushkin::exchange::bounded_body(resp).await;
         if let (Some((t, i)), Some(headers)) = (tapped, headers) {
             t.answered_secret(i, status, &headers, &body, &["access_token", "id_token"]);
         }

@@ -46,10 +46,10 @@ enum Command {
     SendTest {
         /// The app id (as a pusher would give it).
         #[arg(long)]
-        app_id: String,
+        app_id: pushgate::ids::AppId,
         /// The device's pushkey (APNs/FCM token, Web Push p256dh, or UnifiedPush endpoint URL).
         #[arg(long)]
-        pushkey: String,
+        pushkey: pushgate::ids::PushKey,
         /// The pusher's `data` as JSON; Web Push needs `{"endpoint": ..., "auth": ...}`.
         #[arg(long, default_value = "{}")]
         data: String,

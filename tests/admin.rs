@@ -175,7 +175,7 @@ impl Setup {
 }
 
 fn redacted(pushkey: &str) -> String {
-    pushgate::telemetry::redact(pushkey)
+    pushgate::ids::PushKey::from(pushkey).to_string()
 }
 
 /// Every command in one story, on one store.

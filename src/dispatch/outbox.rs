@@ -40,7 +40,6 @@ use crate::store::{
     now_ms, Entry, Expiry, Fairness, Millis, Rejection, Settlement, Store, StoreError,
 };
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::redact;
 
 /// Outbox sends in flight at once; also the most entries taken at once.
 const CONCURRENCY: usize = 64;
@@ -455,10 +454,11 @@ pub(super) fn record(
                 Some((dev, route.pushkin.memory_key(dev)?))
             });
             if let Some((dev, key)) = key {
-                tracing::debug!(app_id = %dev.app_id, pushkey = redact(&dev.pushkey), "outbox: pushkey rejected");
+                // The pushkey's `Display` is its redacted form.
+                tracing::debug!(app_id = %dev.app_id, pushkey = dev.pushkey.to_string(), "outbox: pushkey rejected");
                 s.remember.push(Rejection {
-                    app_id: dev.app_id.clone(),
-                    pushkey: key,
+                    app_id: dev.app_id.as_str().to_owned(),
+                    pushkey: key.expose().to_owned(),
                     rejected_at: super::rejected_at(*since_ms, s.now),
                     reason: o.reason().unwrap_or_default(),
                 });

@@ -436,7 +436,7 @@ async fn shutdown_signal() {
 }
 
 fn gen_vapid(out: &Path, force: bool) -> ExitCode {
-    let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let key = p256::SecretKey::random(&mut rand_core::OsRng);
     let pem = match key.to_pkcs8_pem(LineEnding::LF) {
         Ok(p) => p,
         Err(e) => {

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use rand::Rng;
+use rand_core::RngCore;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
@@ -90,12 +90,19 @@ pub fn backoff(p: &DispatchConfig, attempts: i64, retry_after: Option<Duration>)
         .retry_initial_delay
         .saturating_mul(2u32.saturating_pow(exp))
         .min(p.retry_max_delay);
-    let jittered = step.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+    let jittered = step.mul_f64(jitter());
     let wait = match retry_after {
         Some(r) if r > jittered => r,
         _ => jittered,
     };
     wait.min(last_chance(p))
+}
+
+/// A uniform share of the back-off step in [0.5, 1): 53 random bits as a
+/// fraction (the precision of an `f64`), halved and shifted.
+fn jitter() -> f64 {
+    let unit = (rand_core::OsRng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    0.5 + unit / 2.0
 }
 
 /// Runs `worker` until `stop` turns true, restarting it after a panic (logged

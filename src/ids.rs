@@ -6,7 +6,8 @@
 //! A [`PushKey`] is redacted by construction: `{}` and `{:?}` show only its
 //! first and last four characters. The raw value comes only from
 //! [`PushKey::expose`], called where it is genuinely needed (the upstream
-//! request, the store, the `rejected` answer goes through serde). App ids and
+//! request, the store's rows), and from serde where JSON carries it (the
+//! `rejected` answer, the outbox's copy of the notification). App ids and
 //! event ids are not secret and show in clear. A leaf module.
 
 use std::fmt;
@@ -68,34 +69,29 @@ impl fmt::Debug for PushKey {
 #[serde(transparent)]
 pub struct AppId(String);
 
-impl AppId {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for AppId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// The id of the event a notification is about (`$…`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EventId(String);
 
-impl EventId {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+/// Not secret: the value itself, and shown as it is.
+macro_rules! in_clear {
+    ($($t:ident),*) => {$(
+        impl $t {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )*};
 }
 
-impl fmt::Display for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+in_clear!(AppId, EventId);
 
 /// Made from strings (wrapping shows nothing), compared with them.
 macro_rules! from_strings {

@@ -18,9 +18,9 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::config::{self, ConfigError, StoreConfig};
+use crate::ids::PushKey;
 use crate::pushkin::endpoint::memory_key;
 use crate::store::{self, DeviceKey, Millis, Selection, Store, StoreError};
-use crate::telemetry::redact;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -114,7 +114,7 @@ pub enum RejectionsCommand {
             required_unless_present = "endpoint",
             conflicts_with = "endpoint"
         )]
-        pushkey: Option<String>,
+        pushkey: Option<PushKey>,
         /// A Web Push or UnifiedPush endpoint URL: these are remembered by a
         /// hash of the endpoint (`endpoint:<sha256 base64url>`), computed here.
         #[arg(long)]
@@ -220,7 +220,7 @@ async fn execute(store: Arc<dyn Store>, command: Command) -> Result<String, Stor
                     entries
                         .iter()
                         .map(|e| {
-                            json!({"id": e.id, "app_id": e.app_id, "pushkey": redact(&e.pushkey),
+                            json!({"id": e.id, "app_id": e.app_id, "pushkey": redacted(&e.pushkey),
                                    "created_ms": e.created_at, "next_try_ms": e.due_at,
                                    "attempts": e.attempts, "last_error": e.last_error})
                         })
@@ -233,7 +233,7 @@ async fn execute(store: Arc<dyn Store>, command: Command) -> Result<String, Stor
                         vec![
                             e.id.to_string(),
                             e.app_id.clone(),
-                            redact(&e.pushkey),
+                            redacted(&e.pushkey),
                             time(Some(e.created_at)),
                             e.attempts.to_string(),
                             time(Some(e.due_at)),
@@ -271,7 +271,7 @@ async fn execute(store: Arc<dyn Store>, command: Command) -> Result<String, Stor
                 to_json(&Value::Array(
                     rows.iter()
                         .map(|r| {
-                            json!({"app_id": r.app_id, "pushkey": redact(&r.pushkey),
+                            json!({"app_id": r.app_id, "pushkey": redacted(&r.pushkey),
                                    "rejected_ms": r.rejected_at, "reason": r.reason})
                         })
                         .collect(),
@@ -282,7 +282,7 @@ async fn execute(store: Arc<dyn Store>, command: Command) -> Result<String, Stor
                     .map(|r| {
                         vec![
                             r.app_id.clone(),
-                            redact(&r.pushkey),
+                            redacted(&r.pushkey),
                             time(Some(r.rejected_at)),
                             r.reason.clone(),
                         ]
@@ -299,7 +299,7 @@ async fn execute(store: Arc<dyn Store>, command: Command) -> Result<String, Stor
         }) => {
             let pushkey = match (pushkey, endpoint) {
                 (_, Some(url)) => memory_key(&url),
-                (Some(k), None) => k,
+                (Some(k), None) => k.expose().to_owned(),
                 (None, None) => String::new(),
             };
             let n = store
@@ -316,6 +316,11 @@ async fn execute(store: Arc<dyn Store>, command: Command) -> Result<String, Stor
             counted(json, "purged", n, "claims purged")
         }
     })
+}
+
+/// A stored pushkey as the operator sees it: redacted, as in the logs.
+fn redacted(stored: &str) -> String {
+    PushKey::from(stored).to_string()
 }
 
 fn selection(ids: Vec<i64>, app: Option<String>) -> Selection {

@@ -57,7 +57,7 @@ mod tests {
 
     #[test]
     fn p256_keys_are_read_from_pem_and_base64url_der() {
-        let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let secret = p256::SecretKey::random(&mut rand_core::OsRng);
         let want = p256::ecdsa::SigningKey::from(secret.clone());
         let pkcs8_der = secret.to_pkcs8_der().expect("der");
         let sec1_der = secret.to_sec1_der().expect("sec1");

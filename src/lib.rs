@@ -10,12 +10,12 @@
 //! - [`dispatch`]: concurrent fan-out to all devices, the per-request summary.
 //! - [`pushkin`]: the `Pushkin` trait (prepare a push, then send it) and one module per push service (`webpush`, `apns`, `fcm`, `unifiedpush`; `endpoint` holds the checks of client-chosen endpoint URLs); `exchange` is the one send/retry/tap loop, `token` the one credential cache, `jwt` the one JWT minting.
 //! - [`net`]: the outbound HTTP client (rustls, HTTP/2, proxy, timeouts, trusted CA, address guard).
-//! - [`telemetry`]: logging, pushkey redaction and Prometheus metrics.
+//! - [`telemetry`]: logging, the access log and Prometheus metrics.
 //! - [`store`]: the outbox, the rejection memory and the de-duplication claims (SQLite, PostgreSQL).
 //! - [`gateway`]: start-up, serving, reload and shutdown.
 //! - [`admin`]: the operator's commands on the store (`store stats`, `outbox`, `rejections`, `claims`) and `healthcheck`.
 //! - [`sendtest`]: `pushgate send-test`, one push with a report of the HTTP exchanges.
-//! - [`glob`], [`keys`], [`secret`]: leaves — app-id/host globs, private keys read from PEM, values never printed.
+//! - [`glob`], [`keys`], [`secret`], [`ids`]: leaves — app-id/host globs, private keys read from PEM, values never printed, and the typed pushkeys (redacted when shown), app ids and event ids.
 //!
 //! # Layers
 //! Each module imports only the modules after its arrow, and the arrows form
@@ -24,20 +24,21 @@
 //! operator's commands) talk to the store.
 //!
 //! - `gateway` → `api`, `dispatch`, `routing`, `pushkin`, `store`, `telemetry`, `config`, `net`
-//! - `admin` → `store`, `config`, `telemetry`, `pushkin`
-//! - `sendtest` → `gateway`, `pushkin`, `notification`, `telemetry`, `config`
-//! - `api` → `dispatch`, `notification`, `telemetry`, `config`, `net`
-//! - `dispatch` → `routing`, `pushkin`, `store`, `notification`, `telemetry`, `config`
-//! - `routing` → `pushkin`, `glob`
-//! - `pushkin` → `net`, `notification`, `telemetry`, `config`, `glob`, `keys`
-//! - `telemetry` → `store`, `config`, `net`
+//! - `admin` → `store`, `config`, `telemetry`, `pushkin`, `ids`
+//! - `sendtest` → `gateway`, `pushkin`, `notification`, `telemetry`, `config`, `ids`
+//! - `api` → `dispatch`, `notification`, `telemetry`, `config`, `net`, `ids`
+//! - `dispatch` → `routing`, `pushkin`, `store`, `notification`, `telemetry`, `config`, `ids`
+//! - `routing` → `pushkin`, `glob`, `ids`
+//! - `pushkin` → `net`, `notification`, `telemetry`, `config`, `glob`, `keys`, `ids`
+//! - `telemetry` → `store`, `config`, `net`, `ids`
 //! - `store` → `config`
 //! - `config` → `keys`, `glob`, `secret`
-//! - `notification` → (nothing)
+//! - `notification` → `ids`
 //! - `net` → (nothing)
 //! - `glob` → (nothing)
 //! - `keys` → (nothing)
 //! - `secret` → (nothing)
+//! - `ids` → (nothing)
 
 pub mod admin;
 pub mod api;
@@ -45,6 +46,7 @@ pub mod config;
 pub mod dispatch;
 pub mod gateway;
 pub mod glob;
+pub mod ids;
 pub mod keys;
 pub mod net;
 pub mod notification;

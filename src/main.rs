@@ -46,10 +46,10 @@ enum Command {
     SendTest {
         /// The app id (as a pusher would give it).
         #[arg(long)]
-        app_id: String,
+        app_id: pushgate::ids::AppId,
         /// The device's pushkey (APNs/FCM token, Web Push p256dh, or UnifiedPush endpoint URL).
         #[arg(long)]
-        pushkey: String,
+        pushkey: pushgate::ids::PushKey,
         /// The pusher's `data` as JSON; Web Push needs `{"endpoint": ..., "auth": ...}`.
         #[arg(long, default_value = "{}")]
         data: String,
@@ -436,7 +436,7 @@ async fn shutdown_signal() {
 }
 
 fn gen_vapid(out: &Path, force: bool) -> ExitCode {
-    let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let key = p256::SecretKey::random(&mut rand_core::OsRng);
     let pem = match key.to_pkcs8_pem(LineEnding::LF) {
         Ok(p) => p,
         Err(e) => {

@@ -26,6 +26,8 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::ids::{AppId, EventId, PushKey};
+
 /// Why a body was refused; turned into a Matrix error by `api::error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -75,8 +77,8 @@ pub struct Counts {
 /// One pusher of the user, as the homeserver sends it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Device {
-    pub app_id: String,
-    pub pushkey: String,
+    pub app_id: AppId,
+    pub pushkey: PushKey,
     /// Seconds since the epoch when the pushkey was last updated.
     pub pushkey_ts: Option<u64>,
     /// The pusher's `data` minus `url` (the homeserver keeps `url`); may hold `default_payload`, `format`, …
@@ -186,7 +188,7 @@ impl Serialize for Content {
 /// A validated notification.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Notification {
-    pub event_id: Option<String>,
+    pub event_id: Option<EventId>,
     pub room_id: Option<String>,
     /// The event type (`type` on the wire).
     pub kind: Option<String>,
@@ -218,17 +220,17 @@ impl Notification {
     /// in-flight byte budget.
     pub fn heap_size(&self) -> usize {
         let strings = [
-            &self.event_id,
-            &self.room_id,
-            &self.kind,
-            &self.sender,
-            &self.sender_display_name,
-            &self.room_name,
-            &self.room_alias,
-            &self.membership,
+            self.event_id.as_ref().map(EventId::as_str),
+            self.room_id.as_deref(),
+            self.kind.as_deref(),
+            self.sender.as_deref(),
+            self.sender_display_name.as_deref(),
+            self.room_name.as_deref(),
+            self.room_alias.as_deref(),
+            self.membership.as_deref(),
         ]
         .iter()
-        .map(|s| s.as_ref().map_or(0, String::len))
+        .map(|s| s.map_or(0, str::len))
         .sum::<usize>();
         let content = self.content.as_ref().map_or(0, |c| c.get().len());
         let devices = self
@@ -236,7 +238,7 @@ impl Notification {
             .iter()
             .map(|d| {
                 std::mem::size_of::<Device>()
-                    + d.app_id.len()
+                    + d.app_id.as_str().len()
                     + d.pushkey.len()
                     + map_heap_size(&d.data)
                     + map_heap_size(&d.tweaks)
@@ -310,7 +312,7 @@ fn wire_notification<'a>(
             unread: n.counts.unread,
         },
         devices,
-        event_id: n.event_id.as_deref(),
+        event_id: n.event_id.as_ref(),
         membership: n.membership.as_deref(),
         prio: match n.prio {
             Prio::High => "high",
@@ -340,7 +342,7 @@ struct WireNotification<'a> {
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     devices: &'a [WireDevice<'a>],
     #[serde(skip_serializing_if = "Option::is_none")]
-    event_id: Option<&'a str>,
+    event_id: Option<&'a EventId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     membership: Option<&'a str>,
     prio: &'static str,
@@ -368,9 +370,9 @@ struct WireCounts {
 }
 #[derive(Serialize)]
 struct WireDevice<'a> {
-    app_id: &'a str,
+    app_id: &'a AppId,
     data: &'a Map<String, Value>,
-    pushkey: &'a str,
+    pushkey: &'a PushKey,
     #[serde(skip_serializing_if = "Option::is_none")]
     pushkey_ts: Option<u64>,
     tweaks: &'a Map<String, Value>,
@@ -667,7 +669,7 @@ fn parse_notification(
     };
     let sender = f.string("sender")?;
     let mut n = Notification {
-        event_id: event_id.or(id),
+        event_id: event_id.or(id).map(EventId::from),
         room_id,
         kind: f.non_empty("type")?,
         sender: sender.clone().filter(|s| !s.is_empty()),
@@ -733,8 +735,8 @@ fn parse_device(i: usize, raw: &RawValue) -> Result<Device, ParseError> {
     let pushkey = required(&mut f, "pushkey")?;
     at_most_bytes(f.p("pushkey"), Some(&pushkey), MAX_PUSHKEY_BYTES)?;
     Ok(Device {
-        app_id,
-        pushkey,
+        app_id: app_id.into(),
+        pushkey: pushkey.into(),
         pushkey_ts: f.uint("pushkey_ts")?,
         data: f.object("data")?.unwrap_or_default(),
         tweaks: f.object("tweaks")?.unwrap_or_default(),
@@ -762,7 +764,7 @@ mod tests {
     fn id_is_a_synonym_of_event_id() {
         let body = br#"{"notification":{"id":"$e","devices":[{"app_id":"a","pushkey":"k"}]}}"#;
         let n = parse(body, 100).expect("accepted");
-        assert_eq!(n.event_id.as_deref(), Some("$e"));
+        assert_eq!(n.event_id, Some(EventId::from("$e")));
         assert!(n.is_event_id_only());
     }
 

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::glob::{glob_match, is_glob};
+use crate::ids::AppId;
 use crate::pushkin::Pushkin;
 
 /// A configured app as the dispatcher sees it.
@@ -69,7 +70,8 @@ impl Routes {
         keys
     }
 
-    pub fn find(&self, app_id: &str) -> Result<&Arc<Route>, RouteError> {
+    pub fn find(&self, app_id: &AppId) -> Result<&Arc<Route>, RouteError> {
+        let app_id = app_id.as_str();
         if let Some(r) = self.exact.get(app_id) {
             return Ok(r);
         }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::gateway::{build_routes, StartError};
+use crate::ids::{AppId, PushKey};
 use crate::notification::{self, ParseError};
 use crate::pushkin::tap::{self, Event, Exchange, Tap};
 use crate::telemetry::metrics::Metrics;
@@ -41,9 +42,9 @@ pub enum Kind {
 /// What to send.
 #[derive(Debug, Clone)]
 pub struct TestPush {
-    pub app_id: String,
+    pub app_id: AppId,
     /// The APNs/FCM token, Web Push `p256dh`, or UnifiedPush endpoint URL.
-    pub pushkey: String,
+    pub pushkey: PushKey,
     /// The pusher's `data` (Web Push needs `endpoint` and `auth`).
     pub data: Map<String, Value>,
     pub kind: Kind,
@@ -54,7 +55,7 @@ pub struct TestPush {
 #[derive(Debug, thiserror::Error)]
 pub enum SendTestError {
     #[error("no app in the config serves app_id `{0}`")]
-    NoApp(String),
+    NoApp(AppId),
     #[error(transparent)]
     Start(#[from] StartError),
     #[error("the test notification is invalid: {0}")]

@@ -36,7 +36,7 @@ async fn start(store: impl Fn(&Path) -> String) -> Setup {
     pushgate::net::install_crypto_provider();
     let dir = tempfile::tempdir().expect("dir");
     let ca = TestCa::new();
-    let key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
     let p8 = p256::SecretKey::from(key.clone())
         .to_pkcs8_pem(LineEnding::LF)
         .expect("pem");
@@ -175,7 +175,7 @@ impl Setup {
 }
 
 fn redacted(pushkey: &str) -> String {
-    pushgate::telemetry::redact(pushkey)
+    pushgate::ids::PushKey::from(pushkey).to_string()
 }
 
 /// Every command in one story, on one store.

@@ -33,7 +33,7 @@ fn check(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 /// Writes real key files into `dir`: a .p8, a cert+key PEM, a service account, a VAPID key.
 fn write_keys(dir: &Path) {
     use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
-    let p8 = p256::SecretKey::random(&mut rand::rngs::OsRng)
+    let p8 = p256::SecretKey::random(&mut rand_core::OsRng)
         .to_pkcs8_pem(LineEnding::LF)
         .expect("pem");
     std::fs::write(dir.join("AuthKey_ABC1234567.p8"), p8.as_bytes()).expect("p8");

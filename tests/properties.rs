@@ -121,7 +121,7 @@ proptest! {
         let body = json!({ "notification": n }).to_string();
         if let Ok(parsed) = notification::parse(body.as_bytes(), 100) {
             prop_assert!(!parsed.devices.is_empty());
-            prop_assert!(parsed.devices.iter().all(|d| !d.app_id.is_empty() && !d.pushkey.is_empty()));
+            prop_assert!(parsed.devices.iter().all(|d| !d.app_id.as_str().is_empty() && !d.pushkey.is_empty()));
         }
     }
 

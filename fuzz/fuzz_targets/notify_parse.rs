@@ -10,6 +10,6 @@ fuzz_target!(|data: &[u8]| {
         assert!(n
             .devices
             .iter()
-            .all(|d| !d.app_id.is_empty() && !d.pushkey.is_empty()));
+            .all(|d| !d.app_id.as_str().is_empty() && !d.pushkey.is_empty()));
     }
 });

@@ -5,6 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::ids::PushKey;
 use crate::notification::ParseError;
 
 /// What a 429 asks the homeserver to wait.
@@ -28,7 +29,7 @@ pub enum ApiError {
     #[error("{temporary} device(s) failed temporarily; retry later")]
     Upstream {
         temporary: usize,
-        rejected: Vec<String>,
+        rejected: Vec<PushKey>,
     },
     /// An in-flight limit was reached: the homeserver should retry after a pause.
     #[error("too many requests in flight ({limit}); retry later")]

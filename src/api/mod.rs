@@ -186,7 +186,12 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 async fn request_id(mut req: Request, next: Next) -> Response {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let prefix = PREFIX.get_or_init(|| format!("{:06x}", rand::random::<u32>() & 0xff_ffff));
+    let prefix = PREFIX.get_or_init(|| {
+        format!(
+            "{:06x}",
+            rand_core::RngCore::next_u32(&mut rand_core::OsRng) & 0xff_ffff
+        )
+    });
     // A request id the caller set (a proxy, a homeserver) is kept, so one id
     // follows the push through every log line and span; a strange one is replaced.
     let given = req

@@ -767,7 +767,7 @@ fn writable_file(path: &Path) -> Result<(), String> {
         let name = dir.join(format!(
             ".pushgate-check-{}-{}",
             std::process::id(),
-            rand::random::<u32>()
+            rand_core::RngCore::next_u32(&mut rand_core::OsRng)
         ));
         std::fs::OpenOptions::new()
             .write(true)
@@ -884,7 +884,7 @@ mod tests {
         let key = dir.path().join("key.p8");
         let ca = testkit::tls::TestCa::new();
         std::fs::write(&cert, ca.client_cert("com.example.ios").combined_pem()).expect("cert");
-        let p8 = p256::SecretKey::random(&mut rand::rngs::OsRng)
+        let p8 = p256::SecretKey::random(&mut rand_core::OsRng)
             .to_pkcs8_pem(LineEnding::LF)
             .expect("pem");
         std::fs::write(&key, p8.as_bytes()).expect("key");

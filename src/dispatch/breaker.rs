@@ -21,6 +21,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::config::BreakerConfig;
+use crate::ids::PushKey;
 use crate::pushkin::outcome::{Cause, Rejected};
 use crate::pushkin::Outcome;
 use crate::store::Millis;
@@ -110,7 +111,7 @@ impl Breakers {
     pub fn judge(
         &self,
         app: &str,
-        pushkey: &str,
+        pushkey: &PushKey,
         outcome: Outcome,
         now: Millis,
         metrics: &Metrics,
@@ -247,18 +248,23 @@ mod tests {
         let b = breakers();
         let m = Metrics::new();
         for i in 0..19 {
-            let o = b.judge("app", &format!("t{i}"), dead(), 1_000, &m);
+            let o = b.judge("app", &format!("t{i}").into(), dead(), 1_000, &m);
             assert!(
                 o.is_rejected(),
                 "token {i} is rejected before the breaker trips"
             );
         }
-        let o = b.judge("app", "t19", dead(), 1_000, &m);
+        let o = b.judge("app", &"t19".into(), dead(), 1_000, &m);
         assert_eq!(o.kind(), "failed", "the 20th trips it");
         assert_eq!(b.open(1_000, &m), vec!["app".to_owned()]);
-        assert_eq!(b.judge("app", "t20", dead(), 1_001, &m).kind(), "failed");
+        assert_eq!(
+            b.judge("app", &"t20".into(), dead(), 1_001, &m).kind(),
+            "failed"
+        );
         // Another app is not affected.
-        assert!(b.judge("other", "t0", dead(), 1_001, &m).is_rejected());
+        assert!(b
+            .judge("other", &"t0".into(), dead(), 1_001, &m)
+            .is_rejected());
     }
 
     #[test]
@@ -266,21 +272,27 @@ mod tests {
         let b = breakers();
         let m = Metrics::new();
         for i in 0..30 {
-            b.judge("app", &format!("ok{i}"), Outcome::Delivered, 1_000, &m);
+            b.judge(
+                "app",
+                &format!("ok{i}").into(),
+                Outcome::Delivered,
+                1_000,
+                &m,
+            );
         }
         for i in 0..15 {
-            let o = b.judge("app", &format!("t{i}"), dead(), 2_000, &m);
+            let o = b.judge("app", &format!("t{i}").into(), dead(), 2_000, &m);
             assert!(o.is_rejected(), "15 dead of 45 is under half");
         }
         let b = breakers();
         for i in 0..25 {
-            b.judge("app", &format!("t{i}"), dead(), 1_000, &m);
+            b.judge("app", &format!("t{i}").into(), dead(), 1_000, &m);
         }
         assert_eq!(b.open(1_000, &m).len(), 1);
         // Five minutes later the old answers are out of the window.
         assert!(b.open(1_000 + 300_001, &m).is_empty());
         assert!(b
-            .judge("app", "new", dead(), 1_000 + 300_002, &m)
+            .judge("app", &"new".into(), dead(), 1_000 + 300_002, &m)
             .is_rejected());
     }
 
@@ -291,7 +303,7 @@ mod tests {
         for i in 0..40 {
             let o = b.judge(
                 "app",
-                &format!("t{i}"),
+                &format!("t{i}").into(),
                 Outcome::temporary(Cause::Timeout("APNs")),
                 1_000,
                 &m,
@@ -299,7 +311,7 @@ mod tests {
             assert_eq!(o.kind(), "temporary");
         }
         for i in 0..25 {
-            b.judge("app", &format!("d{i}"), dead(), 1_000, &m);
+            b.judge("app", &format!("d{i}").into(), dead(), 1_000, &m);
         }
         assert_eq!(
             b.open(1_000, &m).len(),

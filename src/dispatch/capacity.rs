@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::DispatchConfig;
+use crate::ids::AppId;
 use crate::routing::Routes;
 use crate::store::Store;
 use crate::telemetry::metrics::UNROUTED;
@@ -76,7 +77,7 @@ impl Capacity {
                 };
                 for a in usage.apps {
                     let key = routes
-                        .find(&a.app_id)
+                        .find(&AppId::from(a.app_id))
                         .map_or(UNROUTED, |route| route.key.as_str());
                     *fresh.per_app.entry(key.to_owned()).or_default() += a.entries;
                     fresh.entries = fresh.entries.saturating_add(a.entries);

@@ -57,7 +57,7 @@ pub(super) async fn claim_all(
     request_id: &str,
 ) -> Vec<Claim> {
     let mut claims = vec![Claim::None; n.devices.len()];
-    let Some(event_id) = n.event_id.as_deref() else {
+    let Some(event_id) = &n.event_id else {
         return claims;
     };
     let mut seen = HashSet::new();
@@ -67,9 +67,9 @@ pub(super) async fn claim_all(
             continue;
         }
         let key = ClaimKey {
-            app_id: d.app_id.clone(),
-            pushkey: d.pushkey.clone(),
-            event_id: event_id.to_owned(),
+            app_id: d.app_id.as_str().to_owned(),
+            pushkey: d.pushkey.expose().to_owned(),
+            event_id: event_id.as_str().to_owned(),
         };
         if seen.insert(key.clone()) {
             keys.push(key.clone());

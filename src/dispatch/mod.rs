@@ -32,13 +32,13 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::DispatchConfig;
+use crate::ids::{AppId, PushKey};
 use crate::notification::{Device, Notification};
 use crate::pushkin::outcome::Cause;
 use crate::pushkin::Outcome;
 use crate::routing::{Route, RouteError, Routes};
 use crate::store::{now_ms, Store};
 use crate::telemetry::metrics::{Metrics, UNROUTED};
-use crate::telemetry::redact;
 use breaker::Breakers;
 
 pub struct Dispatcher {
@@ -105,7 +105,7 @@ impl Fate {
 #[derive(Debug, Default)]
 pub struct Answer {
     /// Pushkeys to give back in `rejected`, once each, in device order.
-    pub rejected: Vec<String>,
+    pub rejected: Vec<PushKey>,
     /// Devices that failed temporarily and could not be queued: the request must be retried (502).
     pub unqueued: usize,
     /// Devices queued in the outbox (delivery goes on after the answer).
@@ -198,7 +198,7 @@ impl Dispatcher {
 
     /// The app a device belongs to, as metrics name it: the config key, never
     /// the client-supplied app id (which would let anyone add series).
-    pub fn app_label(&self, app_id: &str) -> String {
+    pub fn app_label(&self, app_id: &AppId) -> String {
         self.routes()
             .find(app_id)
             .map(|r| r.key.clone())
@@ -398,7 +398,8 @@ fn log_fate(request_id: &str, d: &Device, fate: &Fate) {
     if debug_only && !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
-    let pushkey = redact(&d.pushkey);
+    // Its `Display` is the redacted form; recorded as a string, as before.
+    let pushkey = d.pushkey.to_string();
     let app_id = d.app_id.as_str();
     let outcome = fate.kind();
     match fate {
@@ -501,7 +502,7 @@ mod tests {
             let d = d.clone();
             async move {
                 let routes = d.routes();
-                let route = routes.find("up").expect("route").clone();
+                let route = routes.find(&"up".into()).expect("route").clone();
                 d.send_on(&route, n, 0, "r").await
             }
         });

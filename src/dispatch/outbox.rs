@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use rand::Rng;
+use rand_core::RngCore;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
@@ -40,7 +40,6 @@ use crate::store::{
     now_ms, Entry, Expiry, Fairness, Millis, Rejection, Settlement, Store, StoreError,
 };
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::redact;
 
 /// Outbox sends in flight at once; also the most entries taken at once.
 const CONCURRENCY: usize = 64;
@@ -91,12 +90,19 @@ pub fn backoff(p: &DispatchConfig, attempts: i64, retry_after: Option<Duration>)
         .retry_initial_delay
         .saturating_mul(2u32.saturating_pow(exp))
         .min(p.retry_max_delay);
-    let jittered = step.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+    let jittered = step.mul_f64(jitter());
     let wait = match retry_after {
         Some(r) if r > jittered => r,
         _ => jittered,
     };
     wait.min(last_chance(p))
+}
+
+/// A uniform share of the back-off step in [0.5, 1): 53 random bits as a
+/// fraction (the precision of an `f64`), halved and shifted.
+fn jitter() -> f64 {
+    let unit = (rand_core::OsRng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    0.5 + unit / 2.0
 }
 
 /// Runs `worker` until `stop` turns true, restarting it after a panic (logged
@@ -455,10 +461,11 @@ pub(super) fn record(
                 Some((dev, route.pushkin.memory_key(dev)?))
             });
             if let Some((dev, key)) = key {
-                tracing::debug!(app_id = %dev.app_id, pushkey = redact(&dev.pushkey), "outbox: pushkey rejected");
+                // The pushkey's `Display` is its redacted form.
+                tracing::debug!(app_id = %dev.app_id, pushkey = dev.pushkey.to_string(), "outbox: pushkey rejected");
                 s.remember.push(Rejection {
-                    app_id: dev.app_id.clone(),
-                    pushkey: key,
+                    app_id: dev.app_id.as_str().to_owned(),
+                    pushkey: key.expose().to_owned(),
                     rejected_at: super::rejected_at(*since_ms, s.now),
                     reason: o.reason().unwrap_or_default(),
                 });

@@ -30,6 +30,7 @@ use tracing::Instrument;
 use super::dedup::{self, Claim, Waited, Window};
 use super::outbox::backoff;
 use super::{Answer, Dispatcher, Fate};
+use crate::ids::{AppId, PushKey};
 use crate::notification::{self, Device, Notification};
 use crate::pushkin::outcome::{Cause, Rejected};
 use crate::pushkin::Outcome;
@@ -42,7 +43,7 @@ struct DeviceTask {
     /// `None` when the app id has no route (the fate says why).
     route: Option<Arc<Route>>,
     /// Where the rejection memory keeps this device's token.
-    memory_key: Option<String>,
+    memory_key: Option<PushKey>,
     claim: Claim,
     /// `None` while undecided (to be sent, or still in flight at the answer).
     fate: Option<Fate>,
@@ -182,10 +183,10 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
 
     let Some(store) = store else { return answer };
     let queued = settlement.enqueue.len();
-    let queued_apps: Vec<String> = settlement
+    let queued_apps: Vec<AppId> = settlement
         .enqueue
         .iter()
-        .map(|e| e.app_id.clone())
+        .map(|e| AppId::from(e.app_id.as_str()))
         .collect();
     let claims_only = settlement.enqueue.is_empty()
         && settlement.remember.is_empty()
@@ -286,8 +287,8 @@ fn decide(
                 Outcome::Rejected(Rejected::TokenDead { since_ms, .. }) => {
                     if let Some(key) = &t.memory_key {
                         settlement.remember.push(Rejection {
-                            app_id: dev.app_id.clone(),
-                            pushkey: key.clone(),
+                            app_id: dev.app_id.as_str().to_owned(),
+                            pushkey: key.expose().to_owned(),
                             rejected_at: super::rejected_at(*since_ms, now),
                             reason: o.reason().unwrap_or_default(),
                         });
@@ -367,8 +368,8 @@ async fn consult_memory(
         .filter(|(t, _)| t.fate.is_none())
         .filter_map(|(t, dev)| {
             Some(DeviceKey {
-                app_id: dev.app_id.clone(),
-                pushkey: t.memory_key.clone()?,
+                app_id: dev.app_id.as_str().to_owned(),
+                pushkey: t.memory_key.as_ref()?.expose().to_owned(),
             })
         })
         .collect();
@@ -387,8 +388,8 @@ async fn consult_memory(
     for r in found {
         for (t, dev) in tasks.iter_mut().zip(&n.devices) {
             if t.fate.is_some()
-                || dev.app_id != r.app_id
-                || t.memory_key.as_deref() != Some(r.pushkey.as_str())
+                || dev.app_id.as_str() != r.app_id
+                || t.memory_key.as_ref().map(PushKey::expose) != Some(r.pushkey.as_str())
             {
                 continue;
             }
@@ -470,8 +471,8 @@ async fn has_room(
 
 fn entry(wire: &WireParts<'_>, dev: &Device, now: Millis, due_at: Millis, why: &str) -> NewEntry {
     NewEntry {
-        app_id: dev.app_id.clone(),
-        pushkey: dev.pushkey.clone(),
+        app_id: dev.app_id.as_str().to_owned(),
+        pushkey: dev.pushkey.expose().to_owned(),
         body: notification::device_to_wire(dev),
         shared: Some(wire.shared()),
         created_at: now,

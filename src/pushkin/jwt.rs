@@ -54,7 +54,7 @@ mod tests {
 
     #[test]
     fn es256_tokens_verify_and_carry_the_given_json() {
-        let key = SigningKey::random(&mut rand::rngs::OsRng);
+        let key = SigningKey::random(&mut rand_core::OsRng);
         let jwt = es256(&key, r#"{"alg":"ES256"}"#, r#"{"iss":"T"}"#);
         let (input, sig) = jwt.rsplit_once('.').expect("signature");
         let (h, c) = input.split_once('.').expect("claims");

@@ -40,6 +40,7 @@ pub struct Settings<'a> {
     pub metrics: Upstream,
 }
 
+use crate::ids::PushKey;
 use crate::notification::{Device, Notification};
 
 /// A push built for its service and ready to send: the request's bytes and
@@ -79,7 +80,7 @@ pub trait Pushkin: Send + Sync {
     /// The key under which the rejection memory remembers this device's
     /// token when the push service declares it dead: what the service judged.
     /// `None`: nothing to remember or look up.
-    fn memory_key(&self, device: &Device) -> Option<String> {
+    fn memory_key(&self, device: &Device) -> Option<PushKey> {
         Some(device.pushkey.clone())
     }
 

@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::config::LogConfig;
+use crate::ids::EventId;
 
 /// The `tracing` target of access lines; `log.setup`'s `sygnal.access` level applies to it.
 pub const TARGET: &str = "pushgate::access";
@@ -51,7 +52,7 @@ pub fn enabled() -> bool {
 /// What a `/notify` request did, for its one INFO line.
 #[derive(Debug, Clone, Default)]
 pub struct NotifySummary {
-    pub event_id: Option<String>,
+    pub event_id: Option<EventId>,
     /// The app ids of its devices, sorted, without repeats, comma-separated.
     pub app_ids: Option<String>,
     pub devices: Option<usize>,
@@ -78,7 +79,7 @@ impl NotifySummary {
         let c = self.counts.as_ref();
         tracing::info!(
             request_id,
-            event_id = self.event_id.as_deref(),
+            event_id = self.event_id.as_ref().map(EventId::as_str),
             app_ids = self.app_ids.as_deref(),
             devices = self.devices,
             delivered = c.map(|c| c.delivered),
@@ -116,7 +117,7 @@ pub fn log(r: &Request<'_>, notify: Option<&NotifySummary>) {
         status = r.status,
         duration_ms = (r.elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
         request_id = r.request_id,
-        event_id = notify.and_then(|n| n.event_id.as_deref()),
+        event_id = notify.and_then(|n| n.event_id.as_ref()).map(EventId::as_str),
         app_ids = notify.and_then(|n| n.app_ids.as_deref()),
         devices = notify.and_then(|n| n.devices),
         delivered = c.map(|c| c.delivered),

@@ -1,7 +1,7 @@
 //! Logging set-up (`tracing`, text or JSON, to a stream or a file that is
 //! reopened at `SIGHUP`, through a queue that never blocks a request:
-//! [`queue`]), the access log ([`access`]), redaction of pushkeys, and the
-//! Prometheus metrics ([`metrics`]).
+//! [`queue`]), the access log ([`access`]) and the Prometheus metrics
+//! ([`metrics`]). Pushkeys are redacted by their own type (`ids::PushKey`).
 
 pub mod access;
 pub mod logfile;
@@ -163,29 +163,5 @@ pub fn init(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> LogGuard {
 pub fn reopen_logs() {
     for (path, e) in logfile::reopen_all() {
         tracing::error!(file = %path.display(), error = %e, "cannot reopen the log file; still writing to the old one");
-    }
-}
-
-/// A pushkey as it may appear in logs: first 4 and last 4 characters (`abcd…wxyz`);
-/// keys too short for that to hide anything are masked entirely.
-pub fn redact(pushkey: &str) -> String {
-    let chars: Vec<char> = pushkey.chars().collect();
-    if chars.len() <= 12 {
-        return "…".into();
-    }
-    let head: String = chars[..4].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}…{tail}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redaction() {
-        assert_eq!(redact("abcdefghijklmnopqrstuvwxyz"), "abcd…wxyz");
-        assert_eq!(redact("short"), "…");
-        assert_eq!(redact("😀😀😀😀12345😀😀😀😀"), "😀😀😀😀…😀😀😀😀");
     }
 }

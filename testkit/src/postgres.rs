@@ -17,7 +17,10 @@ pub async fn fresh_database() -> Option<String> {
         eprintln!("PUSHGATE_TEST_POSTGRES not set: PostgreSQL test skipped (run ./scripts/test)");
         return None;
     };
-    let name = format!("pushgate_test_{:016x}", rand::random::<u64>());
+    let name = format!(
+        "pushgate_test_{:016x}",
+        rand_core::RngCore::next_u64(&mut rand_core::OsRng)
+    );
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to PUSHGATE_TEST_POSTGRES: {e}"));

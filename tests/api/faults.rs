@@ -118,7 +118,7 @@ async fn a_connection_reset_mid_request_is_retried() {
 async fn apns_tls_handshake_failures_and_resets_recover_without_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new();
-    let key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
     let p8 = {
         use p256::pkcs8::{EncodePrivateKey, LineEnding};
         p256::SecretKey::from(key.clone())

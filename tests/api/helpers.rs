@@ -23,7 +23,7 @@ pub struct Answer {
 /// A VAPID key file in `dir`; returns its path.
 pub fn write_vapid_key(dir: &std::path::Path) -> PathBuf {
     use p256::pkcs8::{EncodePrivateKey, LineEnding};
-    let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let key = p256::SecretKey::random(&mut rand_core::OsRng);
     let path = dir.join("vapid.pem");
     let pem = key.to_pkcs8_pem(LineEnding::LF).expect("pem");
     std::fs::write(&path, pem.as_bytes()).expect("write key");

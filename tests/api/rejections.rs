@@ -79,7 +79,7 @@ struct Apns {
 async fn apns(root: impl Fn(&Path) -> String) -> Apns {
     let dir = tempfile::tempdir().expect("dir");
     let ca = TestCa::new();
-    let key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
     let p8 = p256::SecretKey::from(key.clone())
         .to_pkcs8_pem(LineEnding::LF)
         .expect("pem");

@@ -63,3 +63,31 @@ async fn exact_then_glob_unknown_and_ambiguous() {
     assert_eq!(gw.notify(&send("net.unknown")).await.body, rejected);
     assert_eq!(fake.received().len(), 1);
 }
+
+/// The `rejected` answer is the pushkeys exactly as the homeserver sent them,
+/// once each, in device order: byte for byte (pushkeys are typed inside the
+/// gateway, and written back as the plain strings).
+#[tokio::test]
+async fn the_rejected_answer_holds_the_pushkeys_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("dir");
+    let apns_key = crate::helpers::write_vapid_key(dir.path());
+    let gw = spawn(&ROUTED.replace("{apns_key}", &apns_key.display().to_string())).await;
+    let body = r#"{"notification":{"event_id":"$e","devices":[
+        {"app_id":"net.unknown","pushkey":"APA91bHunter2/+é\"key=="},
+        {"app_id":"org.other.web","pushkey":"second-key-\u00e9"},
+        {"app_id":"net.unknown","pushkey":"APA91bHunter2/+é\"key=="}]}}"#;
+    let resp = gw
+        .client
+        .post(gw.url("/_matrix/push/v1/notify"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(resp.status().as_u16(), 200);
+    let bytes = resp.bytes().await.expect("body");
+    assert_eq!(
+        std::str::from_utf8(&bytes).expect("UTF-8"),
+        r#"{"rejected":["APA91bHunter2/+é\"key==","second-key-é"]}"#
+    );
+}

@@ -148,7 +148,7 @@ impl Apns {
     /// Step 1: the device token, the payload within Apple's limit, and the
     /// headers that depend on the notification.
     fn build_push(&self, n: &Notification, d: &Device) -> Result<Push, Outcome> {
-        let token = match device_token(&d.pushkey, self.convert_to_hex) {
+        let token = match device_token(d.pushkey.expose(), self.convert_to_hex) {
             Ok(t) => t,
             Err(why) => return Err(Outcome::unusable(Unusable::MalformedToken(why))),
         };
@@ -327,7 +327,7 @@ impl Pushkin for Apns {
     }
 
     fn unusable(&self, d: &Device) -> Option<Unusable> {
-        if let Err(why) = device_token(&d.pushkey, self.convert_to_hex) {
+        if let Err(why) = device_token(d.pushkey.expose(), self.convert_to_hex) {
             return Some(Unusable::MalformedToken(why));
         }
         Unusable::default_payload_of(d)

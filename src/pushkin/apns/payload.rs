@@ -76,7 +76,7 @@ pub fn build(
             payload.insert("room_id".into(), Value::String(room.clone()));
         }
         if let Some(event) = &n.event_id {
-            payload.insert("event_id".into(), Value::String(event.clone()));
+            payload.insert("event_id".into(), Value::String(event.as_str().to_owned()));
         }
     }
     Ok(Some(payload))
@@ -92,7 +92,7 @@ fn event_id_only(
         p.insert("room_id".into(), Value::String(room.clone()));
     }
     if let Some(event) = &n.event_id {
-        p.insert("event_id".into(), Value::String(event.clone()));
+        p.insert("event_id".into(), Value::String(event.as_str().to_owned()));
     }
     if send_badge_counts {
         if let Some(u) = n.counts.unread {

@@ -50,7 +50,7 @@ pub fn build(
         _ => "high",
     };
     let mut ours = Map::new();
-    ours.insert("token".into(), Value::String(d.pushkey.clone()));
+    ours.insert("token".into(), Value::String(d.pushkey.expose().to_owned()));
     ours.insert("data".into(), Value::Object(data));
     ours.insert(
         "android".into(),
@@ -103,7 +103,7 @@ fn data(
         Prio::Low => "normal",
     };
     let fields = [
-        ("event_id", n.event_id.as_deref()),
+        ("event_id", n.event_id.as_ref().map(|e| e.as_str())),
         ("type", n.kind.as_deref()),
         // An empty sender is still sent, as the reference does.
         (

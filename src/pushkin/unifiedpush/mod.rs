@@ -25,6 +25,7 @@ use super::outcome::{Answer, Cause, Unusable};
 use super::tap::Tap;
 use super::{Outcome, Prepared, Pushkin, Settings};
 use crate::config::UnifiedPushConfig;
+use crate::ids::PushKey;
 use crate::net::{self, NetError};
 use crate::notification::{Device, Notification};
 
@@ -102,7 +103,7 @@ impl UnifiedPush {
 
 /// The pushkey as an endpoint URL, when it is one.
 fn endpoint_of(d: &Device) -> Option<Url> {
-    Url::parse(&d.pushkey)
+    Url::parse(d.pushkey.expose())
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
@@ -152,8 +153,8 @@ impl Pushkin for UnifiedPush {
     }
 
     /// The endpoint is what the push server judged; hashed, as Web Push does.
-    fn memory_key(&self, d: &Device) -> Option<String> {
-        Some(endpoint::memory_key(&d.pushkey))
+    fn memory_key(&self, d: &Device) -> Option<PushKey> {
+        Some(endpoint::memory_key(d.pushkey.expose()).into())
     }
 
     fn prepare<'a>(

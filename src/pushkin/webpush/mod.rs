@@ -23,6 +23,7 @@ use super::outcome::{Answer, Cause, Unusable};
 use super::tap::Tap;
 use super::{Outcome, Prepared, Pushkin, Settings};
 use crate::config::WebPushConfig;
+use crate::ids::PushKey;
 use crate::net::{self, NetError};
 use crate::notification::{Device, Notification, Prio};
 use vapid::Vapid;
@@ -137,7 +138,7 @@ struct Subscription {
 impl Subscription {
     fn from_device(d: &Device) -> Option<Self> {
         let endpoint = Url::parse(d.data.get("endpoint")?.as_str()?).ok()?;
-        let keys = UaKeys::decode(&d.pushkey, d.data.get("auth")?.as_str()?)?;
+        let keys = UaKeys::decode(d.pushkey.expose(), d.data.get("auth")?.as_str()?)?;
         Some(Subscription { endpoint, keys })
     }
 }
@@ -156,8 +157,8 @@ impl Pushkin for WebPush {
             .then_some(Unusable::IncompleteSubscription)
     }
 
-    fn memory_key(&self, d: &Device) -> Option<String> {
-        Some(endpoint::memory_key(d.data.get("endpoint")?.as_str()?))
+    fn memory_key(&self, d: &Device) -> Option<PushKey> {
+        Some(endpoint::memory_key(d.data.get("endpoint")?.as_str()?).into())
     }
 
     fn prepare<'a>(

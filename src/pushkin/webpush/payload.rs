@@ -39,18 +39,18 @@ pub fn build(n: &Notification, d: &Device) -> Map<String, Value> {
         }
     };
     let strings = [
-        ("room_id", &n.room_id),
-        ("room_name", &n.room_name),
-        ("room_alias", &n.room_alias),
-        ("membership", &n.membership),
-        ("event_id", &n.event_id),
-        ("sender", &n.sender),
-        ("sender_display_name", &n.sender_display_name),
-        ("type", &n.kind),
+        ("room_id", n.room_id.as_deref()),
+        ("room_name", n.room_name.as_deref()),
+        ("room_alias", n.room_alias.as_deref()),
+        ("membership", n.membership.as_deref()),
+        ("event_id", n.event_id.as_ref().map(|e| e.as_str())),
+        ("sender", n.sender.as_deref()),
+        ("sender_display_name", n.sender_display_name.as_deref()),
+        ("type", n.kind.as_deref()),
     ];
     for (key, value) in strings {
         if let Some(v) = value {
-            out.insert(key.into(), Value::String(v.clone()));
+            out.insert(key.into(), Value::String(v.to_owned()));
         }
     }
     // Only `true` is sent, as the reference does.

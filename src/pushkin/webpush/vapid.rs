@@ -81,7 +81,7 @@ mod tests {
 
     #[tokio::test]
     async fn token_is_signed_cached_per_origin() {
-        let key = Arc::new(SigningKey::random(&mut rand::rngs::OsRng));
+        let key = Arc::new(SigningKey::random(&mut rand_core::OsRng));
         let v = Vapid::new(key.clone(), "mailto:ops@example.org".into());
         let get = |origin: &'static str| {
             let v = &v;

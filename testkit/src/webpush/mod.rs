@@ -38,9 +38,9 @@ pub struct Subscription {
 impl Subscription {
     pub fn generate() -> Self {
         let mut auth = [0u8; 16];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut auth);
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut auth);
         Subscription {
-            secret: p256::SecretKey::random(&mut rand::rngs::OsRng),
+            secret: p256::SecretKey::random(&mut rand_core::OsRng),
             auth,
         }
     }

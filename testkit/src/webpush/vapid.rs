@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn verifies_and_refuses() {
-        let key = SigningKey::random(&mut rand::rngs::OsRng);
+        let key = SigningKey::random(&mut rand_core::OsRng);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("time")

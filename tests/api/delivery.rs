@@ -156,6 +156,8 @@ on_both_backends!(
     one_apps_hanging_backlog_does_not_delay_another_apps_due_entry,
     the_outbox_follows_its_clock_for_due_times_and_max_age,
     a_fair_take_shares_its_room_among_apps,
+    a_retry_is_a_duplicate_inside_the_dedup_window_and_pushed_again_after_it,
+    a_dead_senders_claim_is_taken_over_once_its_lease_runs_out,
 );
 
 pub fn message(event_id: &str, devices: Vec<Value>) -> Value {
@@ -766,5 +768,89 @@ async fn a_fair_take_shares_its_room_among_apps(s: Setup) {
     assert_eq!(
         bodies(taken),
         [pair("a", "a5"), pair("a", "a6"), pair("a", "a7")]
+    );
+}
+
+impl Outbox {
+    /// One `/notify` body through this dispatcher; returns once the claims it
+    /// settles after its answer are written, so that the next request sees them.
+    async fn notify(&self, body: &Value) -> pushgate::dispatch::Answer {
+        let n = pushgate::notification::parse(body.to_string().as_bytes(), 100).expect("valid");
+        let answer = self.d.dispatch(n, "test".to_owned()).await;
+        assert!(
+            self.d
+                .finish_after_answer_work(Duration::from_secs(10))
+                .await,
+            "the claims were settled"
+        );
+        answer
+    }
+}
+
+/// A homeserver retry inside `dispatch.dedup_window` (10 min by default) is
+/// answered as a duplicate; once the window has passed on the dispatcher's
+/// clock, the same request is pushed again. No waiting.
+async fn a_retry_is_a_duplicate_inside_the_dedup_window_and_pushed_again_after_it(s: Setup) {
+    let clock = Clock::manual(pushgate::store::now_ms());
+    let outbox = s.dispatcher(clock.clone()).await;
+    let (ep, key) = sub(&s, "alice");
+    let body = message("$window", vec![device(&ep, &key, json!({}))]);
+    let counts = |a: pushgate::dispatch::Answer| (a.delivered, a.duplicates, a.unqueued);
+
+    assert_eq!(counts(outbox.notify(&body).await), (1, 0, 0), "first");
+    clock.advance(Duration::from_millis(600_000 - 1));
+    assert_eq!(
+        counts(outbox.notify(&body).await),
+        (0, 1, 0),
+        "a millisecond before the window ends"
+    );
+    clock.advance(Duration::from_millis(2));
+    assert_eq!(
+        counts(outbox.notify(&body).await),
+        (1, 0, 0),
+        "a millisecond after"
+    );
+    assert_eq!(
+        s.fake.accepted_by_event(),
+        HashMap::from([("$window".to_owned(), 2)])
+    );
+}
+
+/// A claim whose sender died before settling it (made here straight in the
+/// store) holds a retry off, and the retry is answered for the homeserver to
+/// retry again; once the claim's lease (here 10.5 s: `answer_within` plus
+/// `upstream_timeout` plus 5 s) has run out on the clock, the next retry
+/// takes the claim over and pushes.
+async fn a_dead_senders_claim_is_taken_over_once_its_lease_runs_out(s: Setup) {
+    let start = pushgate::store::now_ms();
+    let clock = Clock::manual(start);
+    let outbox = s.dispatcher(clock.clone()).await;
+    let (ep, key) = sub(&s, "alice");
+    let claim = pushgate::store::ClaimKey {
+        app_id: "org.example.web".into(),
+        pushkey: key.p256dh().as_str().into(),
+        event_id: "$orphan".into(),
+    };
+    let granted = outbox
+        .store
+        .claim(&[claim], start, start + 10_500, start - 600_000)
+        .await
+        .expect("claimed");
+    assert_eq!(granted.len(), 1);
+    let body = message("$orphan", vec![device(&ep, &key, json!({}))]);
+    let counts = |a: pushgate::dispatch::Answer| (a.delivered, a.duplicates, a.unqueued);
+
+    clock.advance(Duration::from_millis(10_500));
+    assert_eq!(
+        counts(outbox.notify(&body).await),
+        (0, 0, 1),
+        "the lease's last millisecond: still the dead sender's"
+    );
+    assert!(s.fake.received().is_empty());
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(counts(outbox.notify(&body).await), (1, 0, 0), "taken over");
+    assert_eq!(
+        s.fake.accepted_by_event(),
+        HashMap::from([("$orphan".to_owned(), 1)])
     );
 }

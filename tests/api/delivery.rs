@@ -14,7 +14,7 @@ use pushgate::store::{NewEntry, Settlement, Store};
 use serde_json::{json, Value};
 use testkit::webpush::{Behaviour, FakeWebPush, Subscription};
 
-use crate::helpers::{spawn, TestGateway};
+use crate::helpers::{spawn, wait_outbox_empty, TestGateway};
 use crate::webpush::{device, WEB_APP};
 
 /// Short retry delays so that the tests take seconds, not minutes.
@@ -168,25 +168,17 @@ pub fn message(event_id: &str, devices: Vec<Value>) -> Value {
     }})
 }
 
-/// Waits until `n` pushes were accepted, then a little longer to catch any late duplicate.
-async fn settle_deliveries(
-    fake: &FakeWebPush,
-    n: usize,
-    timeout: Duration,
-) -> HashMap<String, usize> {
-    fake.wait_accepted(n, timeout, Duration::from_millis(800))
-        .await
-}
-
-async fn wait_outbox_empty(store: &dyn Store, timeout: Duration) -> i64 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let n = store.stats().await.expect("stats").outbox;
-        if n == 0 || Instant::now() >= deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Waits until `n` pushes were accepted and the outbox is empty (after that
+/// no push can come again, so a duplicate would already show).
+async fn settle_deliveries(s: &Setup, n: usize, timeout: Duration) -> HashMap<String, usize> {
+    s.fake.wait_accepted(n, timeout).await;
+    let store = s.open_store().await;
+    assert_eq!(
+        wait_outbox_empty(&*store, timeout).await,
+        0,
+        "outbox drained"
+    );
+    s.fake.accepted_by_event()
 }
 
 fn sub(s: &Setup, name: &str) -> (String, Subscription) {
@@ -230,7 +222,7 @@ async fn upstream_down_through_retries_then_back_delivers_each_push_once(s: Setu
     assert!(tried.len() >= 80, "the outbox retried while down");
     s.fake.set_behaviour("alice", Behaviour::Status(201));
 
-    let got = settle_deliveries(&s.fake, 20, Duration::from_secs(10)).await;
+    let got = settle_deliveries(&s, 20, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 20, "every event delivered: {got:?}");
     assert!(got.values().all(|&n| n == 1), "each exactly once: {got:?}");
     assert_eq!(wait_outbox_empty(&*store, Duration::from_secs(2)).await, 0);
@@ -254,7 +246,7 @@ async fn slow_upstream_is_answered_within_the_budget_and_delivered_once(s: Setup
     // Queued while in flight, then deleted when the original attempt succeeded.
     let store = s.open_store().await;
     assert_eq!(store.stats().await.expect("stats").outbox, 1);
-    let got = settle_deliveries(&s.fake, 1, Duration::from_secs(5)).await;
+    let got = settle_deliveries(&s, 1, Duration::from_secs(5)).await;
     assert_eq!(got, HashMap::from([("$slow".to_owned(), 1)]));
     assert_eq!(wait_outbox_empty(&*store, Duration::from_secs(2)).await, 0);
     let outbox = s.dispatcher(Clock::system()).await;
@@ -288,7 +280,7 @@ async fn a_temporary_failure_never_hides_the_rejected_list(s: Setup) {
         (200, json!({"rejected": [k_dead.p256dh()]}))
     );
     s.fake.set_behaviour("busy", Behaviour::Status(201));
-    let got = settle_deliveries(&s.fake, 2, Duration::from_secs(5)).await;
+    let got = settle_deliveries(&s, 2, Duration::from_secs(5)).await;
     assert_eq!(got, HashMap::from([("$mixed".to_owned(), 2)]));
     assert_eq!(s.fake.received_for("ok").len(), 1);
     assert_eq!(s.fake.received_for("dead").len(), 1, "not retried");
@@ -315,7 +307,7 @@ async fn homeserver_retry_is_pushed_once(s: Setup) {
         .notify(&message("$next", vec![device(&endpoint, &key, json!({}))]))
         .await;
     assert_eq!(a.status, 200);
-    let got = settle_deliveries(&s.fake, 2, Duration::from_secs(3)).await;
+    let got = settle_deliveries(&s, 2, Duration::from_secs(3)).await;
     assert_eq!(
         got,
         HashMap::from([("$retry".to_owned(), 1), ("$next".to_owned(), 1)])
@@ -341,7 +333,7 @@ async fn concurrent_duplicates_are_pushed_once(s: Setup) {
         ],
     );
     assert_eq!(gw.notify(&twice).await.status, 200);
-    let got = settle_deliveries(&s.fake, 2, Duration::from_secs(3)).await;
+    let got = settle_deliveries(&s, 2, Duration::from_secs(3)).await;
     assert_eq!(
         got,
         HashMap::from([("$race".to_owned(), 1), ("$twice".to_owned(), 1)])
@@ -407,7 +399,7 @@ async fn rejection_is_remembered_across_a_restart_and_cleared_by_a_newer_pushkey
     dev["pushkey_ts"] = old_ts;
     let a = gw.notify(&message("$e", vec![dev])).await;
     assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
-    let got = settle_deliveries(&s.fake, 2, Duration::from_secs(3)).await;
+    let got = settle_deliveries(&s, 2, Duration::from_secs(3)).await;
     assert_eq!(
         got,
         HashMap::from([("$d".to_owned(), 1), ("$e".to_owned(), 1)])

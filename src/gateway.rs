@@ -259,6 +259,7 @@ impl Gateway {
             background.push(tokio::spawn(outbox::housekeeping(
                 self.dispatcher.policy().clone(),
                 store.clone(),
+                self.dispatcher.clock().clone(),
                 rx.clone(),
             )));
         }

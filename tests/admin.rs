@@ -368,8 +368,12 @@ async fn operator_repairs_the_store(s: Setup) {
         .as_i64()
         .expect("claims");
     assert_eq!(claims, 4);
-    // Settled claims carry their settlement time: wait until it is in the past.
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Settled claims carry their settlement time, at the latest now: wait
+    // until the system clock (which the CLI reads) has moved past it.
+    let settled_by = pushgate::store::now_ms();
+    while pushgate::store::now_ms() <= settled_by {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     assert_eq!(
         s.cli(&["claims", "purge", "--older-than", "0s"]).await,
         (0, "4 claims purged\n".to_owned())

@@ -17,15 +17,27 @@ mod process;
 use process::Gateway;
 
 /// The delivery policy of these tests, then the `store` YAML.
+///
+/// The upstream timeout is long (20 s, so an outbox lease of 27 s) so that a
+/// machine too loaded to read the fake's answer in time does not make the
+/// gateway send again a push the fake already took (a timeout is a
+/// temporary failure, retried), nor let a lease run out mid-send. The cost:
+/// after `kill -9`, the dead gateway's leased entries fall due 27 s later.
 fn write_config(dir: &Path, name: &str, store: &str) -> PathBuf {
     process::write_config(
         dir,
         name,
         &format!(
-            "dispatch:\n  upstream_timeout: 2s\n  retry_initial_delay: 1s\n  retry_max_delay: 2s\n{store}"
+            "dispatch:\n  upstream_timeout: {UPSTREAM_TIMEOUT_S}s\n  retry_initial_delay: 1s\n  retry_max_delay: 2s\n{store}"
         ),
     )
 }
+
+const UPSTREAM_TIMEOUT_S: u64 = 20;
+
+/// How long a delivery phase may take: the lease (upstream timeout + 7 s)
+/// twice over, and a minute for the sends themselves.
+const DELIVERY_WITHIN: Duration = Duration::from_secs(2 * (UPSTREAM_TIMEOUT_S + 7) + 60);
 
 fn body(event: &str, endpoint: &str, sub: &Subscription) -> String {
     json!({"notification": {
@@ -162,15 +174,11 @@ async fn kill_9_with_a_full_outbox_loses_nothing(
 
     fake.set_behaviour("alice", Behaviour::Status(201));
     let _gw = Gateway::start(&config);
-    let delivered = fake
-        .wait_accepted(
-            accepted.len(),
-            Duration::from_secs(40),
-            Duration::from_secs(2),
-        )
-        .await;
-    assert_each_once(&delivered, &accepted);
-    assert_eq!(outbox_len(&store).await, 0, "outbox drained");
+    fake.wait_accepted(accepted.len(), DELIVERY_WITHIN).await;
+    // Drained: nothing left that could be sent again.
+    let left = process::wait_outbox_empty(&store, DELIVERY_WITHIN).await;
+    assert_each_once(&fake.accepted_by_event(), &accepted);
+    assert_eq!(left, 0, "outbox drained");
 }
 
 /// Pushes of the second wave (`$b…` events) that reached the push service.
@@ -245,9 +253,14 @@ async fn two_gateways_on_one_postgres_deliver_each_push_once() {
     assert_eq!(again.len(), retried.len(), "retries answered 200");
 
     fake.set_behaviour("alice", Behaviour::Status(201));
-    let delivered = fake
-        .wait_accepted(1000, Duration::from_secs(40), Duration::from_secs(2))
-        .await;
+    fake.wait_accepted(1000, DELIVERY_WITHIN).await;
+    let store = pushgate::config::StoreConfig::Postgres {
+        url: url.clone().into(),
+        max_connections: 2,
+    };
+    // Drained: nothing left that could be sent again.
+    let left = process::wait_outbox_empty(&store, DELIVERY_WITHIN).await;
+    let delivered = fake.accepted_by_event();
     assert_eq!(delivered.len(), 1000);
     assert_each_once(&delivered, &accepted);
     let by_gateway = fake.accepted_by_vapid_key();
@@ -256,10 +269,6 @@ async fn two_gateways_on_one_postgres_deliver_each_push_once() {
         2,
         "both instances drained the outbox: {by_gateway:?}"
     );
-    let store = pushgate::config::StoreConfig::Postgres {
-        url: url.clone().into(),
-        max_connections: 2,
-    };
-    assert_eq!(outbox_len(&store).await, 0);
+    assert_eq!(left, 0);
     drop((a, b));
 }

@@ -558,6 +558,8 @@ store:
                 .await,
         );
     }
+    // Not an assertion: the outage itself, long enough for Synapse's pushers
+    // to fail and back off (there is nothing to wait for on our side).
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(stopped.elapsed())).await;
     let _gateway = Gateway::start(&config);
     eventually(
@@ -569,8 +571,36 @@ store:
         },
     )
     .await;
-    // A little longer, so that a late duplicate would show.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A barrier for late duplicates: each of Synapse's pushers sends its
+    // events in order and moves on only once pushgate answered, so once a
+    // later message arrived everywhere and pushgate's outbox is empty, no
+    // earlier push can come again.
+    let after = alice
+        .send(
+            &room,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "after the outage"}),
+        )
+        .await;
+    eventually(
+        "a message sent after the outage",
+        Duration::from_secs(120),
+        || {
+            has_event(apns_for(ios_full_hex), &after)
+                && wp_for(&after).is_some()
+                && fcm_for(&after).is_some()
+                && up_for(&after).is_some()
+        },
+    )
+    .await;
+    let outbox = pushgate::config::StoreConfig::Sqlite {
+        path: d.join("pushgate.db"),
+    };
+    assert_eq!(
+        process::wait_outbox_empty(&outbox, Duration::from_secs(30)).await,
+        0,
+        "pushgate's outbox drained"
+    );
     for ev in &late {
         let count_apns = apns_for(ios_full_hex)
             .iter()

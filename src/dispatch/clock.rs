@@ -1,6 +1,7 @@
 //! The time the delivery core reads: the system clock in the gateway, a
 //! manual one in tests, so that due times, `max_age` and leases can be
-//! checked by moving time rather than by waiting for it.
+//! checked by moving time rather than by waiting for it (and the
+//! de-duplication window, claim leases and housekeeping cut-offs with them).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::clock::Clock;
 use crate::notification::Notification;
-use crate::store::{now_ms, ClaimKey, ClaimState, Millis, Store};
+use crate::store::{ClaimKey, ClaimState, Millis, Store};
 
 /// How often a waiting duplicate looks at the claim it waits for.
 const POLL: Duration = Duration::from_millis(50);
@@ -148,9 +149,11 @@ pub(super) enum Waited {
     Timeout,
 }
 
-/// Waits until the claim `key` settles, its lease ends (then takes it over), or `deadline`.
+/// Waits until the claim `key` settles, its lease ends on `clock` (then takes
+/// it over), or `deadline`.
 pub(super) async fn wait_for(
     store: &dyn Store,
+    clock: &Clock,
     key: &ClaimKey,
     lease: Duration,
     window: Duration,
@@ -163,7 +166,7 @@ pub(super) async fn wait_for(
             .await
             .ok()
             .map(|s| s.first().map(|(_, st)| *st));
-        let now = now_ms();
+        let now = clock.now_ms();
         let take_over = match state {
             Some(Some(ClaimState::Settled { .. })) => return Waited::Settled,
             Some(Some(ClaimState::Sending { until })) => until < now,
@@ -189,5 +192,70 @@ pub(super) async fn wait_for(
             return Waited::Timeout;
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{wait_for, Waited};
+    use crate::config::StoreConfig;
+    use crate::dispatch::clock::Clock;
+    use crate::store::{now_ms, ClaimKey, Store};
+
+    /// A claim held by a sender that went quiet is taken over by the duplicate
+    /// waiting for it when its lease ends on the dispatcher's clock, not the
+    /// system's: the manual clock stands an hour ahead, where the system clock
+    /// cannot end the lease during the test.
+    #[tokio::test]
+    async fn a_waiting_duplicate_takes_a_claim_over_when_its_lease_ends_on_the_clock() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store: Arc<dyn Store> = crate::store::open(&StoreConfig::Sqlite {
+            path: dir.path().join("d.db"),
+        })
+        .await
+        .expect("open")
+        .expect("a store");
+        let start = now_ms() + 3_600_000;
+        let clock = Clock::manual(start);
+        let key = ClaimKey {
+            app_id: "app".into(),
+            pushkey: "key".into(),
+            event_id: "$ev".into(),
+        };
+        let (lease, window) = (Duration::from_secs(1), Duration::from_secs(600));
+        let held = store
+            .claim(
+                std::slice::from_ref(&key),
+                start,
+                start + 1_000,
+                start - 600_000,
+            )
+            .await
+            .expect("claimed");
+        assert_eq!(held.len(), 1);
+
+        clock.advance(Duration::from_millis(1_000));
+        let within = Instant::now() + Duration::from_millis(200);
+        let waited = wait_for(&*store, &clock, &key, lease, window, within).await;
+        assert!(
+            matches!(waited, Waited::Timeout),
+            "the lease's last millisecond"
+        );
+
+        let waiting = tokio::spawn({
+            let (store, clock, key) = (store.clone(), clock.clone(), key.clone());
+            async move {
+                let within = Instant::now() + Duration::from_secs(10);
+                wait_for(&*store, &clock, &key, lease, window, within).await
+            }
+        });
+        clock.advance(Duration::from_millis(1));
+        let waited = waiting.await.expect("task");
+        assert!(matches!(waited, Waited::TookOver), "taken over");
     }
 }

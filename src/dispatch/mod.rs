@@ -7,7 +7,8 @@
 //! - [`outbox`]: the background worker that retries queued pushes, and the
 //!   housekeeping of expired rows;
 //! - [`capacity`]: the outbox caps (entries and bytes, in all and per app);
-//! - [`clock`]: the time the outbox reads (injectable, for tests);
+//! - [`clock`]: the time the delivery core reads — request, claims, outbox,
+//!   housekeeping and breakers (injectable, for tests);
 //! - [`breaker`]: the rejection breaker that holds token-dead answers back
 //!   when an app's tokens die too fast (a configuration mistake);
 //! - this module: the dispatcher itself, the per-device send and its log line.
@@ -37,7 +38,7 @@ use crate::notification::{Device, Notification};
 use crate::pushkin::outcome::Cause;
 use crate::pushkin::Outcome;
 use crate::routing::{Route, RouteError, Routes};
-use crate::store::{now_ms, Store};
+use crate::store::Store;
 use crate::telemetry::metrics::{Metrics, UNROUTED};
 use breaker::Breakers;
 
@@ -160,6 +161,11 @@ impl Dispatcher {
         self
     }
 
+    /// The time this dispatcher reads (for the background tasks that go with it).
+    pub fn clock(&self) -> &clock::Clock {
+        &self.clock
+    }
+
     /// The apps in force now.
     pub fn routes(&self) -> Arc<Routes> {
         match self.routes.read() {
@@ -181,7 +187,7 @@ impl Dispatcher {
 
     /// The apps whose rejection breaker is open, for `/ready`.
     pub fn rejection_breakers_open(&self) -> Vec<String> {
-        self.breakers.open(now_ms(), &self.metrics)
+        self.breakers.open(self.clock.now_ms(), &self.metrics)
     }
 
     /// Waits (up to `within`) for the work still running after answers; true when all finished.
@@ -244,7 +250,7 @@ impl Dispatcher {
             }
             Err(_) => None,
         };
-        self.metrics.store_read(stats, now_ms());
+        self.metrics.store_read(stats, self.clock.now_ms());
     }
 
     /// Delivers `n` to all its devices and says what to answer.
@@ -341,9 +347,13 @@ impl Dispatcher {
         };
         drop(permit);
         span.record("outcome", outcome.kind());
-        let outcome =
-            self.breakers
-                .judge(&route.key, &who.pushkey, outcome, now_ms(), &self.metrics);
+        let outcome = self.breakers.judge(
+            &route.key,
+            &who.pushkey,
+            outcome,
+            self.clock.now_ms(),
+            &self.metrics,
+        );
         let fate = Fate::Pushed(outcome);
         self.log_and_count(&route.key, request_id, &who, &fate);
         fate

@@ -17,7 +17,8 @@
 //! which then reads past their backlog: when that finds nothing it is not
 //! repeated for [`RESEARCH`].
 //! [`drain_once`] is one step of the same work (take, send, settle), for
-//! tests; time is read from the dispatcher's [`Clock`](super::clock::Clock). The worker runs under [`supervise`]: a panic is logged at ERROR,
+//! tests; time is read from the dispatcher's [`Clock`](super::clock::Clock).
+//! The worker runs under [`supervise`]: a panic is logged at ERROR,
 //! counted, and the worker restarted; `/ready` fails while it is down.
 
 use std::collections::HashMap;
@@ -31,14 +32,13 @@ use rand_core::RngCore;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
+use super::clock::Clock;
 use super::{Dispatcher, Fate};
 use crate::config::DispatchConfig;
 use crate::notification::{self, Device};
 use crate::pushkin::outcome::{Cause, Rejected};
 use crate::pushkin::Outcome;
-use crate::store::{
-    now_ms, Entry, Expiry, Fairness, Millis, Rejection, Settlement, Store, StoreError,
-};
+use crate::store::{Entry, Expiry, Fairness, Millis, Rejection, Settlement, Store, StoreError};
 use crate::telemetry::metrics::Metrics;
 
 /// Outbox sends in flight at once; also the most entries taken at once.
@@ -481,12 +481,13 @@ pub(super) fn record(
 pub async fn housekeeping(
     policy: DispatchConfig,
     store: Arc<dyn Store>,
+    clock: Clock,
     mut stop: watch::Receiver<bool>,
 ) {
     while !*stop.borrow() {
         // A bounded number of batches per round; the rest waits for the next round.
         for _ in 0..100 {
-            let now = now_ms();
+            let now = clock.now_ms();
             let e = Expiry {
                 claims_before: now - policy.dedup_window.as_millis() as Millis,
                 rejections_before: now - policy.rejection_ttl.as_millis() as Millis,

@@ -35,7 +35,7 @@ use crate::notification::{self, Device, Notification};
 use crate::pushkin::outcome::{Cause, Rejected};
 use crate::pushkin::Outcome;
 use crate::routing::Route;
-use crate::store::{now_ms, DeviceKey, Millis, NewEntry, Rejection, Settlement, Store};
+use crate::store::{DeviceKey, Millis, NewEntry, Rejection, Settlement, Store};
 use crate::telemetry::metrics::UNROUTED;
 
 /// One device of the request on its way to an answer.
@@ -83,7 +83,7 @@ impl DeviceTask {
 pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: String) -> Answer {
     let started = Instant::now();
     let store = d.store.clone();
-    let now = now_ms();
+    let now = d.clock.now_ms();
     let mut settlement = Settlement {
         now,
         ..Settlement::default()
@@ -337,8 +337,15 @@ async fn send_one(
     request_id: &str,
 ) -> Fate {
     if let (Claim::Waiting(key), Some(store), Some(dev)) = (claim, &d.store, n.devices.get(i)) {
-        let waited =
-            dedup::wait_for(&**store, key, d.lease(), d.policy.dedup_window, deadline).await;
+        let waited = dedup::wait_for(
+            &**store,
+            &d.clock,
+            key,
+            d.lease(),
+            d.policy.dedup_window,
+            deadline,
+        )
+        .await;
         match waited {
             Waited::TookOver => {}
             Waited::Settled => {
@@ -495,7 +502,7 @@ async fn follow_up(
             continue;
         };
         let mut s = Settlement {
-            now: now_ms(),
+            now: d.clock.now_ms(),
             ..Settlement::default()
         };
         super::outbox::record(&d, &mut s, id, 1, &fate, Some(&dev));

@@ -190,6 +190,18 @@ impl FakeGoogle {
             .unwrap_or_default()
     }
 
+    /// Ends the lifetime of every access token issued so far, as if it had
+    /// passed: the next use of one is answered 401 (the gateway still
+    /// believes the `expires_in` it was told).
+    pub fn expire_tokens(&self) {
+        if let Ok(mut i) = self.inner.issued.lock() {
+            let now = Instant::now();
+            for until in i.values_mut() {
+                *until = now;
+            }
+        }
+    }
+
     /// Forget every issued access token: the next use of one is answered 401.
     pub fn revoke_tokens(&self) {
         if let Ok(mut i) = self.inner.issued.lock() {

@@ -235,8 +235,19 @@ async fn expired_provider_token_is_reminted_once() {
     );
 
     // Apple expires a token by its age (`iat`); signatures are deterministic (RFC 6979), so a
-    // token minted in the same second would be the same token. Let the clock reach a new second.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // token minted in the same second would be the same token. Wait until the system clock
+    // (which the gateway mints with) is past the second the first token was minted in.
+    let minted = jwt_iat(&first[0]);
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970");
+        if now.as_secs() > minted {
+            break;
+        }
+        let to_next_second = Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos()));
+        tokio::time::sleep(to_next_second).await;
+    }
     s.fake.expire_seen_jwts();
     let a = s.gw.notify(&message(vec![device(&key, json!({}))])).await;
     assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
@@ -246,6 +257,16 @@ async fn expired_provider_token_is_reminted_once() {
     assert_eq!(reqs[3].answered, 200);
     assert_ne!(reqs[3].jwt, reqs[2].jwt, "a new token was minted");
     assert_eq!(reqs[3].auth_error, None);
+}
+
+/// The `iat` claim (seconds since the epoch) of a provider JWT.
+fn jwt_iat(jwt: &str) -> u64 {
+    let claims = jwt.split('.').nth(1).expect("claims part");
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .expect("base64url");
+    let claims: Value = serde_json::from_slice(&claims).expect("JSON claims");
+    claims["iat"].as_u64().expect("iat")
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use pushgate::store::{NewEntry, Settlement, Store};
 use serde_json::{json, Value};
 use testkit::webpush::{Behaviour, FakeWebPush, Subscription};
 
-use crate::helpers::{spawn, TestGateway};
+use crate::helpers::{spawn, wait_outbox_empty, TestGateway};
 use crate::webpush::{device, WEB_APP};
 
 /// Short retry delays so that the tests take seconds, not minutes.
@@ -156,6 +156,8 @@ on_both_backends!(
     one_apps_hanging_backlog_does_not_delay_another_apps_due_entry,
     the_outbox_follows_its_clock_for_due_times_and_max_age,
     a_fair_take_shares_its_room_among_apps,
+    a_retry_is_a_duplicate_inside_the_dedup_window_and_pushed_again_after_it,
+    a_dead_senders_claim_is_taken_over_once_its_lease_runs_out,
 );
 
 pub fn message(event_id: &str, devices: Vec<Value>) -> Value {
@@ -166,25 +168,17 @@ pub fn message(event_id: &str, devices: Vec<Value>) -> Value {
     }})
 }
 
-/// Waits until `n` pushes were accepted, then a little longer to catch any late duplicate.
-async fn settle_deliveries(
-    fake: &FakeWebPush,
-    n: usize,
-    timeout: Duration,
-) -> HashMap<String, usize> {
-    fake.wait_accepted(n, timeout, Duration::from_millis(800))
-        .await
-}
-
-async fn wait_outbox_empty(store: &dyn Store, timeout: Duration) -> i64 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let n = store.stats().await.expect("stats").outbox;
-        if n == 0 || Instant::now() >= deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Waits until `n` pushes were accepted and the outbox is empty (after that
+/// no push can come again, so a duplicate would already show).
+async fn settle_deliveries(s: &Setup, n: usize, timeout: Duration) -> HashMap<String, usize> {
+    s.fake.wait_accepted(n, timeout).await;
+    let store = s.open_store().await;
+    assert_eq!(
+        wait_outbox_empty(&*store, timeout).await,
+        0,
+        "outbox drained"
+    );
+    s.fake.accepted_by_event()
 }
 
 fn sub(s: &Setup, name: &str) -> (String, Subscription) {
@@ -228,7 +222,7 @@ async fn upstream_down_through_retries_then_back_delivers_each_push_once(s: Setu
     assert!(tried.len() >= 80, "the outbox retried while down");
     s.fake.set_behaviour("alice", Behaviour::Status(201));
 
-    let got = settle_deliveries(&s.fake, 20, Duration::from_secs(10)).await;
+    let got = settle_deliveries(&s, 20, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 20, "every event delivered: {got:?}");
     assert!(got.values().all(|&n| n == 1), "each exactly once: {got:?}");
     assert_eq!(wait_outbox_empty(&*store, Duration::from_secs(2)).await, 0);
@@ -252,7 +246,7 @@ async fn slow_upstream_is_answered_within_the_budget_and_delivered_once(s: Setup
     // Queued while in flight, then deleted when the original attempt succeeded.
     let store = s.open_store().await;
     assert_eq!(store.stats().await.expect("stats").outbox, 1);
-    let got = settle_deliveries(&s.fake, 1, Duration::from_secs(5)).await;
+    let got = settle_deliveries(&s, 1, Duration::from_secs(5)).await;
     assert_eq!(got, HashMap::from([("$slow".to_owned(), 1)]));
     assert_eq!(wait_outbox_empty(&*store, Duration::from_secs(2)).await, 0);
     let outbox = s.dispatcher(Clock::system()).await;
@@ -286,7 +280,7 @@ async fn a_temporary_failure_never_hides_the_rejected_list(s: Setup) {
         (200, json!({"rejected": [k_dead.p256dh()]}))
     );
     s.fake.set_behaviour("busy", Behaviour::Status(201));
-    let got = settle_deliveries(&s.fake, 2, Duration::from_secs(5)).await;
+    let got = settle_deliveries(&s, 2, Duration::from_secs(5)).await;
     assert_eq!(got, HashMap::from([("$mixed".to_owned(), 2)]));
     assert_eq!(s.fake.received_for("ok").len(), 1);
     assert_eq!(s.fake.received_for("dead").len(), 1, "not retried");
@@ -313,7 +307,7 @@ async fn homeserver_retry_is_pushed_once(s: Setup) {
         .notify(&message("$next", vec![device(&endpoint, &key, json!({}))]))
         .await;
     assert_eq!(a.status, 200);
-    let got = settle_deliveries(&s.fake, 2, Duration::from_secs(3)).await;
+    let got = settle_deliveries(&s, 2, Duration::from_secs(3)).await;
     assert_eq!(
         got,
         HashMap::from([("$retry".to_owned(), 1), ("$next".to_owned(), 1)])
@@ -339,7 +333,7 @@ async fn concurrent_duplicates_are_pushed_once(s: Setup) {
         ],
     );
     assert_eq!(gw.notify(&twice).await.status, 200);
-    let got = settle_deliveries(&s.fake, 2, Duration::from_secs(3)).await;
+    let got = settle_deliveries(&s, 2, Duration::from_secs(3)).await;
     assert_eq!(
         got,
         HashMap::from([("$race".to_owned(), 1), ("$twice".to_owned(), 1)])
@@ -405,7 +399,7 @@ async fn rejection_is_remembered_across_a_restart_and_cleared_by_a_newer_pushkey
     dev["pushkey_ts"] = old_ts;
     let a = gw.notify(&message("$e", vec![dev])).await;
     assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
-    let got = settle_deliveries(&s.fake, 2, Duration::from_secs(3)).await;
+    let got = settle_deliveries(&s, 2, Duration::from_secs(3)).await;
     assert_eq!(
         got,
         HashMap::from([("$d".to_owned(), 1), ("$e".to_owned(), 1)])
@@ -766,5 +760,89 @@ async fn a_fair_take_shares_its_room_among_apps(s: Setup) {
     assert_eq!(
         bodies(taken),
         [pair("a", "a5"), pair("a", "a6"), pair("a", "a7")]
+    );
+}
+
+impl Outbox {
+    /// One `/notify` body through this dispatcher; returns once the claims it
+    /// settles after its answer are written, so that the next request sees them.
+    async fn notify(&self, body: &Value) -> pushgate::dispatch::Answer {
+        let n = pushgate::notification::parse(body.to_string().as_bytes(), 100).expect("valid");
+        let answer = self.d.dispatch(n, "test".to_owned()).await;
+        assert!(
+            self.d
+                .finish_after_answer_work(Duration::from_secs(10))
+                .await,
+            "the claims were settled"
+        );
+        answer
+    }
+}
+
+/// A homeserver retry inside `dispatch.dedup_window` (10 min by default) is
+/// answered as a duplicate; once the window has passed on the dispatcher's
+/// clock, the same request is pushed again. No waiting.
+async fn a_retry_is_a_duplicate_inside_the_dedup_window_and_pushed_again_after_it(s: Setup) {
+    let clock = Clock::manual(pushgate::store::now_ms());
+    let outbox = s.dispatcher(clock.clone()).await;
+    let (ep, key) = sub(&s, "alice");
+    let body = message("$window", vec![device(&ep, &key, json!({}))]);
+    let counts = |a: pushgate::dispatch::Answer| (a.delivered, a.duplicates, a.unqueued);
+
+    assert_eq!(counts(outbox.notify(&body).await), (1, 0, 0), "first");
+    clock.advance(Duration::from_millis(600_000 - 1));
+    assert_eq!(
+        counts(outbox.notify(&body).await),
+        (0, 1, 0),
+        "a millisecond before the window ends"
+    );
+    clock.advance(Duration::from_millis(2));
+    assert_eq!(
+        counts(outbox.notify(&body).await),
+        (1, 0, 0),
+        "a millisecond after"
+    );
+    assert_eq!(
+        s.fake.accepted_by_event(),
+        HashMap::from([("$window".to_owned(), 2)])
+    );
+}
+
+/// A claim whose sender died before settling it (made here straight in the
+/// store) holds a retry off, and the retry is answered for the homeserver to
+/// retry again; once the claim's lease (here 10.5 s: `answer_within` plus
+/// `upstream_timeout` plus 5 s) has run out on the clock, the next retry
+/// takes the claim over and pushes.
+async fn a_dead_senders_claim_is_taken_over_once_its_lease_runs_out(s: Setup) {
+    let start = pushgate::store::now_ms();
+    let clock = Clock::manual(start);
+    let outbox = s.dispatcher(clock.clone()).await;
+    let (ep, key) = sub(&s, "alice");
+    let claim = pushgate::store::ClaimKey {
+        app_id: "org.example.web".into(),
+        pushkey: key.p256dh().as_str().into(),
+        event_id: "$orphan".into(),
+    };
+    let granted = outbox
+        .store
+        .claim(&[claim], start, start + 10_500, start - 600_000)
+        .await
+        .expect("claimed");
+    assert_eq!(granted.len(), 1);
+    let body = message("$orphan", vec![device(&ep, &key, json!({}))]);
+    let counts = |a: pushgate::dispatch::Answer| (a.delivered, a.duplicates, a.unqueued);
+
+    clock.advance(Duration::from_millis(10_500));
+    assert_eq!(
+        counts(outbox.notify(&body).await),
+        (0, 0, 1),
+        "the lease's last millisecond: still the dead sender's"
+    );
+    assert!(s.fake.received().is_empty());
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(counts(outbox.notify(&body).await), (1, 0, 0), "taken over");
+    assert_eq!(
+        s.fake.accepted_by_event(),
+        HashMap::from([("$orphan".to_owned(), 1)])
     );
 }

@@ -79,9 +79,9 @@ async fn web_push_resets_garbage_and_refusals_are_queued_then_delivered_once() {
         assert_eq!(gw.request("GET", "/health", "").await.status, 200);
 
         proxy.set(Fault::Pass);
-        let got = fake
-            .wait_accepted(1, Duration::from_secs(10), Duration::from_millis(500))
-            .await;
+        fake.wait_accepted(1, Duration::from_secs(10)).await;
+        gw.wait_outbox_empty(Duration::from_secs(10)).await;
+        let got = fake.accepted_by_event();
         assert_eq!(
             got.get(&event),
             Some(&1),
@@ -97,8 +97,9 @@ async fn a_connection_reset_mid_request_is_retried() {
     let (proxy, fake) = proxied_web_push(Fault::Pass).await;
     let (endpoint, sub) = fake.subscribe("slow");
     fake.set_behaviour("slow", Behaviour::Delay(Duration::from_millis(600), 201));
+    // Cut once the push is upstream, while its answer is held back.
     let cut = async {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(fake.wait_for(1, Duration::from_secs(10)).await.len(), 1);
         proxy.set(Fault::Reset);
     };
     let body = message("$mid", vec![device(&endpoint, &sub, json!({}))]);
@@ -108,9 +109,9 @@ async fn a_connection_reset_mid_request_is_retried() {
     proxy.set(Fault::Pass);
     // The push service got the first copy but its answer was lost: the
     // gateway cannot know, so it sends again (at least once, never zero).
-    let got = fake
-        .wait_accepted(2, Duration::from_secs(10), Duration::from_millis(500))
-        .await;
+    fake.wait_accepted(2, Duration::from_secs(10)).await;
+    gw.wait_outbox_empty(Duration::from_secs(10)).await;
+    let got = fake.accepted_by_event();
     assert_eq!(got.get("$mid"), Some(&2), "{got:?}");
 }
 
@@ -168,7 +169,7 @@ async fn apns_tls_handshake_failures_and_resets_recover_without_restart() {
 
     proxy.set(Fault::Pass);
     let got = apns.wait_for(2, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    gw.wait_outbox_empty(Duration::from_secs(10)).await;
     let tokens: Vec<String> = apns.requests().into_iter().map(|r| r.token).collect();
     assert_eq!(got.len(), 2);
     assert_eq!(tokens.iter().filter(|t| **t == dev_hex(1)).count(), 1);
@@ -239,9 +240,9 @@ async fn the_store_goes_away_and_comes_back_without_a_restart() {
         .await;
     assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
     fake.set_behaviour("dev", Behaviour::Status(201));
-    let got = fake
-        .wait_accepted(1, Duration::from_secs(10), Duration::from_millis(500))
-        .await;
+    fake.wait_accepted(1, Duration::from_secs(10)).await;
+    gw.wait_outbox_empty(Duration::from_secs(10)).await;
+    let got = fake.accepted_by_event();
     assert_eq!(got.get("$back"), Some(&1), "{got:?}");
     testkit::postgres::drop_database(&url).await;
 }

@@ -2,6 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use pushgate::config::StoreConfig;
+use pushgate::store::Store;
 
 use serde_json::Value;
 
@@ -11,6 +15,8 @@ pub struct TestGateway {
     pub metrics_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// The gateway's store (`None` when it runs stateless).
+    pub store: StoreConfig,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -49,6 +55,7 @@ pub async fn spawn(yaml: &str) -> TestGateway {
     let gateway = pushgate::Gateway::build(&config)
         .await
         .expect("gateway starts");
+    let store = config.store.clone();
     let addr = gateway.local_addrs()[0];
     let metrics_addr = gateway.metrics_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -63,11 +70,38 @@ pub async fn spawn(yaml: &str) -> TestGateway {
             .build()
             .expect("client"),
         dir,
+        store,
         _stop: stop,
     }
 }
 
+/// Polls `store` until its outbox is empty or `timeout` has passed; returns
+/// the entries left.
+pub async fn wait_outbox_empty(store: &dyn Store, timeout: Duration) -> i64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n = store.stats().await.expect("stats").outbox;
+        if n == 0 || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl TestGateway {
+    /// Waits until the gateway's outbox is empty: every push of the requests
+    /// answered so far has been sent (or dropped), so none of them can reach
+    /// a push service again. The barrier after which "sent once" can be
+    /// asserted without waiting a while longer.
+    pub async fn wait_outbox_empty(&self, timeout: Duration) {
+        let store = pushgate::store::open(&self.store)
+            .await
+            .expect("open the gateway's store")
+            .expect("a gateway with a store");
+        let left = wait_outbox_empty(&*store, timeout).await;
+        assert_eq!(left, 0, "entries left in the outbox after {timeout:?}");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

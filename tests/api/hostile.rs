@@ -101,16 +101,22 @@ async fn slow_headers_are_cut_at_the_header_read_timeout() {
     let opened = Instant::now();
     let (mut reader, mut writer) = stream.into_split();
     // One byte every 100 ms, for at most 10 s: a request line and headers that never end.
+    let (trickling, started) = tokio::sync::oneshot::channel();
     let trickle = tokio::spawn(async move {
         let head = b"POST /_matrix/push/v1/notify HTTP/1.1\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-        for b in head.iter() {
+        let mut trickling = Some(trickling);
+        for (i, b) in head.iter().enumerate() {
             if writer.write_all(&[*b]).await.is_err() {
                 return;
+            }
+            if let Some(t) = trickling.take_if(|_| i == 2) {
+                let _ = t.send(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The honest request comes while the trickle is under way.
+    started.await.expect("the trickle started");
     let honest = honest_request(&gw).await;
     let got = read_until_closed(&mut reader).await;
     let cut_after = opened.elapsed();

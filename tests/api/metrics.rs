@@ -180,11 +180,12 @@ async fn store_metrics_outbox_dedup_and_remembered_rejections() {
 async fn global_in_flight_limit_answers_429_and_is_counted() {
     let (gw, fake) = gateway("limits:\n  max_inflight_requests: 1\n").await;
     let (endpoint, sub) = fake.subscribe("slow");
-    fake.set_behaviour("slow", Behaviour::Delay(Duration::from_millis(700), 201));
+    fake.set_behaviour("slow", Behaviour::Delay(Duration::from_secs(2), 201));
     let body = message("$slow", vec![device(&endpoint, &sub, json!({}))]);
     let first = gw.notify(&body);
     let second = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The first request holds the only slot once its push is upstream.
+        assert_eq!(fake.wait_for(1, Duration::from_secs(10)).await.len(), 1);
         gw.notify(&message("$other", vec![device(&endpoint, &sub, json!({}))]))
             .await
     };
@@ -315,9 +316,9 @@ async fn app_in_flight_limit_with_a_store_queues_the_excess() {
         .await;
     assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
     // The device over the limit is delivered by the outbox, once.
-    let got = fake
-        .wait_accepted(2, Duration::from_secs(10), Duration::from_millis(500))
-        .await;
+    fake.wait_accepted(2, Duration::from_secs(10)).await;
+    gw.wait_outbox_empty(Duration::from_secs(10)).await;
+    let got = fake.accepted_by_event();
     assert_eq!(got.get("$q"), Some(&2), "{got:?}");
     assert_metrics(
         &gw,

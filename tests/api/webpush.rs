@@ -357,8 +357,9 @@ dispatch:
         let url = gw.url("/_matrix/push/v1/notify");
         async move { client.post(url).json(&body).send().await }
     });
-    // Let the hanging pushes take every slot of their origin.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The hanging pushes hold every slot of their origin (2 connections) once
+    // they are upstream.
+    assert_eq!(slow.wait_for(2, Duration::from_secs(10)).await.len(), 2);
     let (endpoint, sub) = fast.subscribe("quick");
     let started = Instant::now();
     let a = gw

@@ -201,3 +201,21 @@ apps:
     .expect("config");
     config
 }
+
+/// Polls the outbox of `store` (a gateway's, opened beside it) until it is
+/// empty or `timeout` has passed; returns the entries left. Once it is empty,
+/// no push of the requests answered so far can be sent again.
+pub async fn wait_outbox_empty(store: &pushgate::config::StoreConfig, timeout: Duration) -> i64 {
+    let s = pushgate::store::open(store)
+        .await
+        .expect("open")
+        .expect("store");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n = s.stats().await.expect("stats").outbox;
+        if n == 0 || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

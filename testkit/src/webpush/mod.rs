@@ -269,23 +269,20 @@ impl FakeWebPush {
         out
     }
 
-    /// Waits until `n` pushes were accepted (or `timeout`), then `grace` longer so
-    /// that a late duplicate would show; returns [`Self::accepted_by_event`].
-    pub async fn wait_accepted(
-        &self,
-        n: usize,
-        timeout: Duration,
-        grace: Duration,
-    ) -> HashMap<String, usize> {
+    /// Waits until `n` pushes were accepted (or `timeout`); returns
+    /// [`Self::accepted_by_event`]. That no push comes again later is the
+    /// test's to show, by a barrier after which none can come (e.g. the
+    /// gateway's outbox is empty), not by waiting a while longer.
+    pub async fn wait_accepted(&self, n: usize, timeout: Duration) -> HashMap<String, usize> {
         let deadline = tokio::time::Instant::now() + timeout;
-        while tokio::time::Instant::now() < deadline {
-            if self.accepted_by_event().values().sum::<usize>() >= n {
-                break;
+        loop {
+            let arrived = self.inner.arrived.notified();
+            let got = self.accepted_by_event();
+            if got.values().sum::<usize>() >= n || tokio::time::Instant::now() >= deadline {
+                return got;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = tokio::time::timeout_at(deadline, arrived).await;
         }
-        tokio::time::sleep(grace).await;
-        self.accepted_by_event()
     }
 
     /// The benchmark's knobs: count-only mode, answer delay, counts.

@@ -129,7 +129,13 @@ impl Breakers {
             Ok(a) => a,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let b = apps.entry(app.to_owned()).or_default();
+        // Looked up before inserting: the app's name is allocated once, not per push.
+        if !apps.contains_key(app) {
+            apps.insert(app.to_owned(), Default::default());
+        }
+        let Some(b) = apps.get_mut(app) else {
+            return outcome;
+        };
         b.expire(now, window);
         let slice = b.slice(now, window / Millis::from(SLICES));
         Slice::add(&mut slice.seen, &mut slice.seen_overflow, token);

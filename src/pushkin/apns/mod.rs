@@ -7,6 +7,7 @@
 //! connection. 429/5xx/connection errors are retried with backoff while the
 //! request's budget (`dispatch.upstream_timeout`) lasts.
 
+mod judge;
 pub mod payload;
 pub mod reason;
 pub mod token;
@@ -26,7 +27,8 @@ use crate::config::{ApnsAuth, ApnsConfig, ApnsPlatform};
 use crate::net::{self, ClientOptions, NetError};
 use crate::notification::{Device, Notification, Prio};
 use crate::telemetry::metrics::Upstream;
-use reason::{judge, ErrorBody, Verdict};
+use judge::judge;
+use reason::ErrorBody;
 use token::ProviderToken;
 
 const PRODUCTION: &str = "https://api.push.apple.com";
@@ -271,14 +273,7 @@ impl exchange::Attempts for Attempts<'_> {
             reason = body.reason.as_deref().unwrap_or(""),
             "APNs answered"
         );
-        match judge(r.status, &body, r.retry_after) {
-            Verdict::Final(outcome) => Step::Done(outcome),
-            Verdict::RenewToken(answer) => Step::Renew(answer),
-            Verdict::Retry { answer, after } => Step::Retry {
-                cause: Cause::Answer(answer),
-                after,
-            },
-        }
+        judge(r.status, &body, r.retry_after)
     }
 
     fn renew(&self, used: &str) {

@@ -7,6 +7,7 @@
 //! refreshes the token and retries once.
 
 pub mod error;
+mod judge;
 pub mod message;
 pub mod oauth;
 
@@ -25,7 +26,8 @@ use crate::config::FcmConfig;
 use crate::net::{self, ClientOptions, NetError};
 use crate::notification::{Device, Notification};
 use crate::telemetry::metrics::Upstream;
-use error::{judge, ErrorBody, Verdict};
+use error::ErrorBody;
+use judge::judge;
 use oauth::{AuthError, TokenSource};
 
 const DEFAULT_BASE: &str = "https://fcm.googleapis.com";
@@ -144,14 +146,7 @@ impl exchange::Attempts for Attempts<'_> {
 
     fn judge(&self, r: &Reply<'_>) -> Step {
         let err: ErrorBody = serde_json::from_slice(r.body).unwrap_or_default();
-        match judge(r.status, &err, r.retry_after) {
-            Verdict::Final(outcome) => Step::Done(outcome),
-            Verdict::Reauthenticate(answer) => Step::Renew(answer),
-            Verdict::Retry { answer, after } => Step::Retry {
-                cause: Cause::Answer(answer),
-                after,
-            },
-        }
+        judge(r.status, &err, r.retry_after)
     }
 
     fn renew(&self, used: &str) {

@@ -32,7 +32,13 @@ impl Drop for Gateway {
 impl Gateway {
     /// Starts `pushgate --config <config>` (JSON logs) and waits for its "ready" line.
     pub fn start(config: &Path) -> Gateway {
+        Gateway::start_with_env(config, &[])
+    }
+
+    /// [`Gateway::start`] with these environment variables added.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Gateway {
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(config)
             .stderr(Stdio::piped())

@@ -45,7 +45,7 @@ pub enum Done {
 
 impl Op {
     /// Sends the result to the caller (who may have gone: then nothing happens).
-    pub fn answer(self, result: Result<Done, sqlx::Error>) {
+    pub fn answer<E: Into<StoreError>>(self, result: Result<Done, E>) {
         match self {
             Op::Claim { reply, .. } => {
                 let _ = reply.send(match result {
@@ -76,17 +76,40 @@ where
     let (tx, mut rx) = mpsc::channel::<T>(QUEUE);
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
-            let mut group = vec![first];
-            while group.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(item) => group.push(item),
-                    Err(_) => break,
-                }
-            }
-            run(group).await;
+            run(gather(first, &mut rx)).await;
         }
     });
     tx
+}
+
+/// The same on a thread of its own, for `run` that blocks (a synchronous
+/// database connection): one hand-off per group, none per statement.
+fn spawn_grouping_thread<T, F>(name: &str, mut run: F) -> std::io::Result<mpsc::Sender<T>>
+where
+    T: Send + 'static,
+    F: FnMut(Vec<T>) + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<T>(QUEUE);
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            while let Some(first) = rx.blocking_recv() {
+                run(gather(first, &mut rx));
+            }
+        })?;
+    Ok(tx)
+}
+
+/// `first` and whatever else is waiting, up to [`MAX_BATCH`].
+fn gather<T>(first: T, rx: &mut mpsc::Receiver<T>) -> Vec<T> {
+    let mut group = vec![first];
+    while group.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(item) => group.push(item),
+            Err(_) => break,
+        }
+    }
+    group
 }
 
 /// One rejection lookup of one caller.
@@ -112,27 +135,8 @@ impl Reader {
             tx: spawn_grouping(move |group: Vec<Lookup>| {
                 let read = read.clone();
                 async move {
-                    let mut all: Vec<DeviceKey> = group
-                        .iter()
-                        .flat_map(|l| l.devices.iter().cloned())
-                        .collect();
-                    all.sort();
-                    all.dedup();
-                    match read(all).await {
-                        Ok(found) => {
-                            for l in group {
-                                let mine = found
-                                    .iter()
-                                    .filter(|r| {
-                                        l.devices
-                                            .iter()
-                                            .any(|d| d.app_id == r.app_id && d.pushkey == r.pushkey)
-                                    })
-                                    .cloned()
-                                    .collect();
-                                let _ = l.reply.send(Ok(mine));
-                            }
-                        }
+                    match read(all_devices(&group)).await {
+                        Ok(found) => hand_out(group, &found),
                         // The error is not Clone: each caller learns it by asking alone.
                         Err(_) => {
                             for l in group {
@@ -143,6 +147,25 @@ impl Reader {
                 }
             }),
         }
+    }
+
+    /// The same on a thread named `name`, with a `read` that blocks.
+    pub fn start_thread<F>(name: &str, mut read: F) -> std::io::Result<Reader>
+    where
+        F: FnMut(&[DeviceKey]) -> Result<Vec<Rejection>, StoreError> + Send + 'static,
+    {
+        Ok(Reader {
+            tx: spawn_grouping_thread(name, move |group: Vec<Lookup>| {
+                match read(&all_devices(&group)) {
+                    Ok(found) => hand_out(group, &found),
+                    Err(_) => {
+                        for l in group {
+                            let _ = l.reply.send(read(&l.devices));
+                        }
+                    }
+                }
+            })?,
+        })
     }
 
     pub async fn rejections(&self, devices: &[DeviceKey]) -> Result<Vec<Rejection>, StoreError> {
@@ -156,6 +179,33 @@ impl Reader {
             .await
             .map_err(|_| StoreError::Stopped)?;
         answer.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+/// Every device of a group of lookups, once each.
+fn all_devices(group: &[Lookup]) -> Vec<DeviceKey> {
+    let mut all: Vec<DeviceKey> = group
+        .iter()
+        .flat_map(|l| l.devices.iter().cloned())
+        .collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// Answers each lookup of a group with its own devices' rejections among `found`.
+fn hand_out(group: Vec<Lookup>, found: &[Rejection]) {
+    for l in group {
+        let mine = found
+            .iter()
+            .filter(|r| {
+                l.devices
+                    .iter()
+                    .any(|d| d.app_id == r.app_id && d.pushkey == r.pushkey)
+            })
+            .cloned()
+            .collect();
+        let _ = l.reply.send(Ok(mine));
     }
 }
 
@@ -177,6 +227,17 @@ impl Writer {
             tx: spawn_grouping(write),
             last_failure: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The same on a thread named `name`, with a `write` that blocks.
+    pub fn start_thread<F>(name: &str, write: F) -> std::io::Result<Writer>
+    where
+        F: FnMut(Vec<Op>) + Send + 'static,
+    {
+        Ok(Writer {
+            tx: spawn_grouping_thread(name, write)?,
+            last_failure: std::sync::Mutex::new(None),
+        })
     }
 
     /// `Err` from a failed write until a write succeeds again.

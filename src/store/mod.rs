@@ -15,6 +15,7 @@ mod postgres;
 mod queries;
 mod sql_store;
 mod sqlite;
+mod sqlite_direct;
 
 use std::sync::Arc;
 
@@ -40,6 +41,11 @@ pub enum StoreError {
     Migrate(#[source] sqlx::Error),
     #[error("store query failed: {0}")]
     Query(#[from] sqlx::Error),
+    /// From the SQLite hot path's own connections ([`sqlite_direct`]).
+    #[error("store query failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot start the store's thread: {0}")]
+    Thread(#[from] std::io::Error),
     #[error("the store's reader or writer task has stopped")]
     Stopped,
     #[error("the last write to the store failed (disk full?): {0}")]

@@ -118,9 +118,29 @@ pub struct Lookup {
     pub reply: oneshot::Sender<Result<Vec<Rejection>, StoreError>>,
 }
 
+/// What a caller hands to a grouping task: writers' operations and readers'
+/// lookups go to separate tasks on the sqlx path, to one thread on SQLite's.
+pub enum Job {
+    Write(Op),
+    Read(Lookup),
+}
+
+/// A group of jobs as its operations and its lookups, each in order.
+fn split_jobs(group: Vec<Job>) -> (Vec<Op>, Vec<Lookup>) {
+    let mut ops = Vec::new();
+    let mut lookups = Vec::new();
+    for job in group {
+        match job {
+            Job::Write(op) => ops.push(op),
+            Job::Read(l) => lookups.push(l),
+        }
+    }
+    (ops, lookups)
+}
+
 /// The callers' side of the reader task.
 pub struct Reader {
-    tx: mpsc::Sender<Lookup>,
+    tx: mpsc::Sender<Job>,
 }
 
 impl Reader {
@@ -132,8 +152,9 @@ impl Reader {
     {
         let read = std::sync::Arc::new(read);
         Reader {
-            tx: spawn_grouping(move |group: Vec<Lookup>| {
+            tx: spawn_grouping(move |group: Vec<Job>| {
                 let read = read.clone();
+                let (_, group) = split_jobs(group);
                 async move {
                     match read(all_devices(&group)).await {
                         Ok(found) => hand_out(group, &found),
@@ -149,25 +170,6 @@ impl Reader {
         }
     }
 
-    /// The same on a thread named `name`, with a `read` that blocks.
-    pub fn start_thread<F>(name: &str, mut read: F) -> std::io::Result<Reader>
-    where
-        F: FnMut(&[DeviceKey]) -> Result<Vec<Rejection>, StoreError> + Send + 'static,
-    {
-        Ok(Reader {
-            tx: spawn_grouping_thread(name, move |group: Vec<Lookup>| {
-                match read(&all_devices(&group)) {
-                    Ok(found) => hand_out(group, &found),
-                    Err(_) => {
-                        for l in group {
-                            let _ = l.reply.send(read(&l.devices));
-                        }
-                    }
-                }
-            })?,
-        })
-    }
-
     pub async fn rejections(&self, devices: &[DeviceKey]) -> Result<Vec<Rejection>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let lookup = Lookup {
@@ -175,7 +177,7 @@ impl Reader {
             reply,
         };
         self.tx
-            .send(lookup)
+            .send(Job::Read(lookup))
             .await
             .map_err(|_| StoreError::Stopped)?;
         answer.await.map_err(|_| StoreError::Stopped)?
@@ -191,6 +193,22 @@ fn all_devices(group: &[Lookup]) -> Vec<DeviceKey> {
     all.sort();
     all.dedup();
     all
+}
+
+/// Answers a group of lookups from one `read` of all their devices, or,
+/// when that fails, from one `read` each.
+pub fn answer_lookups<F>(group: Vec<Lookup>, mut read: F)
+where
+    F: FnMut(&[DeviceKey]) -> Result<Vec<Rejection>, StoreError>,
+{
+    match read(&all_devices(&group)) {
+        Ok(found) => hand_out(group, &found),
+        Err(_) => {
+            for l in group {
+                let _ = l.reply.send(read(&l.devices));
+            }
+        }
+    }
 }
 
 /// Answers each lookup of a group with its own devices' rejections among `found`.
@@ -211,7 +229,7 @@ fn hand_out(group: Vec<Lookup>, found: &[Rejection]) {
 
 /// The callers' side of the writer task.
 pub struct Writer {
-    tx: mpsc::Sender<Op>,
+    tx: mpsc::Sender<Job>,
     /// Why the last write failed; `None` once one succeeds again.
     last_failure: std::sync::Mutex<Option<String>>,
 }
@@ -224,20 +242,27 @@ impl Writer {
         Fut: Future<Output = ()> + Send,
     {
         Writer {
-            tx: spawn_grouping(write),
+            tx: spawn_grouping(move |group: Vec<Job>| write(split_jobs(group).0)),
             last_failure: std::sync::Mutex::new(None),
         }
     }
 
-    /// The same on a thread named `name`, with a `write` that blocks.
-    pub fn start_thread<F>(name: &str, write: F) -> std::io::Result<Writer>
+    /// A writer and a reader served by one thread named `name`, with a `run`
+    /// that blocks: it gets the operations and the lookups waiting, in order.
+    pub fn start_thread<F>(name: &str, mut run: F) -> std::io::Result<(Writer, Reader)>
     where
-        F: FnMut(Vec<Op>) + Send + 'static,
+        F: FnMut(Vec<Op>, Vec<Lookup>) + Send + 'static,
     {
-        Ok(Writer {
-            tx: spawn_grouping_thread(name, write)?,
+        let tx = spawn_grouping_thread(name, move |group: Vec<Job>| {
+            let (ops, lookups) = split_jobs(group);
+            run(ops, lookups)
+        })?;
+        let reader = Reader { tx: tx.clone() };
+        let writer = Writer {
+            tx,
             last_failure: std::sync::Mutex::new(None),
-        })
+        };
+        Ok((writer, reader))
     }
 
     /// `Err` from a failed write until a write succeeds again.
@@ -289,7 +314,10 @@ impl Writer {
         op: Op,
         answer: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        self.tx.send(op).await.map_err(|_| StoreError::Stopped)?;
+        self.tx
+            .send(Job::Write(op))
+            .await
+            .map_err(|_| StoreError::Stopped)?;
         answer.await.map_err(|_| StoreError::Stopped)?
     }
 

@@ -55,8 +55,7 @@ pub async fn open(path: &Path) -> Result<SqlStore<Sqlite>, StoreError> {
         .map_err(|e| open_err(e.to_string()))?;
     // The hot path (claims, settlements, rejection lookups) on connections of its own.
     let held = Held::default();
-    let writer = sqlite_direct::writer(path, held.clone())?;
-    let reader = sqlite_direct::reader(path)?;
+    let (writer, reader) = sqlite_direct::start(path, held.clone())?;
     Ok(SqlStore::with_grouping(
         write_pool, read_pool, held, writer, reader,
     ))

@@ -1,8 +1,9 @@
-//! The SQLite store's hot path without sqlx: the writer of claims and
-//! settlements and the rejection reader each run on a thread of their own that
-//! owns a `rusqlite` connection to the database file. A group of waiting
-//! operations costs one hand-off to that thread and one transaction of
-//! single-row statements, each prepared once for the connection's life.
+//! The SQLite store's hot path without sqlx: the claims and settlements of
+//! requests and their rejection lookups run on one thread that owns a
+//! `rusqlite` connection to the database file. Everything waiting costs one
+//! hand-off to that thread, one read of the rejections and one transaction of
+//! single-row statements, each prepared once for the connection's life; the
+//! connection's page cache stays warm, as it is the one that wrote last.
 //!
 //! Why not sqlx here: its SQLite driver sends every statement, and every row
 //! it returns, to the connection's worker thread and back, and a group's
@@ -23,35 +24,37 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 
-use super::batch::{Done, Op, Reader, Writer};
+use super::batch::{self, Done, Op, Reader, Writer};
 use super::queries::Held;
 use super::{DeviceKey, Rejection, Settlement, StoreError};
 
-/// Starts the writer thread on a connection of its own to `path` (a database
-/// already migrated and in WAL mode); `turn` is the sqlx writer's.
-pub fn writer(path: &Path, turn: Held<sqlx::Sqlite>) -> Result<Writer, StoreError> {
-    let mut conn = open(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-    // Per connection: as the sqlx connections have it (durable against a crash of the process).
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    Ok(Writer::start_thread("store-writer", move |ops| {
-        let _turn = turn.lock_blocking();
-        write_group(&mut conn, ops);
+/// Starts the thread that writes claims and settlements and looks up
+/// rejections, on a connection of its own to `path` (a database already
+/// migrated and in WAL mode); `turn` is the sqlx writer's.
+pub fn start(path: &Path, turn: Held<sqlx::Sqlite>) -> Result<(Writer, Reader), StoreError> {
+    let mut conn = open(path)?;
+    Ok(Writer::start_thread("store", move |ops, lookups| {
+        // Lookups first: they are short, and a request waits for them before it sends anything.
+        if !lookups.is_empty() {
+            batch::answer_lookups(lookups, |devices| Ok(rejections(&conn, devices)?));
+        }
+        if !ops.is_empty() {
+            let _turn = turn.lock_blocking();
+            write_group(&mut conn, ops);
+        }
     })?)
 }
 
-/// Starts the rejection reader thread on a read-only connection to `path`.
-pub fn reader(path: &Path) -> Result<Reader, StoreError> {
-    let conn = open(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    Ok(Reader::start_thread("store-reader", move |devices| {
-        Ok(rejections(&conn, devices)?)
-    })?)
-}
-
-fn open(path: &Path, mode: OpenFlags) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(path, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    // As the sqlx connections have it (1 MiB; the OS caches the file anyway).
+    // As the sqlx connections have them: 1 MiB of cache (the OS caches the
+    // file anyway), commits durable against a crash of the process.
     conn.pragma_update(None, "cache_size", -1024)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
 }
 

@@ -5,7 +5,9 @@
 //! commit, so nothing is answered before it is durable. When a group
 //! transaction fails, its operations are written again one by one, so one
 //! bad operation fails only its own caller. Rejection lookups are grouped the
-//! same way by a reader task: one query for every request waiting.
+//! same way by a reader task: one query for every request waiting. On SQLite
+//! one thread serves both queues' work ([`Writer::start_thread`],
+//! `super::sqlite_direct`).
 //!
 //! The writer remembers whether its last write failed (a full disk, a lost
 //! database), so that `/ready` fails from the first failed write until one

@@ -4,7 +4,9 @@
 //!
 //! One trait, two backends sharing one schema and one set of generic queries
 //! ([`queries`]; what differs is the small [`backend::Backend`] trait): SQLite for one gateway (a local file, nothing to set up) and
-//! PostgreSQL for several gateways behind one load balancer. Only `dispatch`
+//! PostgreSQL for several gateways behind one load balancer. SQLite's claims,
+//! settlements and rejection lookups, the store's work per request, skip sqlx
+//! ([`sqlite_direct`]). Only `dispatch`
 //! talks to the store. Times are milliseconds since the Unix epoch, taken from
 //! the gateway's clock so that both backends behave the same.
 

@@ -41,17 +41,11 @@ where
     /// on `read_pool` (of a database already migrated).
     pub fn start(write_pool: Pool<DB>, read_pool: Pool<DB>) -> Self {
         let (held, writer, reader) = Self::start_grouping(write_pool.clone(), read_pool.clone());
-        SqlStore {
-            write_pool,
-            read_pool,
-            held,
-            writer,
-            reader,
-        }
+        Self::with_grouping(write_pool, read_pool, held, writer, reader)
     }
 
-    /// With a writer and a reader started elsewhere (SQLite's, on threads of
-    /// their own); `held` is the sqlx writer's connection, whose turn that
+    /// With a writer and a reader started elsewhere (SQLite's, on a thread of
+    /// its own); `held` is the sqlx writer's connection, whose turn that
     /// writer takes.
     pub fn with_grouping(
         write_pool: Pool<DB>,

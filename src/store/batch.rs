@@ -5,7 +5,9 @@
 //! commit, so nothing is answered before it is durable. When a group
 //! transaction fails, its operations are written again one by one, so one
 //! bad operation fails only its own caller. Rejection lookups are grouped the
-//! same way by a reader task: one query for every request waiting.
+//! same way by a reader task: one query for every request waiting. On SQLite
+//! one thread serves both queues' work ([`Writer::start_thread`],
+//! `super::sqlite_direct`).
 //!
 //! The writer remembers whether its last write failed (a full disk, a lost
 //! database), so that `/ready` fails from the first failed write until one
@@ -45,7 +47,7 @@ pub enum Done {
 
 impl Op {
     /// Sends the result to the caller (who may have gone: then nothing happens).
-    pub fn answer(self, result: Result<Done, sqlx::Error>) {
+    pub fn answer<E: Into<StoreError>>(self, result: Result<Done, E>) {
         match self {
             Op::Claim { reply, .. } => {
                 let _ = reply.send(match result {
@@ -76,17 +78,40 @@ where
     let (tx, mut rx) = mpsc::channel::<T>(QUEUE);
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
-            let mut group = vec![first];
-            while group.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(item) => group.push(item),
-                    Err(_) => break,
-                }
-            }
-            run(group).await;
+            run(gather(first, &mut rx)).await;
         }
     });
     tx
+}
+
+/// The same on a thread of its own, for `run` that blocks (a synchronous
+/// database connection): one hand-off per group, none per statement.
+fn spawn_grouping_thread<T, F>(name: &str, mut run: F) -> std::io::Result<mpsc::Sender<T>>
+where
+    T: Send + 'static,
+    F: FnMut(Vec<T>) + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<T>(QUEUE);
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            while let Some(first) = rx.blocking_recv() {
+                run(gather(first, &mut rx));
+            }
+        })?;
+    Ok(tx)
+}
+
+/// `first` and whatever else is waiting, up to [`MAX_BATCH`].
+fn gather<T>(first: T, rx: &mut mpsc::Receiver<T>) -> Vec<T> {
+    let mut group = vec![first];
+    while group.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(item) => group.push(item),
+            Err(_) => break,
+        }
+    }
+    group
 }
 
 /// One rejection lookup of one caller.
@@ -95,9 +120,29 @@ pub struct Lookup {
     pub reply: oneshot::Sender<Result<Vec<Rejection>, StoreError>>,
 }
 
+/// What a caller hands to a grouping task: writers' operations and readers'
+/// lookups go to separate tasks on the sqlx path, to one thread on SQLite's.
+pub enum Job {
+    Write(Op),
+    Read(Lookup),
+}
+
+/// A group of jobs as its operations and its lookups, each in order.
+fn split_jobs(group: Vec<Job>) -> (Vec<Op>, Vec<Lookup>) {
+    let mut ops = Vec::new();
+    let mut lookups = Vec::new();
+    for job in group {
+        match job {
+            Job::Write(op) => ops.push(op),
+            Job::Read(l) => lookups.push(l),
+        }
+    }
+    (ops, lookups)
+}
+
 /// The callers' side of the reader task.
 pub struct Reader {
-    tx: mpsc::Sender<Lookup>,
+    tx: mpsc::Sender<Job>,
 }
 
 impl Reader {
@@ -109,30 +154,12 @@ impl Reader {
     {
         let read = std::sync::Arc::new(read);
         Reader {
-            tx: spawn_grouping(move |group: Vec<Lookup>| {
+            tx: spawn_grouping(move |group: Vec<Job>| {
                 let read = read.clone();
+                let (_, group) = split_jobs(group);
                 async move {
-                    let mut all: Vec<DeviceKey> = group
-                        .iter()
-                        .flat_map(|l| l.devices.iter().cloned())
-                        .collect();
-                    all.sort();
-                    all.dedup();
-                    match read(all).await {
-                        Ok(found) => {
-                            for l in group {
-                                let mine = found
-                                    .iter()
-                                    .filter(|r| {
-                                        l.devices
-                                            .iter()
-                                            .any(|d| d.app_id == r.app_id && d.pushkey == r.pushkey)
-                                    })
-                                    .cloned()
-                                    .collect();
-                                let _ = l.reply.send(Ok(mine));
-                            }
-                        }
+                    match read(all_devices(&group)).await {
+                        Ok(found) => hand_out(group, &found),
                         // The error is not Clone: each caller learns it by asking alone.
                         Err(_) => {
                             for l in group {
@@ -152,16 +179,59 @@ impl Reader {
             reply,
         };
         self.tx
-            .send(lookup)
+            .send(Job::Read(lookup))
             .await
             .map_err(|_| StoreError::Stopped)?;
         answer.await.map_err(|_| StoreError::Stopped)?
     }
 }
 
+/// Every device of a group of lookups, once each.
+fn all_devices(group: &[Lookup]) -> Vec<DeviceKey> {
+    let mut all: Vec<DeviceKey> = group
+        .iter()
+        .flat_map(|l| l.devices.iter().cloned())
+        .collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// Answers a group of lookups from one `read` of all their devices, or,
+/// when that fails, from one `read` each.
+pub fn answer_lookups<F>(group: Vec<Lookup>, mut read: F)
+where
+    F: FnMut(&[DeviceKey]) -> Result<Vec<Rejection>, StoreError>,
+{
+    match read(&all_devices(&group)) {
+        Ok(found) => hand_out(group, &found),
+        Err(_) => {
+            for l in group {
+                let _ = l.reply.send(read(&l.devices));
+            }
+        }
+    }
+}
+
+/// Answers each lookup of a group with its own devices' rejections among `found`.
+fn hand_out(group: Vec<Lookup>, found: &[Rejection]) {
+    for l in group {
+        let mine = found
+            .iter()
+            .filter(|r| {
+                l.devices
+                    .iter()
+                    .any(|d| d.app_id == r.app_id && d.pushkey == r.pushkey)
+            })
+            .cloned()
+            .collect();
+        let _ = l.reply.send(Ok(mine));
+    }
+}
+
 /// The callers' side of the writer task.
 pub struct Writer {
-    tx: mpsc::Sender<Op>,
+    tx: mpsc::Sender<Job>,
     /// Why the last write failed; `None` once one succeeds again.
     last_failure: std::sync::Mutex<Option<String>>,
 }
@@ -174,9 +244,27 @@ impl Writer {
         Fut: Future<Output = ()> + Send,
     {
         Writer {
-            tx: spawn_grouping(write),
+            tx: spawn_grouping(move |group: Vec<Job>| write(split_jobs(group).0)),
             last_failure: std::sync::Mutex::new(None),
         }
+    }
+
+    /// A writer and a reader served by one thread named `name`, with a `run`
+    /// that blocks: it gets the operations and the lookups waiting, in order.
+    pub fn start_thread<F>(name: &str, mut run: F) -> std::io::Result<(Writer, Reader)>
+    where
+        F: FnMut(Vec<Op>, Vec<Lookup>) + Send + 'static,
+    {
+        let tx = spawn_grouping_thread(name, move |group: Vec<Job>| {
+            let (ops, lookups) = split_jobs(group);
+            run(ops, lookups)
+        })?;
+        let reader = Reader { tx: tx.clone() };
+        let writer = Writer {
+            tx,
+            last_failure: std::sync::Mutex::new(None),
+        };
+        Ok((writer, reader))
     }
 
     /// `Err` from a failed write until a write succeeds again.
@@ -228,7 +316,10 @@ impl Writer {
         op: Op,
         answer: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        self.tx.send(op).await.map_err(|_| StoreError::Stopped)?;
+        self.tx
+            .send(Job::Write(op))
+            .await
+            .map_err(|_| StoreError::Stopped)?;
         answer.await.map_err(|_| StoreError::Stopped)?
     }
 

@@ -4,7 +4,9 @@
 //!
 //! One trait, two backends sharing one schema and one set of generic queries
 //! ([`queries`]; what differs is the small [`backend::Backend`] trait): SQLite for one gateway (a local file, nothing to set up) and
-//! PostgreSQL for several gateways behind one load balancer. Only `dispatch`
+//! PostgreSQL for several gateways behind one load balancer. SQLite's claims,
+//! settlements and rejection lookups, the store's work per request, skip sqlx
+//! ([`sqlite_direct`]). Only `dispatch`
 //! talks to the store. Times are milliseconds since the Unix epoch, taken from
 //! the gateway's clock so that both backends behave the same.
 
@@ -15,6 +17,7 @@ mod postgres;
 mod queries;
 mod sql_store;
 mod sqlite;
+mod sqlite_direct;
 
 use std::sync::Arc;
 
@@ -40,6 +43,11 @@ pub enum StoreError {
     Migrate(#[source] sqlx::Error),
     #[error("store query failed: {0}")]
     Query(#[from] sqlx::Error),
+    /// From the SQLite hot path's own connections ([`sqlite_direct`]).
+    #[error("store query failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot start the store's thread: {0}")]
+    Thread(#[from] std::io::Error),
     #[error("the store's reader or writer task has stopped")]
     Stopped,
     #[error("the last write to the store failed (disk full?): {0}")]

@@ -42,6 +42,13 @@ impl<DB: sqlx::Database> Default for Held<DB> {
 }
 
 impl<DB: sqlx::Database> Held<DB> {
+    /// Takes this connection's turn from a thread outside the runtime (the
+    /// SQLite hot path's writer, [`super::sqlite_direct`]), so that the two
+    /// never write at the same time; the turn is held until the guard drops.
+    pub fn lock_blocking(&self) -> tokio::sync::MutexGuard<'_, Option<PoolConnection<DB>>> {
+        self.0.blocking_lock()
+    }
+
     /// Runs `work` on the held connection (taken from `pool` if there is
     /// none), one caller at a time; drops the connection if `work` fails.
     pub async fn run<T>(
@@ -365,7 +372,7 @@ where
             match grouped {
                 Ok(done) => {
                     for (op, d) in ops.into_iter().zip(done) {
-                        op.answer(Ok(d));
+                        op.answer(Ok::<_, sqlx::Error>(d));
                     }
                     return;
                 }

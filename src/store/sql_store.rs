@@ -1,5 +1,6 @@
 //! The [`Store`] of either backend: pools, the writer's held connection and
-//! the grouping tasks, with each method one call into [`super::queries`].
+//! the grouping tasks, with each method one call into [`super::queries`]
+//! (SQLite's claims, settlements and rejection lookups: [`super::sqlite_direct`]).
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -40,6 +41,19 @@ where
     /// on `read_pool` (of a database already migrated).
     pub fn start(write_pool: Pool<DB>, read_pool: Pool<DB>) -> Self {
         let (held, writer, reader) = Self::start_grouping(write_pool.clone(), read_pool.clone());
+        Self::with_grouping(write_pool, read_pool, held, writer, reader)
+    }
+
+    /// With a writer and a reader started elsewhere (SQLite's, on a thread of
+    /// its own); `held` is the sqlx writer's connection, whose turn that
+    /// writer takes.
+    pub fn with_grouping(
+        write_pool: Pool<DB>,
+        read_pool: Pool<DB>,
+        held: Held<DB>,
+        writer: Writer,
+        reader: Reader,
+    ) -> Self {
         SqlStore {
             write_pool,
             read_pool,

@@ -1,8 +1,9 @@
 //! The SQLite backend: one file, WAL mode, for a single gateway.
 //!
-//! Writes go through one connection (SQLite has one writer at a time; queueing
-//! in the pool is cheaper than retrying on `SQLITE_BUSY`); reads use a small
-//! pool of their own, which WAL lets run beside the writer. `synchronous =
+//! Writes go through one connection at a time (SQLite has one writer at a
+//! time; queueing is cheaper than retrying on `SQLITE_BUSY`): the hot path's
+//! writer ([`super::sqlite_direct`]) and sqlx's write connection take turns.
+//! Reads use connections of their own, which WAL lets run beside the writer. `synchronous =
 //! NORMAL` makes every commit durable against a crash of the gateway process
 //! (`kill -9`); only a power loss can take back the last commits.
 
@@ -13,7 +14,9 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Sqlite;
 
+use super::queries::Held;
 use super::sql_store::SqlStore;
+use super::sqlite_direct;
 use super::StoreError;
 
 /// Opens (creating it if need be) the database file at `path`.
@@ -50,7 +53,12 @@ pub async fn open(path: &Path) -> Result<SqlStore<Sqlite>, StoreError> {
         .connect_with(options.read_only(true))
         .await
         .map_err(|e| open_err(e.to_string()))?;
-    Ok(SqlStore::start(write_pool, read_pool))
+    // The hot path (claims, settlements, rejection lookups) on connections of its own.
+    let held = Held::default();
+    let (writer, reader) = sqlite_direct::start(path, held.clone())?;
+    Ok(SqlStore::with_grouping(
+        write_pool, read_pool, held, writer, reader,
+    ))
 }
 
 /// Creates the database file readable by its owner only (it names pushkeys);

@@ -162,8 +162,14 @@ metrics:
     )
 }
 
+/// One gateway at a time: each test measures memory and loads both cores
+/// (1,024 connections opened at once); run beside each other, they starved
+/// each other's accept loops until connections waited out SYN retries.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_maximum_size_requests_in_flight_stay_under_256_mib() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     const REQUESTS: usize = 1024;
     let dir = tempfile::tempdir().expect("tempdir");
     let fake = FakeWebPush::start().await;
@@ -270,6 +276,7 @@ async fn post_chunked(addr: &str, body: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_byte_budget_requests_are_answered_429_until_answers_free_it() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let fake = FakeWebPush::start().await;
     let (endpoint, sub) = fake.subscribe("stalled");

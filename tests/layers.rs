@@ -1,6 +1,8 @@
 //! The layers of `src/lib.rs`'s `# Layers` list, checked against the code:
 //! every `crate::…` path in a module names a module its arrow allows, every
-//! module of the crate is in the list, and the arrows form no cycle.
+//! module of the crate is in the list, and the arrows form no cycle; inside
+//! the modules, files import each other in one direction only (a file may
+//! use its parent module's items: that is the folder's face, not a loop).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -171,6 +173,203 @@ fn the_layers_form_no_cycle() {
             );
         }
     }
+}
+
+/// The module path of a source file: `src/store/queries.rs` is
+/// `store::queries`, `src/store/mod.rs` is `store`.
+fn module_of(file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix("src").expect("under src");
+    let mut parts: Vec<String> = rel
+        .components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .map(|c| c.trim_end_matches(".rs").to_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
+/// Every path a source text names through `crate::`, `super::` or `self::`,
+/// grouped imports expanded, resolved to a path from the crate root.
+fn full_paths(text: &str, module: &[String]) -> Vec<Vec<String>> {
+    fn tree(s: &str, prefix: &[String], out: &mut Vec<Vec<String>>) -> usize {
+        // Reads `a::b::{c, d::e}` from the start of `s`; returns what it read.
+        let mut path = prefix.to_vec();
+        let mut i = 0;
+        let b = s.as_bytes();
+        loop {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            if i > start {
+                path.push(s[start..i].to_owned());
+            }
+            if s[i..].starts_with("::{") {
+                i += 3;
+                loop {
+                    while i < b.len() && (b[i] as char).is_whitespace() {
+                        i += 1;
+                    }
+                    if i >= b.len() || b[i] == b'}' {
+                        return i + 1;
+                    }
+                    i += tree(&s[i..], &path, out);
+                    while i < b.len() && b[i] != b',' && b[i] != b'}' {
+                        i += 1;
+                    }
+                    if i < b.len() && b[i] == b',' {
+                        i += 1;
+                    }
+                }
+            } else if s[i..].starts_with("::") {
+                i += 2;
+            } else {
+                out.push(path);
+                return i;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    // `super` is the parent of the file's module (for `a/mod.rs`, of `a`).
+    let base: Vec<String> = module.to_vec();
+    let parent_of_file =
+        |levels: usize| -> Vec<String> { base[..base.len().saturating_sub(levels)].to_vec() };
+    let mut at = 0;
+    while at < text.len() {
+        let rest = &text[at..];
+        let (prefix, skip) = if rest.starts_with("crate::") {
+            (Vec::new(), "crate::".len())
+        } else if rest.starts_with("self::") {
+            (base.clone(), "self::".len())
+        } else if rest.starts_with("super::") {
+            let mut levels = 0;
+            let mut k = 0;
+            while rest[k..].starts_with("super::") {
+                levels += 1;
+                k += "super::".len();
+            }
+            (parent_of_file(levels), k)
+        } else {
+            at += rest.chars().next().map_or(1, char::len_utf8);
+            continue;
+        };
+        // Only at the start of a path, not inside a longer name (`my_crate::`).
+        let before = text[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            at += skip;
+            continue;
+        }
+        if let Some(inner) = rest[skip..].strip_prefix('{') {
+            let mut i = 0;
+            loop {
+                let b = inner.as_bytes();
+                while i < b.len() && (b[i] as char).is_whitespace() {
+                    i += 1;
+                }
+                if i >= b.len() || b[i] == b'}' {
+                    break;
+                }
+                i += tree(&inner[i..], &prefix, &mut out);
+                while i < b.len() && b[i] != b',' && b[i] != b'}' {
+                    i += 1;
+                }
+                if i < b.len() && b[i] == b',' {
+                    i += 1;
+                }
+            }
+        } else {
+            tree(&rest[skip..], &prefix, &mut out);
+        }
+        at += skip;
+    }
+    out
+}
+
+#[test]
+fn files_import_each_other_one_way() {
+    let mut files = Vec::new();
+    rust_files(Path::new("src"), &mut files);
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(f)).collect();
+    let mut edges: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+    for file in &files {
+        let from = module_of(file);
+        // Comments name paths in links without importing them.
+        let text: String = std::fs::read_to_string(file)
+            .expect("source")
+            .lines()
+            .map(|l| l.split_once("//").map_or(l, |(code, _)| code))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for path in full_paths(&text, &from) {
+            // The longest prefix that is a file of the crate.
+            let Some(to) = (1..=path.len())
+                .rev()
+                .map(|n| path[..n].to_vec())
+                .find(|p| modules.contains(p))
+            else {
+                continue;
+            };
+            // A module and its own parts: a file uses its parent's items (the
+            // folder's face) and a parent declares its parts.
+            let related = to.starts_with(&from) || from.starts_with(&to);
+            if !related {
+                edges.entry(from.clone()).or_default().insert(to);
+            }
+        }
+    }
+    fn visit(
+        m: &Vec<String>,
+        g: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+        path: &mut Vec<Vec<String>>,
+        done: &mut BTreeSet<Vec<String>>,
+    ) -> Option<Vec<Vec<String>>> {
+        if let Some(at) = path.iter().position(|p| p == m) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(m.clone());
+            return Some(cycle);
+        }
+        if done.contains(m) {
+            return None;
+        }
+        path.push(m.clone());
+        for next in g.get(m).into_iter().flatten() {
+            if let Some(c) = visit(next, g, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(m.clone());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for m in edges.keys() {
+        if let Some(cycle) = visit(m, &edges, &mut Vec::new(), &mut done) {
+            let names: Vec<String> = cycle.iter().map(|p| p.join("::")).collect();
+            panic!("files import each other in a loop: {}", names.join(" → "));
+        }
+    }
+}
+
+#[test]
+fn the_file_reader_resolves_relative_and_grouped_paths() {
+    let module = vec!["store".to_owned(), "queries".to_owned()];
+    let text = "use super::{held::Held, batch::{self, Op}};\nuse crate::ids::PushKey;\nfn f() { super::super::net::x(); }";
+    let found: Vec<String> = full_paths(text, &module)
+        .into_iter()
+        .map(|p| p.join("::"))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "store::held::Held",
+            "store::batch::self",
+            "store::batch::Op",
+            "ids::PushKey",
+            "net::x"
+        ]
+    );
 }
 
 #[test]

@@ -12,6 +12,7 @@
 
 mod backend;
 mod batch;
+mod held;
 mod migrations;
 mod postgres;
 mod queries;

@@ -8,7 +8,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, Pool, Type};
 
 use super::backend::Backend;
 use super::batch::{Reader, Writer};
-use super::queries::Held;
+use super::held::Held;
 use super::{
     AppStats, ClaimKey, ClaimState, DeviceKey, Entry, Expiry, Fairness, Millis, OutboxRow,
     Rejection, Selection, Settlement, Stats, Store, StoreError, Usage,

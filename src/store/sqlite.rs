@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Sqlite;
 
-use super::queries::Held;
+use super::held::Held;
 use super::sql_store::SqlStore;
 use super::sqlite_direct;
 use super::StoreError;

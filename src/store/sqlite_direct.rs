@@ -25,7 +25,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 
 use super::batch::{self, Done, Op, Reader, Writer};
-use super::queries::Held;
+use super::held::Held;
 use super::{DeviceKey, Rejection, Settlement, StoreError};
 
 /// Starts the thread that writes claims and settlements and looks up

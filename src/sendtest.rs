@@ -172,7 +172,7 @@ pub async fn run(
     });
     let outcome = tap::scope(
         tap.clone(),
-        route.pushkin.dispatch_traced(&n, device, Some(&tap)),
+        route.pushkin.push_tapped(&n, device, Some(&tap)),
     )
     .await;
     let report = Report {
@@ -180,7 +180,7 @@ pub async fn run(
         kind,
         notification: body,
         exchanges: tap.exchanges(),
-        outcome: outcome.kind(),
+        outcome: outcome.label(),
         reason: outcome.reason(),
     };
     if let Some(out) = &out {

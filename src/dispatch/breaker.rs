@@ -261,10 +261,10 @@ mod tests {
             );
         }
         let o = b.judge("app", &"t19".into(), dead(), 1_000, &m);
-        assert_eq!(o.kind(), "failed", "the 20th trips it");
+        assert_eq!(o.label(), "failed", "the 20th trips it");
         assert_eq!(b.open(1_000, &m), vec!["app".to_owned()]);
         assert_eq!(
-            b.judge("app", &"t20".into(), dead(), 1_001, &m).kind(),
+            b.judge("app", &"t20".into(), dead(), 1_001, &m).label(),
             "failed"
         );
         // Another app is not affected.
@@ -314,7 +314,7 @@ mod tests {
                 1_000,
                 &m,
             );
-            assert_eq!(o.kind(), "temporary");
+            assert_eq!(o.label(), "temporary");
         }
         for i in 0..25 {
             b.judge("app", &format!("d{i}").into(), dead(), 1_000, &m);

@@ -81,19 +81,19 @@ impl Fate {
     }
 
     /// Short name for logs and counters.
-    pub fn kind(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
-            Fate::Pushed(o) => o.kind(),
+            Fate::Pushed(o) => o.label(),
             Fate::Unroutable(_) | Fate::Remembered { .. } => "rejected",
             Fate::Duplicate => "duplicate",
             Fate::Contended => "temporary",
         }
     }
 
-    /// The `outcome` label of `pushgate_outcomes_total`: finer than [`Fate::kind`].
+    /// The `outcome` label of `pushgate_outcomes_total`: finer than [`Fate::label`].
     fn metric_label(&self) -> &'static str {
         match self {
-            Fate::Pushed(o) => o.kind(),
+            Fate::Pushed(o) => o.label(),
             Fate::Unroutable(_) => "unroutable",
             Fate::Remembered { .. } => "remembered",
             Fate::Duplicate => "duplicate",
@@ -273,7 +273,7 @@ impl Dispatcher {
     }
 
     /// Sends device `i` of `n` through its app's pushkin, and logs and counts the result.
-    async fn send(
+    async fn push_device(
         &self,
         routes: &Routes,
         n: Arc<Notification>,
@@ -290,15 +290,15 @@ impl Dispatcher {
                 self.log_and_count(UNROUTED, request_id, &d, &fate);
                 fate
             }
-            Ok(route) => self.send_on(route, n, i, request_id).await,
+            Ok(route) => self.push_on_route(route, n, i, request_id).await,
         }
     }
 
-    /// [`Dispatcher::send`] on a route already found. The notification is let
+    /// [`Dispatcher::push_device`] on a route already found. The notification is let
     /// go as soon as the push is prepared: a send that goes on after the
     /// answer holds only the prepared request (and the device's app id and
     /// pushkey, for its log line).
-    async fn send_on(
+    async fn push_on_route(
         &self,
         route: &Route,
         n: Arc<Notification>,
@@ -346,7 +346,7 @@ impl Dispatcher {
             Err(outcome) => outcome,
         };
         drop(permit);
-        span.record("outcome", outcome.kind());
+        span.record("outcome", outcome.label());
         let outcome = self.breakers.judge(
             &route.key,
             &who.pushkey,
@@ -411,7 +411,7 @@ fn log_fate(request_id: &str, d: &Device, fate: &Fate) {
     // Its `Display` is the redacted form; recorded as a string, as before.
     let pushkey = d.pushkey.to_string();
     let app_id = d.app_id.as_str();
-    let outcome = fate.kind();
+    let outcome = fate.label();
     match fate {
         Fate::Pushed(Outcome::Delivered) | Fate::Duplicate => {
             tracing::debug!(request_id, app_id, pushkey, outcome, "device")
@@ -513,7 +513,7 @@ mod tests {
             async move {
                 let routes = d.routes();
                 let route = routes.find(&"up".into()).expect("route").clone();
-                d.send_on(&route, n, 0, "r").await
+                d.push_on_route(&route, n, 0, "r").await
             }
         });
         let received = fake.wait_for(1, Duration::from_secs(10)).await;

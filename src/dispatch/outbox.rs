@@ -318,7 +318,7 @@ async fn attempt(d: &Dispatcher, store: &dyn Store, e: Entry) {
             Some(dev) => {
                 let dev = dev.clone();
                 // The send holds only the prepared push, not the notification.
-                let fate = d.send(&routes, Arc::new(n), 0, "outbox").await;
+                let fate = d.push_device(&routes, Arc::new(n), 0, "outbox").await;
                 Some((fate, Some(dev)))
             }
         },
@@ -346,7 +346,7 @@ async fn attempt(d: &Dispatcher, store: &dyn Store, e: Entry) {
             s.delete.push(e.id);
         }
         Some((fate, dev)) => {
-            record(d, &mut s, e.id, e.attempts + 1, &fate, dev.as_ref());
+            settle_attempt(d, &mut s, e.id, e.attempts + 1, &fate, dev.as_ref());
             // A retry that would fall due after the push's last chance is
             // moved to it (once: past it, the retry is left to be dropped).
             let last = Millis::try_from(last_chance(&d.policy).as_millis())
@@ -440,7 +440,7 @@ pub async fn run(d: Arc<Dispatcher>, store: Arc<dyn Store>, mut stop: watch::Rec
 }
 
 /// Records the fate of one attempt of outbox entry `id` (its `attempts`-th).
-pub(super) fn record(
+pub(super) fn settle_attempt(
     d: &Dispatcher,
     s: &mut Settlement,
     id: i64,

@@ -358,7 +358,7 @@ async fn send_one(
             }
         }
     }
-    d.send_on(route, n, i, request_id).await
+    d.push_on_route(route, n, i, request_id).await
 }
 
 /// Looks up remembered rejections for every undecided device in one query.
@@ -505,7 +505,7 @@ async fn follow_up(
             now: d.clock.now_ms(),
             ..Settlement::default()
         };
-        super::outbox::record(&d, &mut s, id, 1, &fate, Some(&dev));
+        super::outbox::settle_attempt(&d, &mut s, id, 1, &fate, Some(&dev));
         if let Err(e) = store.settle(s).await {
             // The entry stays leased and falls due again: delivered at least once.
             tracing::warn!(error = %e, "store unavailable: the outbox will retry a push that may have been delivered");

@@ -102,16 +102,16 @@ pub trait Pushkin: Send + Sync {
     fn send<'a>(&'a self, push: Prepared, tap: Option<&'a Tap>) -> BoxFuture<'a, Outcome>;
 
     /// Both steps, for one device.
-    fn dispatch<'a>(
+    fn push<'a>(
         &'a self,
         notification: &'a Notification,
         device: &'a Device,
     ) -> BoxFuture<'a, Outcome> {
-        self.dispatch_traced(notification, device, None)
+        self.push_tapped(notification, device, None)
     }
 
-    /// [`Pushkin::dispatch`], recording every HTTP exchange in `tap` when given.
-    fn dispatch_traced<'a>(
+    /// [`Pushkin::push`], recording every HTTP exchange in `tap` when given.
+    fn push_tapped<'a>(
         &'a self,
         notification: &'a Notification,
         device: &'a Device,

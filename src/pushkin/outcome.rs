@@ -294,7 +294,7 @@ impl Outcome {
     }
 
     /// Short name for logs and counters.
-    pub fn kind(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             Outcome::Delivered => "delivered",
             Outcome::Rejected(_) => "rejected",

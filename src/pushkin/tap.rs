@@ -163,7 +163,7 @@ impl Tap {
         }
     }
 
-    fn record(&self, e: Exchange) -> usize {
+    fn append(&self, e: Exchange) -> usize {
         let i = {
             let mut all = self.exchanges.lock().unwrap_or_else(|p| p.into_inner());
             all.push(e.clone());
@@ -192,7 +192,7 @@ impl Tap {
     /// Records a request about to be sent; returns its index for [`Tap::answered`].
     pub fn sent(&self, req: &reqwest::Request, plaintext: Option<&[u8]>) -> usize {
         let body = req.body().and_then(|b| b.as_bytes()).unwrap_or_default();
-        self.record(Exchange {
+        self.append(Exchange {
             method: req.method().to_string(),
             url: req.url().to_string(),
             request_headers: headers(req.headers()),
@@ -206,7 +206,7 @@ impl Tap {
     /// token request): the values of the `secret` fields are redacted.
     pub fn sent_form(&self, purpose: &str, req: &reqwest::Request, secret: &[&str]) -> usize {
         let body = req.body().and_then(|b| b.as_bytes()).unwrap_or_default();
-        self.record(Exchange {
+        self.append(Exchange {
             purpose: Some(purpose.to_owned()),
             method: req.method().to_string(),
             url: req.url().to_string(),

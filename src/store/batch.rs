@@ -308,10 +308,10 @@ impl Writer {
             settled_before,
             reply,
         };
-        self.noted(self.send(op, answer).await)
+        self.noted(self.submit(op, answer).await)
     }
 
-    async fn send<T>(
+    async fn submit<T>(
         &self,
         op: Op,
         answer: oneshot::Receiver<Result<T, StoreError>>,
@@ -326,7 +326,7 @@ impl Writer {
     pub async fn settle(&self, settlement: Settlement) -> Result<Vec<i64>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let op = Op::Settle { settlement, reply };
-        self.noted(self.send(op, answer).await)
+        self.noted(self.submit(op, answer).await)
     }
 }
 

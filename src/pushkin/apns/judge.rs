@@ -79,7 +79,7 @@ mod tests {
                 timestamp: None,
             };
             let got = match judge(status, &body, None) {
-                Step::Done(o) => o.kind(),
+                Step::Done(o) => o.label(),
                 Step::Renew(_) => "renew",
                 Step::Retry { .. } => "retry",
             };

@@ -59,7 +59,7 @@ mod tests {
     #[test]
     fn table() {
         let kind = |s: Step| match s {
-            Step::Done(o) => o.kind(),
+            Step::Done(o) => o.label(),
             Step::Renew(_) => "reauth",
             Step::Retry { .. } => "retry",
         };

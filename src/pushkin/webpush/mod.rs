@@ -198,7 +198,7 @@ mod tests {
             (503, "temporary"),
             (500, "temporary"),
         ] {
-            assert_eq!(map_status(status, None).kind(), kind, "{status}");
+            assert_eq!(map_status(status, None).label(), kind, "{status}");
         }
         assert_eq!(
             map_status(429, Some(Duration::from_secs(3))),

@@ -134,36 +134,8 @@ fn imports_follow_the_layers_written_in_lib_rs() {
 #[test]
 fn the_layers_form_no_cycle() {
     let allowed = allowed();
-    // Depth-first search for a back edge.
-    fn visit(
-        m: &str,
-        g: &BTreeMap<String, BTreeSet<String>>,
-        path: &mut Vec<String>,
-        done: &mut BTreeSet<String>,
-    ) -> Option<Vec<String>> {
-        if let Some(at) = path.iter().position(|p| p == m) {
-            let mut cycle = path[at..].to_vec();
-            cycle.push(m.to_owned());
-            return Some(cycle);
-        }
-        if done.contains(m) {
-            return None;
-        }
-        path.push(m.to_owned());
-        for next in g.get(m).into_iter().flatten() {
-            if let Some(c) = visit(next, g, path, done) {
-                return Some(c);
-            }
-        }
-        path.pop();
-        done.insert(m.to_owned());
-        None
-    }
-    let mut done = BTreeSet::new();
-    for m in allowed.keys() {
-        if let Some(cycle) = visit(m, &allowed, &mut Vec::new(), &mut done) {
-            panic!("the layers have a cycle: {}", cycle.join(" → "));
-        }
+    if let Some(cycle) = find_cycle(&allowed) {
+        panic!("the layers have a cycle: {}", cycle.join(" → "));
     }
     for targets in allowed.values() {
         for t in targets {
@@ -319,12 +291,20 @@ fn files_import_each_other_one_way() {
             }
         }
     }
-    fn visit(
-        m: &Vec<String>,
-        g: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
-        path: &mut Vec<Vec<String>>,
-        done: &mut BTreeSet<Vec<String>>,
-    ) -> Option<Vec<Vec<String>>> {
+    if let Some(cycle) = find_cycle(&edges) {
+        let names: Vec<String> = cycle.iter().map(|p| p.join("::")).collect();
+        panic!("files import each other in a loop: {}", names.join(" → "));
+    }
+}
+
+/// A loop in `g`, if it has one (depth-first search for a back edge).
+fn find_cycle<T: Ord + Clone>(g: &BTreeMap<T, BTreeSet<T>>) -> Option<Vec<T>> {
+    fn visit<T: Ord + Clone>(
+        m: &T,
+        g: &BTreeMap<T, BTreeSet<T>>,
+        path: &mut Vec<T>,
+        done: &mut BTreeSet<T>,
+    ) -> Option<Vec<T>> {
         if let Some(at) = path.iter().position(|p| p == m) {
             let mut cycle = path[at..].to_vec();
             cycle.push(m.clone());
@@ -344,12 +324,8 @@ fn files_import_each_other_one_way() {
         None
     }
     let mut done = BTreeSet::new();
-    for m in edges.keys() {
-        if let Some(cycle) = visit(m, &edges, &mut Vec::new(), &mut done) {
-            let names: Vec<String> = cycle.iter().map(|p| p.join("::")).collect();
-            panic!("files import each other in a loop: {}", names.join(" → "));
-        }
-    }
+    g.keys()
+        .find_map(|m| visit(m, g, &mut Vec::new(), &mut done))
 }
 
 #[test]

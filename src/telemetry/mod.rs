@@ -225,8 +225,10 @@ mod tests {
         }
         for (level, hint) in [("info", LevelFilter::INFO), ("debug", LevelFilter::DEBUG)] {
             for access in [None, Some(LogOutput::Stderr)] {
-                let (layers, _guard, problems) =
-                    layers(&log_config(level, access.clone()), &TracingConfig::default());
+                let (layers, _guard, problems) = layers(
+                    &log_config(level, access.clone()),
+                    &TracingConfig::default(),
+                );
                 assert!(problems.is_empty(), "{problems:?}");
                 let subscriber = tracing_subscriber::registry().with(layers);
                 assert_eq!(

@@ -68,6 +68,19 @@ pub struct Reply<'a> {
     pub body: &'a [u8],
 }
 
+impl Reply<'_> {
+    /// The service's error body, for an answer that is not a success: a
+    /// success is judged by its status alone, so its body (FCM's message
+    /// name, APNs's empty one) is not parsed on every delivered push. An
+    /// unreadable body is the default (no reason given).
+    pub fn error_body<T: serde::de::DeserializeOwned + Default>(&self) -> T {
+        if (200..300).contains(&self.status) || self.body.is_empty() {
+            return T::default();
+        }
+        serde_json::from_slice(self.body).unwrap_or_default()
+    }
+}
+
 /// What a pushkin tells the exchange about its service.
 pub trait Attempts: Sync {
     /// The request of the next attempt; an `Err` ends the push with that outcome.
@@ -294,6 +307,32 @@ mod tests {
                 _ => Step::Done(Outcome::from_final_answer(answer, None)),
             }
         }
+    }
+
+    #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+    struct Why {
+        reason: Option<String>,
+    }
+
+    #[test]
+    fn only_an_unsuccessful_answer_s_body_is_parsed() {
+        let body = br#"{"reason":"BadDeviceToken"}"#;
+        let reply = |status| Reply {
+            status,
+            retry_after: None,
+            body,
+        };
+        assert_eq!(
+            reply(400).error_body::<Why>().reason.as_deref(),
+            Some("BadDeviceToken")
+        );
+        assert_eq!(reply(200).error_body::<Why>(), Why::default());
+        let garbage = Reply {
+            status: 500,
+            retry_after: None,
+            body: b"<html>",
+        };
+        assert_eq!(garbage.error_body::<Why>(), Why::default());
     }
 
     #[tokio::test]

@@ -91,6 +91,13 @@ fn fmt_layer(
     (layer, guard, problem)
 }
 
+/// `RUST_LOG` when set, else `level`, else INFO.
+fn log_filter(level: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
 /// `f` with the level hint of the log filter it sits behind (see `init`).
 fn hinted<F>(f: FilterFn<F>, hint: Option<LevelFilter>) -> FilterFn<F>
 where
@@ -129,11 +136,7 @@ type Layers = Vec<Box<dyn Layer<Registry> + Send + Sync>>;
 
 /// The layers [`init`] installs, their guard, and what went wrong building them.
 fn layers(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> (Layers, LogGuard, Vec<String>) {
-    let filter = || {
-        EnvFilter::try_from_default_env()
-            .or_else(|_| EnvFilter::try_new(&cfg.level))
-            .unwrap_or_else(|_| EnvFilter::new("info"))
-    };
+    let filter = || log_filter(&cfg.level);
     // Log lines (text or JSON) show no span context: the lines that matter
     // carry their request id and app as fields. Spans are then nothing to the
     // log layers, and, unless exported, are never created: in text mode the
@@ -220,10 +223,17 @@ mod tests {
     /// written, without a call: one layer without a hint would make it TRACE.
     #[test]
     fn the_subscriber_hints_the_configured_level() {
-        if std::env::var_os("RUST_LOG").is_some() {
-            return; // RUST_LOG overrides the level under test.
-        }
-        for (level, hint) in [("info", LevelFilter::INFO), ("debug", LevelFilter::DEBUG)] {
+        for level in ["info", "debug"] {
+            // RUST_LOG, when the tests run with it, overrides the level.
+            let hint = <EnvFilter as Filter<Registry>>::max_level_hint(&log_filter(level));
+            if std::env::var_os("RUST_LOG").is_none() {
+                let expected = if level == "info" {
+                    LevelFilter::INFO
+                } else {
+                    LevelFilter::DEBUG
+                };
+                assert_eq!(hint, Some(expected));
+            }
             for access in [None, Some(LogOutput::Stderr)] {
                 let (layers, _guard, problems) = layers(
                     &log_config(level, access.clone()),
@@ -233,7 +243,7 @@ mod tests {
                 let subscriber = tracing_subscriber::registry().with(layers);
                 assert_eq!(
                     subscriber.max_level_hint(),
-                    Some(hint),
+                    hint,
                     "level {level}, access output {access:?}"
                 );
             }

@@ -265,14 +265,17 @@ impl exchange::Attempts for Attempts<'_> {
     }
 
     fn judge(&self, r: &Reply<'_>) -> Step {
-        let body = serde_json::from_slice::<ErrorBody>(r.body).unwrap_or_default();
-        let apns_id = self.apns_id.lock().map(|id| id.clone()).unwrap_or_default();
-        tracing::debug!(
-            apns_id,
-            status = r.status,
-            reason = body.reason.as_deref().unwrap_or(""),
-            "APNs answered"
-        );
+        let body = r.error_body::<ErrorBody>();
+        // The id is copied out of its lock only for a line that is written.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let apns_id = self.apns_id.lock().map(|id| id.clone()).unwrap_or_default();
+            tracing::debug!(
+                apns_id,
+                status = r.status,
+                reason = body.reason.as_deref().unwrap_or(""),
+                "APNs answered"
+            );
+        }
         judge(r.status, &body, r.retry_after)
     }
 

@@ -145,8 +145,7 @@ impl exchange::Attempts for Attempts<'_> {
     }
 
     fn judge(&self, r: &Reply<'_>) -> Step {
-        let err: ErrorBody = serde_json::from_slice(r.body).unwrap_or_default();
-        judge(r.status, &err, r.retry_after)
+        judge(r.status, &r.error_body::<ErrorBody>(), r.retry_after)
     }
 
     fn renew(&self, used: &str) {

@@ -4,6 +4,7 @@
 //! ([`metrics`]). Pushkeys are redacted by their own type (`ids::PushKey`).
 
 pub mod access;
+pub mod fields;
 pub mod logfile;
 pub mod metrics;
 pub mod otlp;
@@ -75,6 +76,7 @@ fn fmt_layer(
     // them (and spans never reach this layer, see `init`).
     let layer = match format {
         LogFormat::Text => fmt::layer()
+            .fmt_fields(fields::PlainFields)
             .with_target(false)
             .with_writer(w)
             .with_ansi(ansi)

@@ -12,12 +12,14 @@ pub mod payload;
 pub mod reason;
 pub mod token;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use futures::future::BoxFuture;
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use super::exchange::{self, Attempt, Exchange, Policy, Reply, Step};
 use super::outcome::{Cause, Unusable};
@@ -58,14 +60,38 @@ pub enum ApnsError {
         path: String,
         source: reqwest::Error,
     },
+    #[error("`{key}` is not usable in an HTTP header: {value:?}")]
+    Header { key: &'static str, value: String },
+    #[error("`endpoint` is not a URL: {0}")]
+    Endpoint(String),
+}
+
+/// The header names of an APNs request, built once.
+static APNS_ID: HeaderName = HeaderName::from_static("apns-id");
+static APNS_PRIORITY: HeaderName = HeaderName::from_static("apns-priority");
+static APNS_TOPIC: HeaderName = HeaderName::from_static("apns-topic");
+static APNS_PUSH_TYPE: HeaderName = HeaderName::from_static("apns-push-type");
+static APNS_EXPIRATION: HeaderName = HeaderName::from_static("apns-expiration");
+static APNS_COLLAPSE_ID: HeaderName = HeaderName::from_static("apns-collapse-id");
+
+/// `value` of the config key `key` as a header value, checked at start.
+fn header_value(key: &'static str, value: &str) -> Result<HeaderValue, ApnsError> {
+    HeaderValue::from_str(value).map_err(|_| ApnsError::Header {
+        key,
+        value: value.to_owned(),
+    })
 }
 
 pub struct Apns {
     client: reqwest::Client,
-    base: String,
+    /// The endpoint; each push's URL is it with the device's path (no parse per push).
+    base: url::Url,
     token: Option<ProviderToken>,
-    topic: Option<String>,
+    /// The `authorization` header of the provider token in use, made once per token.
+    authorization: Mutex<Option<(Arc<str>, HeaderValue)>>,
+    topic: Option<HeaderValue>,
     push_type: Option<String>,
+    push_type_header: Option<HeaderValue>,
     convert_to_hex: bool,
     send_badge_counts: bool,
     expiration: Option<Duration>,
@@ -124,20 +150,26 @@ impl Apns {
             identity,
             connections: Some(s.metrics.connections()),
         })?;
-        let base = cfg.endpoint.clone().unwrap_or_else(|| {
-            match cfg.platform {
-                ApnsPlatform::Production => PRODUCTION,
-                ApnsPlatform::Sandbox => SANDBOX,
-            }
-            .to_owned()
+        let base = cfg.endpoint.as_deref().unwrap_or(match cfg.platform {
+            ApnsPlatform::Production => PRODUCTION,
+            ApnsPlatform::Sandbox => SANDBOX,
         });
+        let base =
+            url::Url::parse(base).map_err(|e| ApnsError::Endpoint(format!("{base}: {e}")))?;
+        // Without a configured topic, the certificate's own (as the reference does).
+        let topic = cfg.topic.clone().or(certificate_topic);
         Ok(Apns {
             client,
             base,
             token,
-            // Without a configured topic, the certificate's own (as the reference does).
-            topic: cfg.topic.clone().or(certificate_topic),
+            authorization: Mutex::new(None),
+            topic: topic.map(|t| header_value("topic", &t)).transpose()?,
             push_type: cfg.push_type.clone(),
+            push_type_header: cfg
+                .push_type
+                .as_deref()
+                .map(|t| header_value("push_type", t))
+                .transpose()?,
             convert_to_hex: cfg.convert_device_token_to_hex,
             send_badge_counts: cfg.send_badge_counts,
             expiration: cfg.expiration,
@@ -175,60 +207,98 @@ impl Apns {
             Err(e) => return Err(Outcome::failed(Cause::PayloadTooLarge(e.to_string()))),
         };
         let background = self.push_type.as_deref() == Some("background");
+        let url = device_url(&self.base, &token);
+        let collapse_id = match (self.collapse_id_from_room, &n.room_id) {
+            (true, Some(room)) => match HeaderValue::from_str(&collapse_id(room)) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    return Err(Outcome::failed(Cause::Local(
+                        "the room id is not usable as apns-collapse-id".into(),
+                    )))
+                }
+            },
+            _ => None,
+        };
         Ok(Push {
-            url: format!("{}/3/device/{token}", self.base),
+            url,
             body,
-            priority: if n.prio == Prio::Low || background {
+            priority: HeaderValue::from_static(if n.prio == Prio::Low || background {
                 "5"
             } else {
                 "10"
-            },
-            collapse_id: match (self.collapse_id_from_room, &n.room_id) {
-                (true, Some(room)) => Some(collapse_id(room)),
-                _ => None,
-            },
+            }),
+            collapse_id,
         })
     }
 
+    /// The `authorization` header for `jwt`: made once per provider token.
+    fn authorization(&self, jwt: &Arc<str>) -> Result<HeaderValue, String> {
+        if let Ok(cached) = self.authorization.lock() {
+            if let Some((token, value)) = cached.as_ref() {
+                if Arc::ptr_eq(token, jwt) {
+                    return Ok(value.clone());
+                }
+            }
+        }
+        let mut value = HeaderValue::from_str(&format!("bearer {jwt}"))
+            .map_err(|_| "the provider token is not a header value".to_owned())?;
+        value.set_sensitive(true);
+        if let Ok(mut cached) = self.authorization.lock() {
+            *cached = Some((jwt.clone(), value.clone()));
+        }
+        Ok(value)
+    }
+
     /// The request of one attempt: a fresh `apns-id`, the current provider
-    /// token and expiration.
-    fn request(&self, p: &Push, jwt: Option<&str>, apns_id: &str) -> reqwest::RequestBuilder {
-        let mut req = self
-            .client
-            .post(&p.url)
-            .header("apns-priority", p.priority)
-            .header("apns-id", apns_id)
-            .header("content-type", "application/json")
-            .body(p.body.clone());
+    /// token and expiration. Built as a `reqwest::Request` directly, with
+    /// header names and values made once: no URL or header name is parsed
+    /// per push.
+    fn request(
+        &self,
+        p: &Push,
+        jwt: Option<&Arc<str>>,
+        apns_id: Uuid,
+    ) -> Result<reqwest::Request, String> {
+        let mut req = reqwest::Request::new(http::Method::POST, p.url.clone());
+        let h = req.headers_mut();
+        h.insert(APNS_PRIORITY.clone(), p.priority.clone());
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = apns_id.hyphenated().encode_lower(&mut id);
+        h.insert(
+            APNS_ID.clone(),
+            HeaderValue::from_str(id).map_err(|e| e.to_string())?,
+        );
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(jwt) = jwt {
-            req = req.header("authorization", format!("bearer {jwt}"));
+            h.insert(AUTHORIZATION, self.authorization(jwt)?);
         }
         if let Some(topic) = &self.topic {
-            req = req.header("apns-topic", topic);
+            h.insert(APNS_TOPIC.clone(), topic.clone());
         }
-        if let Some(t) = &self.push_type {
-            req = req.header("apns-push-type", t);
+        if let Some(t) = &self.push_type_header {
+            h.insert(APNS_PUSH_TYPE.clone(), t.clone());
         }
         if let Some(exp) = self.expiration {
             let at = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 + exp;
-            req = req.header("apns-expiration", at.as_secs());
+            h.insert(APNS_EXPIRATION.clone(), HeaderValue::from(at.as_secs()));
         }
         if let Some(id) = &p.collapse_id {
-            req = req.header("apns-collapse-id", id);
+            h.insert(APNS_COLLAPSE_ID.clone(), id.clone());
         }
-        req
+        *req.body_mut() = Some(p.body.clone().into());
+        Ok(req)
     }
 }
 
 /// One APNs push, prepared: where it goes and what it carries.
 pub(super) struct Push {
-    url: String,
+    url: url::Url,
     body: bytes::Bytes,
-    priority: &'static str,
-    collapse_id: Option<String>,
+    priority: HeaderValue,
+    collapse_id: Option<HeaderValue>,
 }
 
 /// The attempts of one push: APNs's part of the [exchange](super::exchange).
@@ -236,7 +306,7 @@ struct Attempts<'a> {
     apns: &'a Apns,
     push: &'a Push,
     /// The `apns-id` of the attempt in flight, for the log line of its answer.
-    apns_id: std::sync::Mutex<String>,
+    apns_id: Mutex<Uuid>,
 }
 
 impl exchange::Attempts for Attempts<'_> {
@@ -247,14 +317,11 @@ impl exchange::Attempts for Attempts<'_> {
             })?),
             None => None,
         };
-        let apns_id = uuid::Uuid::new_v4().to_string();
+        let apns_id = Uuid::new_v4();
         let request = self
             .apns
-            .request(self.push, jwt.as_deref(), &apns_id)
-            .build()
-            .map_err(|e| {
-                Outcome::failed(Cause::Local(format!("bad request: {}", net::describe(&e))))
-            })?;
+            .request(self.push, jwt.as_ref(), apns_id)
+            .map_err(|e| Outcome::failed(Cause::Local(format!("bad request: {e}"))))?;
         if let Ok(mut id) = self.apns_id.lock() {
             *id = apns_id;
         }
@@ -268,9 +335,9 @@ impl exchange::Attempts for Attempts<'_> {
         let body = r.error_body::<ErrorBody>();
         // The id is copied out of its lock only for a line that is written.
         if tracing::enabled!(tracing::Level::DEBUG) {
-            let apns_id = self.apns_id.lock().map(|id| id.clone()).unwrap_or_default();
+            let apns_id = self.apns_id.lock().map(|id| *id).unwrap_or_default();
             tracing::debug!(
-                apns_id,
+                apns_id = %apns_id,
                 status = r.status,
                 reason = body.reason.as_deref().unwrap_or(""),
                 "APNs answered"
@@ -284,6 +351,15 @@ impl exchange::Attempts for Attempts<'_> {
             t.refused(used);
         }
     }
+}
+
+/// Where a push for `token` goes: the endpoint with `/3/device/<token>`
+/// after its path (only the path is parsed, not the whole URL).
+fn device_url(base: &url::Url, token: &str) -> url::Url {
+    let mut url = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    url.set_path(&format!("{prefix}/3/device/{token}"));
+    url
 }
 
 /// Apple limits `apns-collapse-id` to 64 bytes; longer room ids are hashed.
@@ -355,7 +431,7 @@ impl Pushkin for Apns {
             let attempts = Attempts {
                 apns: self,
                 push: &push,
-                apns_id: std::sync::Mutex::new(String::new()),
+                apns_id: Mutex::new(Uuid::nil()),
             };
             x.run(&POLICY, self.budget, &attempts).await
         })
@@ -422,6 +498,38 @@ fK8=
         assert!(device_token("not base64!", true).is_err());
         assert_eq!(device_token("DEADbeef", false), Ok("deadbeef".into()));
         assert!(device_token("../../x", false).is_err());
+    }
+
+    #[test]
+    fn device_urls_keep_the_endpoint_and_its_path() {
+        let url = |base: &str| {
+            let base = url::Url::parse(base).map_err(|e| e.to_string())?;
+            Ok::<_, String>(device_url(&base, "abcd").to_string())
+        };
+        assert_eq!(
+            url(PRODUCTION).as_deref(),
+            Ok("https://api.push.apple.com/3/device/abcd")
+        );
+        assert_eq!(
+            url("https://127.0.0.1:8443/").as_deref(),
+            Ok("https://127.0.0.1:8443/3/device/abcd")
+        );
+        assert_eq!(
+            url("https://proxy.example/apns/").as_deref(),
+            Ok("https://proxy.example/apns/3/device/abcd")
+        );
+    }
+
+    #[test]
+    fn config_values_that_cannot_be_headers_are_refused_naming_the_key() {
+        assert!(header_value("topic", "com.example.app").is_ok());
+        let e = header_value("topic", "com.example\napp")
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("`topic` is not usable in an HTTP header: \"com.example\\napp\"")
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! - [`notification`]: the spec's request model and its validation.
 //! - [`routing`]: `app_id` → pushkin (exact first, then globs, then a UnifiedPush default app; ambiguous = rejected).
 //! - [`dispatch`]: concurrent fan-out to all devices, the per-request summary.
-//! - [`pushkin`]: the `Pushkin` trait (prepare a push, then send it) and one module per push service (`webpush`, `apns`, `fcm`, `unifiedpush`; `endpoint` holds the checks of client-chosen endpoint URLs); `exchange` is the one send/retry/tap loop, `token` the one credential cache, `jwt` the one JWT minting.
+//! - [`pushkin`]: the `Pushkin` trait (prepare a push, then send it) and one module per push service (`webpush`, `apns`, `fcm`, `unifiedpush`; `endpoint` holds the checks of client-chosen endpoint URLs); `exchange` is the one send/retry/tap loop, `token` the one credential cache (`auth_header` its `authorization` value), `jwt` the one JWT minting.
 //! - [`net`]: the outbound HTTP client (rustls, HTTP/2, proxy, timeouts, trusted CA, address guard).
 //! - [`telemetry`]: logging, the access log and Prometheus metrics.
 //! - [`store`]: the outbox, the rejection memory and the de-duplication claims (SQLite, PostgreSQL).

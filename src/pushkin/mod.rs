@@ -9,6 +9,7 @@
 //! Credentials come from the one [`token::TokenCache`], JWTs from [`jwt`].
 
 pub mod apns;
+pub mod auth_header;
 pub mod endpoint;
 pub mod exchange;
 pub mod fcm;

@@ -21,6 +21,7 @@ use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::auth_header::AuthHeader;
 use super::exchange::{self, Attempt, Exchange, Policy, Reply, Step};
 use super::outcome::{Cause, Unusable};
 use super::tap::Tap;
@@ -88,7 +89,7 @@ pub struct Apns {
     base: url::Url,
     token: Option<ProviderToken>,
     /// The `authorization` header of the provider token in use, made once per token.
-    authorization: Mutex<Option<(Arc<str>, HeaderValue)>>,
+    authorization: AuthHeader,
     topic: Option<HeaderValue>,
     push_type: Option<String>,
     push_type_header: Option<HeaderValue>,
@@ -162,7 +163,7 @@ impl Apns {
             client,
             base,
             token,
-            authorization: Mutex::new(None),
+            authorization: AuthHeader::new("bearer"),
             topic: topic.map(|t| header_value("topic", &t)).transpose()?,
             push_type: cfg.push_type.clone(),
             push_type_header: cfg
@@ -231,24 +232,6 @@ impl Apns {
         })
     }
 
-    /// The `authorization` header for `jwt`: made once per provider token.
-    fn authorization(&self, jwt: &Arc<str>) -> Result<HeaderValue, String> {
-        if let Ok(cached) = self.authorization.lock() {
-            if let Some((token, value)) = cached.as_ref() {
-                if Arc::ptr_eq(token, jwt) {
-                    return Ok(value.clone());
-                }
-            }
-        }
-        let mut value = HeaderValue::from_str(&format!("bearer {jwt}"))
-            .map_err(|_| "the provider token is not a header value".to_owned())?;
-        value.set_sensitive(true);
-        if let Ok(mut cached) = self.authorization.lock() {
-            *cached = Some((jwt.clone(), value.clone()));
-        }
-        Ok(value)
-    }
-
     /// The request of one attempt: a fresh `apns-id`, the current provider
     /// token and expiration. Built as a `reqwest::Request` directly, with
     /// header names and values made once: no URL or header name is parsed
@@ -270,7 +253,7 @@ impl Apns {
         );
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(jwt) = jwt {
-            h.insert(AUTHORIZATION, self.authorization(jwt)?);
+            h.insert(AUTHORIZATION, self.authorization.value(jwt)?);
         }
         if let Some(topic) = &self.topic {
             h.insert(APNS_TOPIC.clone(), topic.clone());

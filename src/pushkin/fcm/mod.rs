@@ -18,6 +18,7 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
+use super::auth_header::AuthHeader;
 use super::exchange::{self, Attempt, Exchange, Policy, Reply, Step};
 use super::outcome::{Cause, Unusable};
 use super::tap::Tap;
@@ -44,12 +45,16 @@ pub enum FcmError {
     Net(#[from] NetError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error("`endpoint` and `project_id` do not make a URL: {0}")]
+    Url(String),
 }
 
 pub struct Fcm {
     client: reqwest::Client,
     auth: TokenSource,
-    url: String,
+    /// The send URL, parsed once.
+    url: url::Url,
+    authorization: AuthHeader,
     fcm_options: Map<String, Value>,
     send_badge_counts: bool,
     connections: Semaphore,
@@ -77,10 +82,13 @@ impl Fcm {
             s.metrics.clone(),
         )?;
         let base = cfg.endpoint.as_deref().unwrap_or(DEFAULT_BASE);
+        let url = format!("{base}/v1/projects/{}/messages:send", cfg.project_id);
+        let url = url::Url::parse(&url).map_err(|e| FcmError::Url(format!("{url}: {e}")))?;
         Ok(Fcm {
             client,
             auth,
-            url: format!("{base}/v1/projects/{}/messages:send", cfg.project_id),
+            url,
+            authorization: AuthHeader::new("Bearer"),
             fcm_options: cfg.fcm_options.clone(),
             send_badge_counts: cfg.send_badge_counts,
             connections: Semaphore::new(cfg.max_connections),
@@ -127,17 +135,20 @@ impl exchange::Attempts for Attempts<'_> {
                 ))))
             }
         };
-        let request = self
+        // Built directly: nothing of it is parsed or formatted per push.
+        let authorization = self
             .fcm
-            .client
-            .post(&self.fcm.url)
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(self.push.body.clone())
-            .build()
-            .map_err(|e| {
-                Outcome::failed(Cause::Local(format!("bad request: {}", net::describe(&e))))
-            })?;
+            .authorization
+            .value(&token)
+            .map_err(|e| Outcome::failed(Cause::Local(format!("bad request: {e}"))))?;
+        let mut request = reqwest::Request::new(http::Method::POST, self.fcm.url.clone());
+        let h = request.headers_mut();
+        h.insert(http::header::AUTHORIZATION, authorization);
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        *request.body_mut() = Some(self.push.body.clone().into());
         Ok(Attempt {
             request,
             credential: Some(token),

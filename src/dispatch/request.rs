@@ -150,8 +150,23 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
             })
             .collect();
         drop(tx);
-        d.after_answer
-            .spawn(join_all(sends).instrument(tracing::Span::current()));
+        // Driven here until they end or the answer is due: most requests need
+        // no task and no wake-up of their own for their sends. Those still in
+        // flight at the deadline go on in a task of their own.
+        let mut sends = Box::pin(join_all(sends));
+        let ended = match &store {
+            Some(_) => tokio::time::timeout_at(deadline, sends.as_mut())
+                .await
+                .is_ok(),
+            None => {
+                sends.as_mut().await;
+                true
+            }
+        };
+        if !ended {
+            d.after_answer
+                .spawn(sends.instrument(tracing::Span::current()));
+        }
     }
 
     while waiting > 0 {

@@ -145,6 +145,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     upstream_down_through_retries_then_back_delivers_each_push_once,
     slow_upstream_is_answered_within_the_budget_and_delivered_once,
+    a_homeserver_that_hangs_up_mid_request_does_not_cut_the_push_short,
     a_temporary_failure_never_hides_the_rejected_list,
     homeserver_retry_is_pushed_once,
     concurrent_duplicates_are_pushed_once,
@@ -255,6 +256,43 @@ async fn slow_upstream_is_answered_within_the_budget_and_delivered_once(s: Setup
         s.fake.received().len(),
         1,
         "the outbox did not send it a second time"
+    );
+}
+
+/// The homeserver sends a request and closes the connection before the
+/// answer (its own timeout, a restart): the push is still sent, once, and its
+/// claim settled, so the homeserver's retry is a duplicate.
+async fn a_homeserver_that_hangs_up_mid_request_does_not_cut_the_push_short(s: Setup) {
+    use tokio::io::AsyncWriteExt;
+    let gw = s.gateway().await;
+    let (endpoint, key) = sub(&s, "gone");
+    s.fake
+        .set_behaviour("gone", Behaviour::Delay(Duration::from_millis(300), 201));
+    let body = message("$gone", vec![device(&endpoint, &key, json!({}))]).to_string();
+    let mut conn = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /_matrix/push/v1/notify HTTP/1.1\r\nhost: gateway\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.expect("write head");
+    conn.write_all(body.as_bytes()).await.expect("write body");
+    // Gone before the push service answers (300 ms) and before the answer is due (500 ms).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(conn);
+
+    let got = settle_deliveries(&s, 1, Duration::from_secs(5)).await;
+    assert_eq!(got, HashMap::from([("$gone".to_owned(), 1)]));
+    let a = gw
+        .notify(&message("$gone", vec![device(&endpoint, &key, json!({}))]))
+        .await;
+    assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
+    assert_eq!(
+        s.fake.received().len(),
+        1,
+        "the retry was a duplicate of a settled claim"
     );
 }
 

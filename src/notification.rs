@@ -893,4 +893,367 @@ mod tests {
             Err(bad("notification.devices[1].pushkey", "must be a string"))
         );
     }
+
+    const DEVICE: &str = r#"{"app_id":"a","pushkey":"k"}"#;
+
+    /// What a `Value` parse of `body` says is wrong with it.
+    fn value_error(body: &[u8]) -> ParseError {
+        let e = serde_json::from_slice::<Value>(body).expect_err("malformed");
+        ParseError::NotJson(e.to_string())
+    }
+
+    /// `levels` nested arrays.
+    fn nested(levels: usize) -> String {
+        format!("{}{}", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    #[test]
+    fn a_syntax_error_anywhere_wins_over_a_shape_error() {
+        let bodies: Vec<Vec<u8>> = vec![
+            br#"{"notification":5,"x":[1,]}"#.to_vec(),
+            br#"{"notification":{"event_id":5,"devices":[]},"x":1e999}"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":3}],"content":{"a":"\ud800"}}}"#.to_vec(),
+            br#"{"notification":{"devices":[5]}} x"#.to_vec(),
+            br#"{"notification":{"counts":{"unread":-1},"sender":"\ud800"}}"#.to_vec(),
+            br#"{"notification":{"counts":{"unread":-1},"sender":"\x"}}"#.to_vec(),
+            // Invalid JSON in a value a later key replaces, or beyond the devices taken.
+            br#"{"notification":{"content":{"a":1e999},"content":{},"devices":[{"app_id":"a","pushkey":"k"}]}}"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","data":{"a":1e999},"data":{}}]}}"#.to_vec(),
+            br#"{"notification":{"content":{"a":-1e999},"devices":[{"app_id":"a","pushkey":"k"}]},"notification":{"devices":[{"app_id":"a","pushkey":"k"}]}}"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k"},{"app_id":"a","pushkey":"k","data":{"a":1e999}}]}}"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k"}],"content":{"a":[1,]}}}"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k"}],"content":{"a":{"b":1,}}}}"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k"}],"content":{"a":tru}}}"#.to_vec(),
+            b"{\"notification\":{\"devices\":[{\"app_id\":\"a\",\"pushkey\":\"k\"}],\"content\":{\"\xff\":1}}}".to_vec(),
+            b"{\"notification\":{\"devices\":[{\"app_id\":\"a\",\"pushkey\":\"k\"}],\"content\":{\"a\":1}\xff}}".to_vec(),
+            b"{\"notification\":{\"devices\":[{\"app_id\":\"a\",\"pushkey\":\"k\",\"\xff\":1}]}}".to_vec(),
+            b"{\"notification\":{\"devices\":[{\"app_id\":\"a\",\"pushkey\":\"k\"}],\"content\":{\"a\":\"\t\"}}}".to_vec(),
+            b"{\"notification\":{\"devices\":[{\"app_id\":\"a\",\"pushkey\":\"k\"}],\"content\":{\"a\":1}".to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k"}],"content":{"a":1}}}}"#.to_vec(),
+            br#"[1e999]"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k"}],"content":{"a":NaN}}}"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k"}],"content":{"a":-Infinity}}}"#.to_vec(),
+        ];
+        for body in bodies {
+            let expected = Err(value_error(&body));
+            assert_eq!(
+                parse(&body, 1),
+                expected,
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+            assert_eq!(parse_shared(&Bytes::from(body), 1), expected);
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_json_but_not_an_object_is_not_json() {
+        for body in ["[]", " \n[1]", "\"x\"", "1", "null", "true"] {
+            assert_eq!(
+                parse(body.as_bytes(), 1),
+                Err(ParseError::NotJson("the body must be a JSON object".into())),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_recursion_limit_counts_from_the_body_root() {
+        // (template, most levels at `@` that a `Value` parse of the body accepts: 127 in all)
+        let d = DEVICE;
+        let cases = [
+            (
+                format!(r#"{{"x":@,"notification":{{"devices":[{d}]}}}}"#),
+                126,
+            ),
+            (
+                format!(r#"{{"notification":{{"x":@,"devices":[{d}]}}}}"#),
+                125,
+            ),
+            (
+                format!(r#"{{"notification":{{"content":{{"a":@}},"devices":[{d}]}}}}"#),
+                124,
+            ),
+            (
+                format!(
+                    r#"{{"notification":{{"content":{{"a":@}},"content":{{}},"devices":[{d}]}}}}"#
+                ),
+                124,
+            ),
+            (
+                format!(r#"{{"notification":{{"counts":{{"x":@}},"devices":[{d}]}}}}"#),
+                124,
+            ),
+            (format!(r#"{{"notification":{{"devices":[{d},@]}}}}"#), 124),
+            (
+                r#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","x":@}]}}"#.to_owned(),
+                123,
+            ),
+            (
+                r#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","data":{"a":@}}]}}"#
+                    .to_owned(),
+                122,
+            ),
+            (
+                r#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","tweaks":{"a":@}}]}}"#
+                    .to_owned(),
+                122,
+            ),
+            (
+                r#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","pushkey_ts":@}]}}"#
+                    .to_owned(),
+                123,
+            ),
+            (
+                format!(r#"{{"notification":{{"event_id":@,"devices":[{d}]}}}}"#),
+                125,
+            ),
+        ];
+        for (template, most) in cases {
+            let deepest = template.replace('@', &nested(most));
+            assert!(
+                serde_json::from_str::<Value>(&deepest).is_ok(),
+                "{template}"
+            );
+            let too_deep = template.replace('@', &nested(most + 1));
+            assert!(
+                !matches!(parse(deepest.as_bytes(), 2), Err(ParseError::NotJson(_))),
+                "{template}: {:?}",
+                parse(deepest.as_bytes(), 2)
+            );
+            assert_eq!(
+                parse(too_deep.as_bytes(), 2),
+                Err(value_error(too_deep.as_bytes())),
+                "{template}"
+            );
+        }
+        // The deepest content is kept as sent.
+        let deepest = format!(
+            r#"{{"notification":{{"content":{{"a":{}}},"devices":[{DEVICE}]}}}}"#,
+            nested(124)
+        );
+        let n = parse(deepest.as_bytes(), 1).expect("accepted");
+        assert_eq!(
+            n.content.expect("content").get(),
+            format!(r#"{{"a":{}}}"#, nested(124))
+        );
+    }
+
+    #[test]
+    fn a_repeated_key_counts_by_its_last_value_at_every_level() {
+        let d = DEVICE;
+        let root = |body: String| parse(body.as_bytes(), 1);
+        assert!(root(format!(
+            r#"{{"notification":{{"devices":[]}},"notification":{{"devices":[{d}]}}}}"#
+        ))
+        .is_ok());
+        assert_eq!(
+            root(format!(
+                r#"{{"notification":{{"devices":[{d}]}},"notification":null}}"#
+            )),
+            Err(bad("notification", "required, but missing"))
+        );
+        assert_eq!(
+            root(format!(
+                r#"{{"notification":{{"devices":[{d}]}},"notification":[]}}"#
+            )),
+            Err(bad("notification", "must be an object"))
+        );
+        let body = r#"{"notification":{"event_id":"$a","event_id":"$b","room_id":"!r","room_id":null,
+            "sender":5,"sender":"@s","counts":{"unread":1},"counts":{"missed_calls":2},
+            "prio":"low","prio":"high","type":"t","type":"","user_is_target":1,"user_is_target":false,
+            "content":{"a":1},"content":{"b":2},"devices":[{"app_id":"x"}],"devices":[
+            {"app_id":"a","app_id":"b","pushkey":5,"pushkey":"k","data":{"x":1},"data":{"y":2},
+              "tweaks":{"s":1},"tweaks":null,"pushkey_ts":1,"pushkey_ts":null}]}}"#
+            .to_owned();
+        let n = root(body).expect("accepted");
+        assert_eq!(n.event_id, Some(EventId::from("$b")));
+        assert_eq!(n.room_id, None);
+        assert_eq!(n.sender.as_deref(), Some("@s"));
+        assert_eq!(
+            n.counts,
+            Counts {
+                unread: None,
+                missed_calls: Some(2)
+            }
+        );
+        assert_eq!(n.prio, Prio::High);
+        assert_eq!(n.kind, None);
+        assert_eq!(n.user_is_target, Some(false));
+        assert_eq!(n.content.expect("content").get(), r#"{"b":2}"#);
+        assert_eq!(n.devices.len(), 1);
+        let dev = &n.devices[0];
+        assert_eq!(dev.app_id, "b");
+        assert_eq!(dev.pushkey, "k");
+        assert_eq!(dev.pushkey_ts, None);
+        assert_eq!(Value::Object(dev.data.clone()), serde_json::json!({"y": 2}));
+        assert!(dev.tweaks.is_empty());
+        assert_eq!(
+            root(format!(
+                r#"{{"notification":{{"devices":[{d}],"devices":5}}}}"#
+            )),
+            Err(bad("notification.devices", "must be a list"))
+        );
+        assert_eq!(
+            root(format!(
+                r#"{{"notification":{{"content":{{}},"content":[],"devices":[{d}]}}}}"#
+            )),
+            Err(bad("notification.content", "must be an object"))
+        );
+    }
+
+    #[test]
+    fn shape_errors_come_in_field_order() {
+        let long = "x".repeat(256);
+        let long_app = "a".repeat(65);
+        let cases: Vec<(String, usize, ParseError)> = vec![
+            (r#"{"notification":{"devices":5,"event_id":5}}"#.into(), 1, bad("notification.event_id", "must be a string")),
+            (format!(r#"{{"notification":{{"event_id":"{long}","id":5}}}}"#), 1, bad("notification.id", "must be a string")),
+            (format!(r#"{{"notification":{{"id":"{long}","room_id":5}}}}"#), 1, bad("notification.id", "longer than 255 bytes")),
+            (r#"{"notification":{"prio":1,"room_id":5}}"#.into(), 1, bad("notification.room_id", "must be a string")),
+            (r#"{"notification":{"counts":5,"prio":1}}"#.into(), 1, bad("notification.prio", "must be a string (\"high\" or \"low\")")),
+            (r#"{"notification":{"sender":5,"counts":{"missed_calls":-1,"unread":1.5}}}"#.into(), 1, bad("notification.counts.unread", "must be a non-negative integer")),
+            (r#"{"notification":{"sender":5,"counts":[]}}"#.into(), 1, bad("notification.counts", "must be an object")),
+            (r#"{"notification":{"type":5,"sender":5}}"#.into(), 1, bad("notification.sender", "must be a string")),
+            (r#"{"notification":{"membership":5,"room_alias":5,"room_name":5,"sender_display_name":5,"type":5}}"#.into(), 1, bad("notification.type", "must be a string")),
+            (r#"{"notification":{"membership":5,"room_alias":5,"room_name":5,"sender_display_name":5}}"#.into(), 1, bad("notification.sender_display_name", "must be a string")),
+            (r#"{"notification":{"membership":5,"room_alias":5,"room_name":5}}"#.into(), 1, bad("notification.room_name", "must be a string")),
+            (r#"{"notification":{"membership":5,"room_alias":5}}"#.into(), 1, bad("notification.room_alias", "must be a string")),
+            (r#"{"notification":{"user_is_target":"x","membership":5}}"#.into(), 1, bad("notification.membership", "must be a string")),
+            (r#"{"notification":{"content":5,"user_is_target":"x"}}"#.into(), 1, bad("notification.user_is_target", "must be true or false")),
+            (r#"{"notification":{"devices":5,"content":5}}"#.into(), 1, bad("notification.content", "must be an object")),
+            (r#"{"notification":{"devices":null}}"#.into(), 1, bad("notification.devices", "required, but missing")),
+            (r#"{"notification":{"devices":{}}}"#.into(), 1, bad("notification.devices", "must be a list")),
+            (r#"{"notification":{"devices":[]}}"#.into(), 1, bad("notification.devices", "must not be empty")),
+            (r#"{"notification":{"devices":[5,{"app_id":5}]}}"#.into(), 1, bad("notification.devices", "2 devices, at most 1 are accepted per request")),
+            (format!(r#"{{"notification":{{"devices":[{DEVICE},null]}}}}"#), 2, bad("notification.devices[1]", "must be an object")),
+            (format!(r#"{{"notification":{{"devices":[{DEVICE},[],5]}}}}"#), 3, bad("notification.devices[1]", "must be an object")),
+            (r#"{"notification":{"devices":[{"pushkey":5,"app_id":""}]}}"#.into(), 1, bad("notification.devices[0].app_id", "must not be empty")),
+            (format!(r#"{{"notification":{{"devices":[{{"pushkey":5,"app_id":"{long_app}"}}]}}}}"#), 1, bad("notification.devices[0].app_id", "longer than 64 characters")),
+            (r#"{"notification":{"devices":[{"app_id":"a","pushkey":"","pushkey_ts":-1}]}}"#.into(), 1, bad("notification.devices[0].pushkey", "must not be empty")),
+            (r#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","data":5,"pushkey_ts":-1}]}}"#.into(), 1, bad("notification.devices[0].pushkey_ts", "must be a non-negative integer")),
+            (r#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","tweaks":5,"data":5}]}}"#.into(), 1, bad("notification.devices[0].data", "must be an object")),
+            (r#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","tweaks":5}]}}"#.into(), 1, bad("notification.devices[0].tweaks", "must be an object")),
+        ];
+        for (body, max, expected) in cases {
+            assert_eq!(parse(body.as_bytes(), max), Err(expected), "{body}");
+        }
+    }
+
+    #[test]
+    fn values_are_read_as_their_json_types() {
+        let ts = |v: &str| {
+            let body = format!(
+                r#"{{"notification":{{"devices":[{{"app_id":"a","pushkey":"k","pushkey_ts":{v}}}]}}}}"#
+            );
+            parse(body.as_bytes(), 1).map(|n| n.devices[0].pushkey_ts)
+        };
+        assert_eq!(ts("0"), Ok(Some(0)));
+        assert_eq!(ts("18446744073709551615"), Ok(Some(u64::MAX)));
+        let not_uint = Err(bad(
+            "notification.devices[0].pushkey_ts",
+            "must be a non-negative integer",
+        ));
+        for v in [
+            "18446744073709551616",
+            "-0",
+            "1.0",
+            "1e2",
+            "-1",
+            "\"1\"",
+            "true",
+            "[]",
+            "{}",
+        ] {
+            assert_eq!(ts(v), not_uint, "{v}");
+        }
+        let notification = |fields: &str| {
+            let body = format!(r#"{{"notification":{{{fields},"devices":[{DEVICE}]}}}}"#);
+            parse(body.as_bytes(), 1)
+        };
+        let prio = |v: &str| notification(&format!(r#""prio":{v}"#)).map(|n| n.prio);
+        assert_eq!(prio(r#""low""#), Ok(Prio::Low));
+        assert_eq!(prio(r#""\u006cow""#), Ok(Prio::Low));
+        assert_eq!(prio(r#""LOW""#), Ok(Prio::High));
+        assert_eq!(prio(r#""""#), Ok(Prio::High));
+        assert_eq!(prio("null"), Ok(Prio::High));
+        let n = notification(
+            r#""\u0065vent_id":"","id":"$x","sender":"\u0041\n","type":"","room_name":"\u00e9","user_is_target":true"#,
+        )
+        .expect("accepted");
+        assert_eq!(n.event_id, Some(EventId::from("$x")));
+        assert_eq!(n.sender.as_deref(), Some("A\n"));
+        assert_eq!(n.kind, None);
+        assert_eq!(n.room_name.as_deref(), Some("é"));
+        assert_eq!(n.user_is_target, Some(true));
+        let n = notification(r#""counts":{"unread":0,"missed_calls":18446744073709551615,"x":[{}]},"unknown":{"a":[1,2.5,"x",null]}"#)
+            .expect("accepted");
+        assert_eq!(
+            n.counts,
+            Counts {
+                unread: Some(0),
+                missed_calls: Some(u64::MAX)
+            }
+        );
+        let n = notification(r#""counts":null,"content":null"#).expect("accepted");
+        assert_eq!(n.counts, Counts::default());
+        assert_eq!(n.content, None);
+        let body = br#" {"notification":{"devices":[{"app_id":"a","pushkey":"k","data":{"url":"u","n":[1.5,-2,{"x":null}]},"tweaks":{"sound":"s"}}]}} "#;
+        let d = &parse(body, 1).expect("accepted").devices[0];
+        assert_eq!(
+            Value::Object(d.data.clone()),
+            serde_json::json!({"url": "u", "n": [1.5, -2, {"x": null}]})
+        );
+        assert_eq!(
+            Value::Object(d.tweaks.clone()),
+            serde_json::json!({"sound": "s"})
+        );
+    }
+
+    /// serde_json's `Value` parse reads an object whose first key is its
+    /// private raw-value token as JSON text: a device's `data` and `tweaks`
+    /// are read as such a parse of their own text (the errors' positions
+    /// count from that text), in field order.
+    #[test]
+    fn the_raw_value_token_in_data_reads_as_a_parse_of_data_alone() {
+        let device = |fields: &str| {
+            let body = format!(
+                r#"{{"notification":{{"devices":[{{"app_id":"a","pushkey":"k",{fields}}},{{"app_id":5}}]}}}}"#
+            );
+            parse(body.as_bytes(), 2).map(|n| Value::Object(n.devices[0].data.clone()))
+        };
+        let token = "$serde_json::private::RawValue";
+        assert_eq!(
+            device(&format!(r#""data":{{"x":{{"{token}":"[1, 2]"}}}}"#)),
+            Err(bad("notification.devices[1].app_id", "must be a string"))
+        );
+        for field in ["data", "tweaks"] {
+            assert_eq!(
+                device(&format!(r#""{field}":{{"x":{{"{token}":5}}}}"#)),
+                Err(ParseError::NotJson(
+                    "invalid type: integer `5`, expected raw value at line 1 column 40".into()
+                ))
+            );
+            assert_eq!(
+                device(&format!(r#""{field}":{{"x":{{"{token}":"[1,"}}}}"#)),
+                Err(ParseError::NotJson(
+                    "EOF while parsing a value at line 1 column 3".into()
+                ))
+            );
+        }
+        let one = |fields: &str| {
+            let body = format!(
+                r#"{{"notification":{{"devices":[{{"app_id":"a","pushkey":"k",{fields}}}]}}}}"#
+            );
+            parse(body.as_bytes(), 1).map(|n| Value::Object(n.devices[0].data.clone()))
+        };
+        assert_eq!(
+            one(&format!(r#""data":{{"x":{{"{token}":"[1, 2]"}}}}"#)),
+            Ok(serde_json::json!({"x": [1, 2]}))
+        );
+        assert_eq!(
+            one(&format!(r#""data":{{"{token}":5}}"#)),
+            Ok(serde_json::json!({ token: 5 }))
+        );
+    }
 }

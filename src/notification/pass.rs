@@ -126,7 +126,7 @@ pub(super) fn read(
     maps: Maps,
 ) -> Result<Option<Root<'_>>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let root = Any(RootReader { max_devices, maps }).deserialize(&mut de)?;
+    let root = Any(RootReader(Options { max_devices, maps })).deserialize(&mut de)?;
     de.end()?;
     Ok(match root {
         Seen::Is(root) => Some(root),
@@ -263,10 +263,14 @@ impl<'de, R: Reader<'de>> Visitor<'de> for Any<R> {
     }
 }
 
-struct RootReader {
+/// What the readers down to the devices are told.
+#[derive(Clone, Copy)]
+struct Options {
     max_devices: usize,
     maps: Maps,
 }
+
+struct RootReader(Options);
 
 impl<'de> Reader<'de> for RootReader {
     type Out = Root<'de>;
@@ -275,10 +279,7 @@ impl<'de> Reader<'de> for RootReader {
         while let Some(key) = map.next_key::<Key>()? {
             match key {
                 Key::Notification => {
-                    root.notification = map.next_value_seed(Any(NotificationReader {
-                        max_devices: self.max_devices,
-                        maps: self.maps,
-                    }))?;
+                    root.notification = map.next_value_seed(Any(NotificationReader(self.0)))?;
                 }
                 _ => skip_value(&mut map)?,
             }
@@ -287,10 +288,7 @@ impl<'de> Reader<'de> for RootReader {
     }
 }
 
-struct NotificationReader {
-    max_devices: usize,
-    maps: Maps,
-}
+struct NotificationReader(Options);
 
 impl<'de> Reader<'de> for NotificationReader {
     type Out = Fields<'de>;
@@ -318,10 +316,7 @@ impl<'de> Reader<'de> for NotificationReader {
                     continue;
                 }
                 Key::Devices => {
-                    n.devices = map.next_value_seed(Any(DevicesReader {
-                        max_devices: self.max_devices,
-                        maps: self.maps,
-                    }))?;
+                    n.devices = map.next_value_seed(Any(DevicesReader(self.0)))?;
                     continue;
                 }
                 _ => {
@@ -352,21 +347,19 @@ impl<'de> Reader<'de> for CountsReader {
     }
 }
 
-struct DevicesReader {
-    max_devices: usize,
-    maps: Maps,
-}
+struct DevicesReader(Options);
 
 impl<'de> Reader<'de> for DevicesReader {
     type Out = Devices<'de>;
     fn list<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Seen<Devices<'de>>, A::Error> {
+        let Options { max_devices, maps } = self.0;
         let mut devices = Devices {
             count: 0,
-            read: Vec::with_capacity(seq.size_hint().unwrap_or(1).min(self.max_devices)),
+            read: Vec::with_capacity(seq.size_hint().unwrap_or(1).min(max_devices)),
         };
         loop {
-            let more = if devices.read.len() < self.max_devices {
-                match seq.next_element_seed(Any(DeviceReader(self.maps)))? {
+            let more = if devices.read.len() < max_devices {
+                match seq.next_element_seed(Any(DeviceReader(maps)))? {
                     Some(device) => {
                         devices.read.push(device);
                         true

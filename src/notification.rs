@@ -8,9 +8,11 @@
 //!
 //! Memory is bounded by the body, not amplified by it: the body is never
 //! turned into a `serde_json::Value` tree (which costs 10–16 times the text).
-//! It is checked once as JSON without building anything (the same parser
-//! paths a `Value` takes, so the `M_NOT_JSON` messages are serde_json's own),
-//! then read field by field from borrowed slices of the body. The event
+//! It is read in one pass (`pass`) that walks it with the parser paths a
+//! `Value` takes (so the `M_NOT_JSON` messages are serde_json's own) and keeps
+//! only the fields the API defines, their strings borrowed from the body where
+//! they have no escapes; their types are checked after the pass, so a syntax
+//! error anywhere in the body wins over a field of the wrong type. The event
 //! `content`, by far the largest part, is kept as its raw JSON text
 //! ([`Content`]; with [`parse_shared`] a view into the body, not a copy) and
 //! parsed only by the payload builders that need it, one key at a time where
@@ -21,12 +23,16 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::ids::{AppId, EventId, PushKey};
+
+use self::pass::{MapOf, Maps, Scalar, Seen};
+
+mod pass;
 
 /// Why a body was refused; turned into a Matrix error by `api::error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,14 +51,6 @@ pub enum ParseError {
 const MAX_PUSHKEY_BYTES: usize = 512;
 const MAX_APP_ID_CHARS: usize = 64;
 const MAX_ID_BYTES: usize = 255;
-
-/// Refuses `value` at `path` when it is longer than `max` bytes.
-fn at_most_bytes(path: String, value: Option<&str>, max: usize) -> Result<(), ParseError> {
-    match value {
-        Some(v) if v.len() > max => Err(bad(path, format!("longer than {max} bytes"))),
-        _ => Ok(()),
-    }
-}
 
 fn bad(path: impl Into<String>, message: impl Into<String>) -> ParseError {
     ParseError::BadJson {
@@ -143,7 +141,7 @@ impl Content {
             // A later duplicate replaces an earlier one, as in a map; one that
             // is not a string removes it.
             let text = match kind_of(raw) {
-                Kind::String(raw) => serde_json::from_str::<String>(raw.get()).ok(),
+                Kind::String => serde_json::from_str::<String>(raw.get()).ok(),
                 _ => None,
             };
             match text {
@@ -398,87 +396,41 @@ fn parse_with(
     max_devices: usize,
     keep: KeepContent<'_>,
 ) -> Result<Notification, ParseError> {
-    // 1. Is it JSON? Walked with the parser paths a `Value` takes (so the
-    //    errors, recursion limit included, are the same), building nothing.
-    serde_json::from_slice::<Checked>(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    let starts_object = body
-        .iter()
-        .find(|b| !b" \t\r\n".contains(b))
-        .is_some_and(|b| *b == b'{');
-    if !starts_object {
+    // 1. One pass: is it JSON (as a `Value` parse says), and what the fields
+    //    the API defines hold.
+    let root = match pass::read(body, max_devices, Maps::InPlace) {
+        Ok(root) => root,
+        Err(e) => reread(body, max_devices, e)?,
+    };
+    let Some(root) = root else {
         return Err(ParseError::NotJson("the body must be a JSON object".into()));
-    }
-    // 2. Its shape, from slices of the body.
-    let root: RawObject<'_> =
-        serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    match root.last("notification").map(kind_of) {
-        Some(Kind::Object(n)) => parse_notification(n, max_devices, keep),
-        None | Some(Kind::Null) => Err(bad("notification", "required, but missing")),
-        Some(_) => Err(bad("notification", "must be an object")),
+    };
+    // 2. The fields' types, in a fixed order: the first wrong one is the error.
+    match root.notification {
+        Seen::Is(n) => check_notification(n, max_devices, keep),
+        Seen::Null => Err(bad("notification", "required, but missing")),
+        Seen::Other => Err(bad("notification", "must be an object")),
     }
 }
 
-/// Accepts any JSON value and keeps nothing of it.
-struct Checked;
-
-impl<'de> Deserialize<'de> for Checked {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Checked, D::Error> {
-        d.deserialize_any(CheckedVisitor)
-    }
-}
-
-struct CheckedVisitor;
-
-impl<'de> Visitor<'de> for CheckedVisitor {
-    type Value = Checked;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Checked, D::Error> {
-        Checked::deserialize(d)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
-        while seq.next_element::<Checked>()?.is_some() {}
-        Ok(Checked)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
-        while map.next_key::<Checked>()?.is_some() {
-            map.next_value::<Checked>()?;
-        }
-        Ok(Checked)
-    }
+/// The pass refused `body`: the error of a `Value` parse of it, if it has
+/// one (the pass's own may name another position); if it has none, the pass
+/// refused serde_json's raw-value token in a device's `data` or `tweaks`,
+/// which a second pass leaves to the field checks.
+#[cold]
+fn reread(
+    body: &[u8],
+    max_devices: usize,
+    first: serde_json::Error,
+) -> Result<Option<pass::Root<'_>>, ParseError> {
+    pass::check(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    pass::read(body, max_devices, Maps::Raw).map_err(|_| ParseError::NotJson(first.to_string()))
 }
 
 /// The entries of one JSON object as slices of the text, in order (a key may repeat).
 struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'a> RawObject<'a> {
-    fn of(raw: &'a RawValue) -> Result<RawObject<'a>, ParseError> {
-        Self::of_text(raw.get())
-    }
-
     fn of_text(text: &'a str) -> Result<RawObject<'a>, ParseError> {
         serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))
     }
@@ -535,211 +487,190 @@ impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
 }
 
 /// What a raw value is, from its first character (the text is valid JSON).
-enum Kind<'a> {
+enum Kind {
     Null,
-    String(&'a RawValue),
-    Bool(bool),
-    Number(&'a RawValue),
-    Array(&'a RawValue),
-    Object(&'a RawValue),
+    String,
+    Object,
+    Other,
 }
 
-fn kind_of(raw: &RawValue) -> Kind<'_> {
+fn kind_of(raw: &RawValue) -> Kind {
     match raw.get().trim_start().as_bytes().first() {
-        Some(b'"') => Kind::String(raw),
-        Some(b't') => Kind::Bool(true),
-        Some(b'f') => Kind::Bool(false),
-        Some(b'[') => Kind::Array(raw),
-        Some(b'{') => Kind::Object(raw),
+        Some(b'"') => Kind::String,
+        Some(b'{') => Kind::Object,
         Some(b'n') | None => Kind::Null,
-        Some(_) => Kind::Number(raw),
+        Some(_) => Kind::Other,
     }
 }
 
-fn decode<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Result<T, ParseError> {
-    serde_json::from_str(raw.get()).map_err(|e| ParseError::NotJson(e.to_string()))
+/// `prefix.key`, for an error's path.
+fn path(prefix: &str, key: &str) -> String {
+    format!("{prefix}.{key}")
 }
 
-/// Reads optional typed fields of one object, naming paths in errors.
-struct Fields<'p, 'a> {
-    path: &'p str,
-    map: RawObject<'a>,
-}
-
-impl<'a> Fields<'_, 'a> {
-    fn p(&self, key: &str) -> String {
-        format!("{}.{key}", self.path)
-    }
-
-    fn take(&mut self, key: &str) -> Option<Kind<'a>> {
-        match self.map.last(key).map(kind_of) {
-            None | Some(Kind::Null) => None,
-            some => some,
-        }
-    }
-
-    fn string(&mut self, key: &str) -> Result<Option<String>, ParseError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Kind::String(raw)) => decode(raw).map(Some),
-            Some(_) => Err(bad(self.p(key), "must be a string")),
-        }
-    }
-
-    /// A string where `""` means absent (Synapse's badge-only pushes send `"id": ""`).
-    fn non_empty(&mut self, key: &str) -> Result<Option<String>, ParseError> {
-        Ok(self.string(key)?.filter(|s| !s.is_empty()))
-    }
-
-    fn bool(&mut self, key: &str) -> Result<Option<bool>, ParseError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Kind::Bool(b)) => Ok(Some(b)),
-            Some(_) => Err(bad(self.p(key), "must be true or false")),
-        }
-    }
-
-    fn uint(&mut self, key: &str) -> Result<Option<u64>, ParseError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Kind::Number(raw)) => match decode::<serde_json::Number>(raw)?.as_u64() {
-                Some(v) => Ok(Some(v)),
-                None => Err(bad(self.p(key), "must be a non-negative integer")),
-            },
-            Some(_) => Err(bad(self.p(key), "must be a non-negative integer")),
-        }
-    }
-
-    /// An object, as the slices of its entries.
-    fn raw_object(&mut self, key: &str) -> Result<Option<&'a RawValue>, ParseError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Kind::Object(raw)) => Ok(Some(raw)),
-            Some(_) => Err(bad(self.p(key), "must be an object")),
-        }
-    }
-
-    fn object(&mut self, key: &str) -> Result<Option<Map<String, Value>>, ParseError> {
-        match self.raw_object(key)? {
-            None => Ok(None),
-            Some(raw) => decode(raw).map(Some),
-        }
+fn string(v: Scalar<'_>, prefix: &str, key: &str) -> Result<Option<String>, ParseError> {
+    match v {
+        Scalar::Null => Ok(None),
+        Scalar::Str(s) => Ok(Some(s.into_owned())),
+        _ => Err(bad(path(prefix, key), "must be a string")),
     }
 }
 
-fn parse_notification(
-    raw: &RawValue,
+/// A string where `""` means absent (Synapse's badge-only pushes send `"id": ""`).
+fn non_empty(v: Scalar<'_>, prefix: &str, key: &str) -> Result<Option<String>, ParseError> {
+    Ok(string(v, prefix, key)?.filter(|s| !s.is_empty()))
+}
+
+fn uint(v: Scalar<'_>, prefix: &str, key: &str) -> Result<Option<u64>, ParseError> {
+    match v {
+        Scalar::Null => Ok(None),
+        Scalar::UInt(n) => Ok(Some(n)),
+        _ => Err(bad(path(prefix, key), "must be a non-negative integer")),
+    }
+}
+
+/// Refuses the value at `prefix.key` when it is longer than `max` bytes.
+fn at_most_bytes(
+    prefix: &str,
+    key: &str,
+    value: Option<&str>,
+    max: usize,
+) -> Result<(), ParseError> {
+    match value {
+        Some(v) if v.len() > max => Err(bad(path(prefix, key), format!("longer than {max} bytes"))),
+        _ => Ok(()),
+    }
+}
+
+fn check_notification(
+    n: pass::Fields<'_>,
     max_devices: usize,
     keep: KeepContent<'_>,
 ) -> Result<Notification, ParseError> {
-    let mut f = Fields {
-        path: "notification",
-        map: RawObject::of(raw)?,
-    };
-    let event_id = f.non_empty("event_id")?;
-    let id = f.non_empty("id")?;
-    at_most_bytes(f.p("event_id"), event_id.as_deref(), MAX_ID_BYTES)?;
-    at_most_bytes(f.p("id"), id.as_deref(), MAX_ID_BYTES)?;
-    let room_id = f.non_empty("room_id")?;
-    at_most_bytes(f.p("room_id"), room_id.as_deref(), MAX_ID_BYTES)?;
-    let prio = match f.take("prio") {
-        None => Prio::High,
-        Some(Kind::String(raw)) if decode::<Cow<'_, str>>(raw)? == "low" => Prio::Low,
+    const P: &str = "notification";
+    let event_id = non_empty(n.event_id, P, "event_id")?;
+    let id = non_empty(n.id, P, "id")?;
+    at_most_bytes(P, "event_id", event_id.as_deref(), MAX_ID_BYTES)?;
+    at_most_bytes(P, "id", id.as_deref(), MAX_ID_BYTES)?;
+    let room_id = non_empty(n.room_id, P, "room_id")?;
+    at_most_bytes(P, "room_id", room_id.as_deref(), MAX_ID_BYTES)?;
+    let prio = match n.prio {
+        Scalar::Null => Prio::High,
+        Scalar::Str(s) if s == "low" => Prio::Low,
         // The spec allows only high/low; anything else is treated as high rather than refused.
-        Some(Kind::String(_)) => Prio::High,
-        Some(_) => {
+        Scalar::Str(_) => Prio::High,
+        _ => {
             return Err(bad(
                 "notification.prio",
                 "must be a string (\"high\" or \"low\")",
             ))
         }
     };
-    let counts = match f.raw_object("counts")? {
-        None => Counts::default(),
-        Some(raw) => {
-            let mut c = Fields {
-                path: "notification.counts",
-                map: RawObject::of(raw)?,
-            };
+    let counts = match n.counts {
+        Seen::Null => Counts::default(),
+        Seen::Is(c) => {
+            const C: &str = "notification.counts";
             Counts {
-                unread: c.uint("unread")?,
-                missed_calls: c.uint("missed_calls")?,
+                unread: uint(c.unread, C, "unread")?,
+                missed_calls: uint(c.missed_calls, C, "missed_calls")?,
             }
         }
+        Seen::Other => return Err(bad("notification.counts", "must be an object")),
     };
-    let sender = f.string("sender")?;
-    let mut n = Notification {
-        event_id: event_id.or(id).map(EventId::from),
-        room_id,
-        kind: f.non_empty("type")?,
-        sender: sender.clone().filter(|s| !s.is_empty()),
-        sender_empty: sender.is_some_and(|s| s.is_empty()),
-        sender_display_name: f.non_empty("sender_display_name")?,
-        room_name: f.non_empty("room_name")?,
-        room_alias: f.non_empty("room_alias")?,
-        membership: f.non_empty("membership")?,
-        user_is_target: f.bool("user_is_target")?,
-        prio,
-        content: f.raw_object("content")?.map(keep),
-        counts,
-        devices: Vec::new(),
+    let sender = string(n.sender, P, "sender")?;
+    let kind = non_empty(n.kind, P, "type")?;
+    let sender_display_name = non_empty(n.sender_display_name, P, "sender_display_name")?;
+    let room_name = non_empty(n.room_name, P, "room_name")?;
+    let room_alias = non_empty(n.room_alias, P, "room_alias")?;
+    let membership = non_empty(n.membership, P, "membership")?;
+    let user_is_target = match n.user_is_target {
+        Scalar::Null => None,
+        Scalar::Bool(b) => Some(b),
+        _ => return Err(bad("notification.user_is_target", "must be true or false")),
     };
-    let devices: Vec<&RawValue> = match f.take("devices") {
-        None => return Err(bad("notification.devices", "required, but missing")),
-        Some(Kind::Array(raw)) => decode(raw)?,
-        Some(_) => return Err(bad("notification.devices", "must be a list")),
+    let content = match n.content.map(|raw| (kind_of(raw), raw)) {
+        None | Some((Kind::Null, _)) => None,
+        Some((Kind::Object, raw)) => Some(keep(raw)),
+        Some(_) => return Err(bad("notification.content", "must be an object")),
     };
-    if devices.is_empty() {
+    let devices = match n.devices {
+        Seen::Null => return Err(bad("notification.devices", "required, but missing")),
+        Seen::Is(d) => d,
+        Seen::Other => return Err(bad("notification.devices", "must be a list")),
+    };
+    if devices.count == 0 {
         return Err(bad("notification.devices", "must not be empty"));
     }
-    if devices.len() > max_devices {
+    if devices.count > max_devices {
         return Err(bad(
             "notification.devices",
             format!(
                 "{} devices, at most {max_devices} are accepted per request",
-                devices.len()
+                devices.count
             ),
         ));
     }
-    n.devices = devices
-        .into_iter()
-        .enumerate()
-        .map(|(i, d)| parse_device(i, d))
-        .collect::<Result<_, _>>()?;
-    Ok(n)
+    Ok(Notification {
+        event_id: event_id.or(id).map(EventId::from),
+        room_id,
+        kind,
+        sender_empty: sender.as_deref().is_some_and(str::is_empty),
+        sender: sender.filter(|s| !s.is_empty()),
+        sender_display_name,
+        room_name,
+        room_alias,
+        membership,
+        user_is_target,
+        prio,
+        content,
+        counts,
+        devices: devices
+            .read
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| check_device(i, d))
+            .collect::<Result<_, _>>()?,
+    })
 }
 
-fn parse_device(i: usize, raw: &RawValue) -> Result<Device, ParseError> {
-    let path = format!("notification.devices[{i}]");
-    let Kind::Object(raw) = kind_of(raw) else {
-        return Err(bad(path, "must be an object"));
+fn check_device(i: usize, d: Seen<pass::DeviceFields<'_>>) -> Result<Device, ParseError> {
+    let path = || format!("notification.devices[{i}]");
+    let d = match d {
+        Seen::Is(d) => d,
+        Seen::Null | Seen::Other => return Err(bad(path(), "must be an object")),
     };
-    let mut f = Fields {
-        path: &path,
-        map: RawObject::of(raw)?,
-    };
-    let required = |f: &mut Fields<'_, '_>, key: &str| -> Result<String, ParseError> {
-        match f.string(key)? {
+    let required = |v: Scalar<'_>, key: &str| -> Result<String, ParseError> {
+        match string(v, &path(), key)? {
             Some(s) if !s.is_empty() => Ok(s),
-            Some(_) => Err(bad(f.p(key), "must not be empty")),
-            None => Err(bad(f.p(key), "required, but missing")),
+            Some(_) => Err(bad(format!("{}.{key}", path()), "must not be empty")),
+            None => Err(bad(format!("{}.{key}", path()), "required, but missing")),
         }
     };
-    let app_id = required(&mut f, "app_id")?;
+    let app_id = required(d.app_id, "app_id")?;
     if app_id.chars().count() > MAX_APP_ID_CHARS {
         return Err(bad(
-            f.p("app_id"),
+            format!("{}.app_id", path()),
             format!("longer than {MAX_APP_ID_CHARS} characters"),
         ));
     }
-    let pushkey = required(&mut f, "pushkey")?;
-    at_most_bytes(f.p("pushkey"), Some(&pushkey), MAX_PUSHKEY_BYTES)?;
+    let pushkey = required(d.pushkey, "pushkey")?;
+    at_most_bytes(&path(), "pushkey", Some(&pushkey), MAX_PUSHKEY_BYTES)?;
+    let object = |v: Seen<MapOf<'_>>, key: &str| -> Result<Map<String, Value>, ParseError> {
+        match v {
+            Seen::Null => Ok(Map::new()),
+            Seen::Is(MapOf::Built(m)) => Ok(m),
+            Seen::Is(MapOf::Raw(raw)) => {
+                serde_json::from_str(raw.get()).map_err(|e| ParseError::NotJson(e.to_string()))
+            }
+            Seen::Other => Err(bad(format!("{}.{key}", path()), "must be an object")),
+        }
+    };
     Ok(Device {
         app_id: app_id.into(),
         pushkey: pushkey.into(),
-        pushkey_ts: f.uint("pushkey_ts")?,
-        data: f.object("data")?.unwrap_or_default(),
-        tweaks: f.object("tweaks")?.unwrap_or_default(),
+        pushkey_ts: uint(d.pushkey_ts, &path(), "pushkey_ts")?,
+        data: object(d.data, "data")?,
+        tweaks: object(d.tweaks, "tweaks")?,
     })
 }
 
@@ -891,6 +822,366 @@ mod tests {
         assert_eq!(
             parse(body, 100),
             Err(bad("notification.devices[1].pushkey", "must be a string"))
+        );
+    }
+
+    const DEVICE: &str = r#"{"app_id":"a","pushkey":"k"}"#;
+
+    /// What a `Value` parse of `body` says is wrong with it.
+    fn value_error(body: &[u8]) -> ParseError {
+        let e = serde_json::from_slice::<Value>(body).expect_err("malformed");
+        ParseError::NotJson(e.to_string())
+    }
+
+    /// `levels` nested arrays.
+    fn nested(levels: usize) -> String {
+        format!("{}{}", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    #[test]
+    fn a_syntax_error_anywhere_wins_over_a_shape_error() {
+        let bodies: Vec<Vec<u8>> = vec![
+            br#"{"notification":5,"x":[1,]}"#.to_vec(),
+            br#"{"notification":{"event_id":5,"devices":[]},"x":1e999}"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":3}],"content":{"a":"\ud800"}}}"#.to_vec(),
+            br#"{"notification":{"devices":[5]}} x"#.to_vec(),
+            br#"{"notification":{"counts":{"unread":-1},"sender":"\ud800"}}"#.to_vec(),
+            br#"{"notification":{"counts":{"unread":-1},"sender":"\x"}}"#.to_vec(),
+            // Invalid JSON in a value a later key replaces, or beyond the devices taken.
+            br#"{"notification":{"content":{"a":1e999},"content":{},"devices":[{"app_id":"a","pushkey":"k"}]}}"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","data":{"a":1e999},"data":{}}]}}"#.to_vec(),
+            br#"{"notification":{"content":{"a":-1e999},"devices":[{"app_id":"a","pushkey":"k"}]},"notification":{"devices":[{"app_id":"a","pushkey":"k"}]}}"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k"},{"app_id":"a","pushkey":"k","data":{"a":1e999}}]}}"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k"}],"content":{"a":[1,]}}}"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k"}],"content":{"a":{"b":1,}}}}"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k"}],"content":{"a":tru}}}"#.to_vec(),
+            b"{\"notification\":{\"devices\":[{\"app_id\":\"a\",\"pushkey\":\"k\"}],\"content\":{\"\xff\":1}}}".to_vec(),
+            b"{\"notification\":{\"devices\":[{\"app_id\":\"a\",\"pushkey\":\"k\"}],\"content\":{\"a\":1}\xff}}".to_vec(),
+            b"{\"notification\":{\"devices\":[{\"app_id\":\"a\",\"pushkey\":\"k\",\"\xff\":1}]}}".to_vec(),
+            b"{\"notification\":{\"devices\":[{\"app_id\":\"a\",\"pushkey\":\"k\"}],\"content\":{\"a\":\"\t\"}}}".to_vec(),
+            b"{\"notification\":{\"devices\":[{\"app_id\":\"a\",\"pushkey\":\"k\"}],\"content\":{\"a\":1}".to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k"}],"content":{"a":1}}}}"#.to_vec(),
+            br#"[1e999]"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k"}],"content":{"a":NaN}}}"#.to_vec(),
+            br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k"}],"content":{"a":-Infinity}}}"#.to_vec(),
+        ];
+        for body in bodies {
+            let expected = Err(value_error(&body));
+            assert_eq!(
+                parse(&body, 1),
+                expected,
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+            assert_eq!(parse_shared(&Bytes::from(body), 1), expected);
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_json_but_not_an_object_is_not_json() {
+        for body in ["[]", " \n[1]", "\"x\"", "1", "null", "true"] {
+            assert_eq!(
+                parse(body.as_bytes(), 1),
+                Err(ParseError::NotJson("the body must be a JSON object".into())),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_recursion_limit_counts_from_the_body_root() {
+        // (template, most levels at `@` that a `Value` parse of the body accepts: 127 in all)
+        let d = DEVICE;
+        let cases = [
+            (
+                format!(r#"{{"x":@,"notification":{{"devices":[{d}]}}}}"#),
+                126,
+            ),
+            (
+                format!(r#"{{"notification":{{"x":@,"devices":[{d}]}}}}"#),
+                125,
+            ),
+            (
+                format!(r#"{{"notification":{{"content":{{"a":@}},"devices":[{d}]}}}}"#),
+                124,
+            ),
+            (
+                format!(
+                    r#"{{"notification":{{"content":{{"a":@}},"content":{{}},"devices":[{d}]}}}}"#
+                ),
+                124,
+            ),
+            (
+                format!(r#"{{"notification":{{"counts":{{"x":@}},"devices":[{d}]}}}}"#),
+                124,
+            ),
+            (format!(r#"{{"notification":{{"devices":[{d},@]}}}}"#), 124),
+            (
+                r#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","x":@}]}}"#.to_owned(),
+                123,
+            ),
+            (
+                r#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","data":{"a":@}}]}}"#
+                    .to_owned(),
+                122,
+            ),
+            (
+                r#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","tweaks":{"a":@}}]}}"#
+                    .to_owned(),
+                122,
+            ),
+            (
+                r#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","pushkey_ts":@}]}}"#
+                    .to_owned(),
+                123,
+            ),
+            (
+                format!(r#"{{"notification":{{"event_id":@,"devices":[{d}]}}}}"#),
+                125,
+            ),
+        ];
+        for (template, most) in cases {
+            let deepest = template.replace('@', &nested(most));
+            assert!(
+                serde_json::from_str::<Value>(&deepest).is_ok(),
+                "{template}"
+            );
+            let too_deep = template.replace('@', &nested(most + 1));
+            assert!(
+                !matches!(parse(deepest.as_bytes(), 2), Err(ParseError::NotJson(_))),
+                "{template}: {:?}",
+                parse(deepest.as_bytes(), 2)
+            );
+            assert_eq!(
+                parse(too_deep.as_bytes(), 2),
+                Err(value_error(too_deep.as_bytes())),
+                "{template}"
+            );
+        }
+        // The deepest content is kept as sent.
+        let deepest = format!(
+            r#"{{"notification":{{"content":{{"a":{}}},"devices":[{DEVICE}]}}}}"#,
+            nested(124)
+        );
+        let n = parse(deepest.as_bytes(), 1).expect("accepted");
+        assert_eq!(
+            n.content.expect("content").get(),
+            format!(r#"{{"a":{}}}"#, nested(124))
+        );
+    }
+
+    #[test]
+    fn a_repeated_key_counts_by_its_last_value_at_every_level() {
+        let d = DEVICE;
+        let root = |body: String| parse(body.as_bytes(), 1);
+        assert!(root(format!(
+            r#"{{"notification":{{"devices":[]}},"notification":{{"devices":[{d}]}}}}"#
+        ))
+        .is_ok());
+        let refused = [
+            (
+                format!(r#"{{"notification":{{"devices":[{d}]}},"notification":null}}"#),
+                bad("notification", "required, but missing"),
+            ),
+            (
+                format!(r#"{{"notification":{{"devices":[{d}]}},"notification":[]}}"#),
+                bad("notification", "must be an object"),
+            ),
+            (
+                format!(r#"{{"notification":{{"devices":[{d}],"devices":5}}}}"#),
+                bad("notification.devices", "must be a list"),
+            ),
+            (
+                format!(r#"{{"notification":{{"content":{{}},"content":[],"devices":[{d}]}}}}"#),
+                bad("notification.content", "must be an object"),
+            ),
+        ];
+        for (body, error) in refused {
+            assert_eq!(root(body.clone()), Err(error), "{body}");
+        }
+        let body = r#"{"notification":{"event_id":"$a","event_id":"$b","room_id":"!r","room_id":null,
+            "sender":5,"sender":"@s","counts":{"unread":1},"counts":{"missed_calls":2},
+            "prio":"low","prio":"high","type":"t","type":"","user_is_target":1,"user_is_target":false,
+            "content":{"a":1},"content":{"b":2},"devices":[{"app_id":"x"}],"devices":[
+            {"app_id":"a","app_id":"b","pushkey":5,"pushkey":"k","data":{"x":1},"data":{"y":2},
+              "tweaks":{"s":1},"tweaks":null,"pushkey_ts":1,"pushkey_ts":null}]}}"#
+            .to_owned();
+        let n = root(body).expect("accepted");
+        assert_eq!(n.event_id, Some(EventId::from("$b")));
+        assert_eq!(n.room_id, None);
+        assert_eq!(n.sender.as_deref(), Some("@s"));
+        assert_eq!(
+            n.counts,
+            Counts {
+                unread: None,
+                missed_calls: Some(2)
+            }
+        );
+        assert_eq!(n.prio, Prio::High);
+        assert_eq!(n.kind, None);
+        assert_eq!(n.user_is_target, Some(false));
+        assert_eq!(n.content.expect("content").get(), r#"{"b":2}"#);
+        assert_eq!(n.devices.len(), 1);
+        let dev = &n.devices[0];
+        assert_eq!(dev.app_id, "b");
+        assert_eq!(dev.pushkey, "k");
+        assert_eq!(dev.pushkey_ts, None);
+        assert_eq!(Value::Object(dev.data.clone()), serde_json::json!({"y": 2}));
+        assert!(dev.tweaks.is_empty());
+    }
+
+    #[test]
+    fn shape_errors_come_in_field_order() {
+        let long = "x".repeat(256);
+        let long_app = "a".repeat(65);
+        let cases: Vec<(String, usize, ParseError)> = vec![
+            (r#"{"notification":{"devices":5,"event_id":5}}"#.into(), 1, bad("notification.event_id", "must be a string")),
+            (format!(r#"{{"notification":{{"event_id":"{long}","id":5}}}}"#), 1, bad("notification.id", "must be a string")),
+            (format!(r#"{{"notification":{{"id":"{long}","room_id":5}}}}"#), 1, bad("notification.id", "longer than 255 bytes")),
+            (r#"{"notification":{"prio":1,"room_id":5}}"#.into(), 1, bad("notification.room_id", "must be a string")),
+            (r#"{"notification":{"counts":5,"prio":1}}"#.into(), 1, bad("notification.prio", "must be a string (\"high\" or \"low\")")),
+            (r#"{"notification":{"sender":5,"counts":{"missed_calls":-1,"unread":1.5}}}"#.into(), 1, bad("notification.counts.unread", "must be a non-negative integer")),
+            (r#"{"notification":{"sender":5,"counts":[]}}"#.into(), 1, bad("notification.counts", "must be an object")),
+            (r#"{"notification":{"type":5,"sender":5}}"#.into(), 1, bad("notification.sender", "must be a string")),
+            (r#"{"notification":{"membership":5,"room_alias":5,"room_name":5,"sender_display_name":5,"type":5}}"#.into(), 1, bad("notification.type", "must be a string")),
+            (r#"{"notification":{"membership":5,"room_alias":5,"room_name":5,"sender_display_name":5}}"#.into(), 1, bad("notification.sender_display_name", "must be a string")),
+            (r#"{"notification":{"membership":5,"room_alias":5,"room_name":5}}"#.into(), 1, bad("notification.room_name", "must be a string")),
+            (r#"{"notification":{"membership":5,"room_alias":5}}"#.into(), 1, bad("notification.room_alias", "must be a string")),
+            (r#"{"notification":{"user_is_target":"x","membership":5}}"#.into(), 1, bad("notification.membership", "must be a string")),
+            (r#"{"notification":{"content":5,"user_is_target":"x"}}"#.into(), 1, bad("notification.user_is_target", "must be true or false")),
+            (r#"{"notification":{"devices":5,"content":5}}"#.into(), 1, bad("notification.content", "must be an object")),
+            (r#"{"notification":{"devices":null}}"#.into(), 1, bad("notification.devices", "required, but missing")),
+            (r#"{"notification":{"devices":{}}}"#.into(), 1, bad("notification.devices", "must be a list")),
+            (r#"{"notification":{"devices":[]}}"#.into(), 1, bad("notification.devices", "must not be empty")),
+            (r#"{"notification":{"devices":[5,{"app_id":5}]}}"#.into(), 1, bad("notification.devices", "2 devices, at most 1 are accepted per request")),
+            (format!(r#"{{"notification":{{"devices":[{DEVICE},null]}}}}"#), 2, bad("notification.devices[1]", "must be an object")),
+            (format!(r#"{{"notification":{{"devices":[{DEVICE},[],5]}}}}"#), 3, bad("notification.devices[1]", "must be an object")),
+            (r#"{"notification":{"devices":[{"pushkey":5,"app_id":""}]}}"#.into(), 1, bad("notification.devices[0].app_id", "must not be empty")),
+            (format!(r#"{{"notification":{{"devices":[{{"pushkey":5,"app_id":"{long_app}"}}]}}}}"#), 1, bad("notification.devices[0].app_id", "longer than 64 characters")),
+            (r#"{"notification":{"devices":[{"app_id":"a","pushkey":"","pushkey_ts":-1}]}}"#.into(), 1, bad("notification.devices[0].pushkey", "must not be empty")),
+            (r#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","data":5,"pushkey_ts":-1}]}}"#.into(), 1, bad("notification.devices[0].pushkey_ts", "must be a non-negative integer")),
+            (r#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","tweaks":5,"data":5}]}}"#.into(), 1, bad("notification.devices[0].data", "must be an object")),
+            (r#"{"notification":{"devices":[{"app_id":"a","pushkey":"k","tweaks":5}]}}"#.into(), 1, bad("notification.devices[0].tweaks", "must be an object")),
+        ];
+        for (body, max, expected) in cases {
+            assert_eq!(parse(body.as_bytes(), max), Err(expected), "{body}");
+        }
+    }
+
+    #[test]
+    fn values_are_read_as_their_json_types() {
+        let ts = |v: &str| {
+            let body = format!(
+                r#"{{"notification":{{"devices":[{{"app_id":"a","pushkey":"k","pushkey_ts":{v}}}]}}}}"#
+            );
+            parse(body.as_bytes(), 1).map(|n| n.devices[0].pushkey_ts)
+        };
+        assert_eq!(ts("0"), Ok(Some(0)));
+        assert_eq!(ts("18446744073709551615"), Ok(Some(u64::MAX)));
+        let not_uint = Err(bad(
+            "notification.devices[0].pushkey_ts",
+            "must be a non-negative integer",
+        ));
+        for v in [
+            "18446744073709551616",
+            "-0",
+            "1.0",
+            "1e2",
+            "-1",
+            "\"1\"",
+            "true",
+            "[]",
+            "{}",
+        ] {
+            assert_eq!(ts(v), not_uint, "{v}");
+        }
+        let notification = |fields: &str| {
+            let body = format!(r#"{{"notification":{{{fields},"devices":[{DEVICE}]}}}}"#);
+            parse(body.as_bytes(), 1)
+        };
+        let prio = |v: &str| notification(&format!(r#""prio":{v}"#)).map(|n| n.prio);
+        assert_eq!(prio(r#""low""#), Ok(Prio::Low));
+        assert_eq!(prio(r#""\u006cow""#), Ok(Prio::Low));
+        assert_eq!(prio(r#""LOW""#), Ok(Prio::High));
+        assert_eq!(prio(r#""""#), Ok(Prio::High));
+        assert_eq!(prio("null"), Ok(Prio::High));
+        let n = notification(
+            r#""\u0065vent_id":"","id":"$x","sender":"\u0041\n","type":"","room_name":"\u00e9","user_is_target":true"#,
+        )
+        .expect("accepted");
+        assert_eq!(n.event_id, Some(EventId::from("$x")));
+        assert_eq!(n.sender.as_deref(), Some("A\n"));
+        assert_eq!(n.kind, None);
+        assert_eq!(n.room_name.as_deref(), Some("é"));
+        assert_eq!(n.user_is_target, Some(true));
+        let n = notification(r#""counts":{"unread":0,"missed_calls":18446744073709551615,"x":[{}]},"unknown":{"a":[1,2.5,"x",null]}"#)
+            .expect("accepted");
+        assert_eq!(
+            n.counts,
+            Counts {
+                unread: Some(0),
+                missed_calls: Some(u64::MAX)
+            }
+        );
+        let n = notification(r#""counts":null,"content":null"#).expect("accepted");
+        assert_eq!(n.counts, Counts::default());
+        assert_eq!(n.content, None);
+        let body = br#" {"notification":{"devices":[{"app_id":"a","pushkey":"k","data":{"url":"u","n":[1.5,-2,{"x":null}]},"tweaks":{"sound":"s"}}]}} "#;
+        let d = &parse(body, 1).expect("accepted").devices[0];
+        assert_eq!(
+            Value::Object(d.data.clone()),
+            serde_json::json!({"url": "u", "n": [1.5, -2, {"x": null}]})
+        );
+        assert_eq!(
+            Value::Object(d.tweaks.clone()),
+            serde_json::json!({"sound": "s"})
+        );
+    }
+
+    /// serde_json's `Value` parse reads an object whose first key is its
+    /// private raw-value token as JSON text: a device's `data` and `tweaks`
+    /// are read as such a parse of their own text (the errors' positions
+    /// count from that text), in field order.
+    #[test]
+    fn the_raw_value_token_in_data_reads_as_a_parse_of_data_alone() {
+        let device = |fields: &str| {
+            let body = format!(
+                r#"{{"notification":{{"devices":[{{"app_id":"a","pushkey":"k",{fields}}},{{"app_id":5}}]}}}}"#
+            );
+            parse(body.as_bytes(), 2).map(|n| Value::Object(n.devices[0].data.clone()))
+        };
+        let token = "$serde_json::private::RawValue";
+        assert_eq!(
+            device(&format!(r#""data":{{"x":{{"{token}":"[1, 2]"}}}}"#)),
+            Err(bad("notification.devices[1].app_id", "must be a string"))
+        );
+        for field in ["data", "tweaks"] {
+            assert_eq!(
+                device(&format!(r#""{field}":{{"x":{{"{token}":5}}}}"#)),
+                Err(ParseError::NotJson(
+                    "invalid type: integer `5`, expected raw value at line 1 column 40".into()
+                ))
+            );
+            assert_eq!(
+                device(&format!(r#""{field}":{{"x":{{"{token}":"[1,"}}}}"#)),
+                Err(ParseError::NotJson(
+                    "EOF while parsing a value at line 1 column 3".into()
+                ))
+            );
+        }
+        let one = |fields: &str| {
+            let body = format!(
+                r#"{{"notification":{{"devices":[{{"app_id":"a","pushkey":"k",{fields}}}]}}}}"#
+            );
+            parse(body.as_bytes(), 1).map(|n| Value::Object(n.devices[0].data.clone()))
+        };
+        assert_eq!(
+            one(&format!(r#""data":{{"x":{{"{token}":"[1, 2]"}}}}"#)),
+            Ok(serde_json::json!({"x": [1, 2]}))
+        );
+        assert_eq!(
+            one(&format!(r#""data":{{"{token}":5}}"#)),
+            Ok(serde_json::json!({ token: 5 }))
         );
     }
 }

@@ -20,6 +20,7 @@ mod breaker;
 mod capacity;
 pub mod clock;
 mod dedup;
+mod finish;
 pub mod outbox;
 mod request;
 
@@ -255,15 +256,25 @@ impl Dispatcher {
 
     /// Delivers `n` to all its devices and says what to answer.
     ///
-    /// Runs in its own task: a homeserver that hangs up mid-request does not
-    /// cut the work short (claims and outbox entries are always settled).
+    /// A homeserver that hangs up mid-request does not cut the work short
+    /// (claims and outbox entries are always settled): if the caller is
+    /// dropped, the rest runs in a task of its own ([`finish::Finished`]).
     pub async fn dispatch(self: &Arc<Self>, n: Notification, request_id: String) -> Answer {
         let this = self.clone();
         let run = async move { request::run(this, Arc::new(n), request_id).await };
-        match tokio::spawn(run.instrument(tracing::Span::current())).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                tracing::error!(error = %e, "dispatch task failed (a bug)");
+        let run = AssertUnwindSafe(run.instrument(tracing::Span::current())).catch_unwind();
+        match finish::Finished::new(run, &self.after_answer).await {
+            Some(Ok(answer)) => answer,
+            panicked => {
+                let why = match &panicked {
+                    Some(Err(p)) => p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                tracing::error!(error = why, "dispatch panicked (a bug)");
                 Answer {
                     unqueued: 1,
                     ..Answer::default()

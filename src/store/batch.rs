@@ -84,24 +84,6 @@ where
     tx
 }
 
-/// The same on a thread of its own, for `run` that blocks (a synchronous
-/// database connection): one hand-off per group, none per statement.
-fn spawn_grouping_thread<T, F>(name: &str, mut run: F) -> std::io::Result<mpsc::Sender<T>>
-where
-    T: Send + 'static,
-    F: FnMut(Vec<T>) + Send + 'static,
-{
-    let (tx, mut rx) = mpsc::channel::<T>(QUEUE);
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            while let Some(first) = rx.blocking_recv() {
-                run(gather(first, &mut rx));
-            }
-        })?;
-    Ok(tx)
-}
-
 /// `first` and whatever else is waiting, up to [`MAX_BATCH`].
 fn gather<T>(first: T, rx: &mut mpsc::Receiver<T>) -> Vec<T> {
     let mut group = vec![first];
@@ -138,6 +120,18 @@ fn split_jobs(group: Vec<Job>) -> (Vec<Op>, Vec<Lookup>) {
         }
     }
     (ops, lookups)
+}
+
+/// The queue of a thread started by [`Writer::start_thread`].
+pub struct Groups(mpsc::Receiver<Job>);
+
+impl Groups {
+    /// Waits for the next group: its operations and its lookups, each in
+    /// order; `None` once every caller's handle is gone.
+    pub fn next(&mut self) -> Option<(Vec<Op>, Vec<Lookup>)> {
+        let first = self.0.blocking_recv()?;
+        Some(split_jobs(gather(first, &mut self.0)))
+    }
 }
 
 /// The callers' side of the reader task.
@@ -249,16 +243,18 @@ impl Writer {
         }
     }
 
-    /// A writer and a reader served by one thread named `name`, with a `run`
-    /// that blocks: it gets the operations and the lookups waiting, in order.
-    pub fn start_thread<F>(name: &str, mut run: F) -> std::io::Result<(Writer, Reader)>
+    /// A writer and a reader served by one thread named `name`, which runs
+    /// `serve`: it takes the groups of operations and lookups as they come
+    /// ([`Groups::next`]), and can keep what it prepared (a connection, its
+    /// statements) across them. One hand-off per group, none per statement.
+    pub fn start_thread<F>(name: &str, serve: F) -> std::io::Result<(Writer, Reader)>
     where
-        F: FnMut(Vec<Op>, Vec<Lookup>) + Send + 'static,
+        F: FnOnce(Groups) + Send + 'static,
     {
-        let tx = spawn_grouping_thread(name, move |group: Vec<Job>| {
-            let (ops, lookups) = split_jobs(group);
-            run(ops, lookups)
-        })?;
+        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || serve(Groups(rx)))?;
         let reader = Reader { tx: tx.clone() };
         let writer = Writer {
             tx,

@@ -22,9 +22,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, Statement};
 
-use super::batch::{self, Done, Op, Reader, Writer};
+use super::batch::{self, Done, Groups, Op, Reader, Writer};
 use super::held::Held;
 use super::{DeviceKey, Rejection, Settlement, StoreError};
 
@@ -32,15 +32,18 @@ use super::{DeviceKey, Rejection, Settlement, StoreError};
 /// rejections, on a connection of its own to `path` (a database already
 /// migrated and in WAL mode); `turn` is the sqlx writer's.
 pub fn start(path: &Path, turn: Held<sqlx::Sqlite>) -> Result<(Writer, Reader), StoreError> {
-    let mut conn = open(path)?;
-    Ok(Writer::start_thread("store", move |ops, lookups| {
-        // Lookups first: they are short, and a request waits for them before it sends anything.
-        if !lookups.is_empty() {
-            batch::answer_lookups(lookups, |devices| Ok(rejections(&conn, devices)?));
-        }
-        if !ops.is_empty() {
-            let _turn = turn.lock_blocking();
-            write_group(&mut conn, ops);
+    let conn = open(path)?;
+    Ok(Writer::start_thread("store", move |mut groups: Groups| {
+        let mut st = Statements::new(&conn);
+        while let Some((ops, lookups)) = groups.next() {
+            // Lookups first: they are short, and a request waits for them before it sends anything.
+            if !lookups.is_empty() {
+                batch::answer_lookups(lookups, |devices| Ok(rejections(&mut st, devices)?));
+            }
+            if !ops.is_empty() {
+                let _turn = turn.lock_blocking();
+                write_group(&mut st, ops);
+            }
         }
     })?)
 }
@@ -58,12 +61,143 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Every device's remembered rejection, in one read transaction.
-fn rejections(conn: &Connection, devices: &[DeviceKey]) -> rusqlite::Result<Vec<Rejection>> {
-    let snapshot = conn.unchecked_transaction()?;
-    let mut find = snapshot.prepare_cached(
-        "SELECT rejected_at, reason FROM rejections WHERE app_id = ?1 AND pushkey = ?2",
-    )?;
+/// Every statement the thread runs, by what it does.
+#[derive(Clone, Copy)]
+enum Sql {
+    Begin,
+    BeginImmediate,
+    Commit,
+    Rollback,
+    FindRejection,
+    Claim,
+    SettleClaim,
+    ReleaseClaim,
+    Forget,
+    Remember,
+    NewNotification,
+    Enqueue,
+    Dequeue,
+    Reschedule,
+}
+
+const SQL_COUNT: usize = Sql::Reschedule as usize + 1;
+
+impl Sql {
+    fn text(self) -> &'static str {
+        match self {
+            Sql::Begin => "BEGIN",
+            Sql::BeginImmediate => "BEGIN IMMEDIATE",
+            Sql::Commit => "COMMIT",
+            Sql::Rollback => "ROLLBACK",
+            Sql::FindRejection => {
+                "SELECT rejected_at, reason FROM rejections WHERE app_id = ?1 AND pushkey = ?2"
+            }
+            // Granted when the row is new, or taken over (an expired lease, or
+            // settled before the de-duplication window): a row changed.
+            Sql::Claim => {
+                "INSERT INTO claims (app_id, pushkey, event_id, settled, until_ms) \
+                 VALUES (?1, ?2, ?3, 0, ?4) \
+                 ON CONFLICT (app_id, pushkey, event_id) DO UPDATE \
+                 SET settled = 0, until_ms = excluded.until_ms \
+                 WHERE (claims.settled = 0 AND claims.until_ms < ?5) \
+                 OR (claims.settled = 1 AND claims.until_ms < ?6)"
+            }
+            Sql::SettleClaim => {
+                "UPDATE claims SET settled = 1, until_ms = ?4 \
+                 WHERE app_id = ?1 AND pushkey = ?2 AND event_id = ?3"
+            }
+            Sql::ReleaseClaim => {
+                "DELETE FROM claims WHERE settled = 0 \
+                 AND app_id = ?1 AND pushkey = ?2 AND event_id = ?3"
+            }
+            Sql::Forget => "DELETE FROM rejections WHERE app_id = ?1 AND pushkey = ?2",
+            Sql::Remember => {
+                "INSERT INTO rejections (app_id, pushkey, rejected_at, reason) \
+                 VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (app_id, pushkey) DO UPDATE \
+                 SET rejected_at = excluded.rejected_at, reason = excluded.reason"
+            }
+            Sql::NewNotification => {
+                "INSERT INTO outbox_notifications (body, created_at) VALUES (?1, ?2)"
+            }
+            Sql::Enqueue => {
+                "INSERT INTO outbox (app_id, pushkey, body, created_at, due_at, attempts, \
+                 last_error, notification_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            }
+            Sql::Dequeue => "DELETE FROM outbox WHERE id = ?1",
+            Sql::Reschedule => {
+                "UPDATE outbox SET due_at = ?1, attempts = ?2, last_error = ?3 WHERE id = ?4"
+            }
+        }
+    }
+}
+
+/// The connection's statements, each prepared on its first use and kept
+/// for the thread's life. Not rusqlite's statement cache: that looks every
+/// statement up by its text and puts it back on each use, and `BEGIN` /
+/// `COMMIT` run through `execute_batch` were parsed anew every time;
+/// measured, the two were about a tenth of the store's instructions per
+/// notification (docs/performance.md, "Store on the hot path").
+struct Statements<'c> {
+    conn: &'c Connection,
+    prepared: [Option<Statement<'c>>; SQL_COUNT],
+}
+
+impl<'c> Statements<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Statements {
+            conn,
+            prepared: std::array::from_fn(|_| None),
+        }
+    }
+
+    fn get(&mut self, sql: Sql) -> rusqlite::Result<&mut Statement<'c>> {
+        let slot = &mut self.prepared[sql as usize];
+        if slot.is_none() {
+            *slot = Some(self.conn.prepare(sql.text())?);
+        }
+        match slot {
+            Some(st) => Ok(st),
+            None => Err(rusqlite::Error::InvalidQuery),
+        }
+    }
+
+    /// Runs a statement that takes no parameters and returns no rows.
+    fn run(&mut self, sql: Sql) -> rusqlite::Result<()> {
+        self.get(sql)?.raw_execute().map(drop)
+    }
+
+    /// Runs `work` in a transaction begun with `begin`: committed when it
+    /// succeeds, rolled back when anything fails.
+    fn in_transaction<T>(
+        &mut self,
+        begin: Sql,
+        work: impl FnOnce(&mut Self) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.run(begin)?;
+        let result = work(self).and_then(|t| self.run(Sql::Commit).map(|()| t));
+        // Some errors roll back by themselves (SQLite then is in autocommit mode again).
+        if result.is_err() && !self.conn.is_autocommit() {
+            if let Err(e) = self.run(Sql::Rollback) {
+                tracing::warn!(error = %e, "store: rolling back a failed transaction failed");
+            }
+        }
+        result
+    }
+}
+
+/// Every device's remembered rejection: one device's in a statement of its
+/// own (SQLite reads it in one snapshot), several in one read transaction.
+fn rejections(st: &mut Statements, devices: &[DeviceKey]) -> rusqlite::Result<Vec<Rejection>> {
+    if devices.len() == 1 {
+        find_rejections(st, devices)
+    } else {
+        st.in_transaction(Sql::Begin, |st| find_rejections(st, devices))
+    }
+}
+
+fn find_rejections(st: &mut Statements, devices: &[DeviceKey]) -> rusqlite::Result<Vec<Rejection>> {
+    let find = st.get(Sql::FindRejection)?;
     let mut out = Vec::new();
     for d in devices {
         let mut rows = find.query(params![d.app_id, d.pushkey])?;
@@ -81,9 +215,9 @@ fn rejections(conn: &Connection, devices: &[DeviceKey]) -> rusqlite::Result<Vec<
 
 /// Writes a group of operations and answers each: all in one transaction,
 /// or, when that fails, each in its own.
-fn write_group(conn: &mut Connection, ops: Vec<Op>) {
+fn write_group(st: &mut Statements, ops: Vec<Op>) {
     if ops.len() > 1 {
-        match in_one_transaction(conn, &ops) {
+        match in_one_transaction(st, &ops) {
             Ok(done) => {
                 for (op, d) in ops.into_iter().zip(done) {
                     op.answer(Ok::<_, StoreError>(d));
@@ -96,24 +230,20 @@ fn write_group(conn: &mut Connection, ops: Vec<Op>) {
         }
     }
     for op in ops {
-        let result = in_one_transaction(conn, std::slice::from_ref(&op))
+        let result = in_one_transaction(st, std::slice::from_ref(&op))
             .map(|d| d.into_iter().next().unwrap_or(Done::Settled(Vec::new())));
         op.answer(result);
     }
 }
 
 /// The operations in order, in one transaction (rolled back on error).
-fn in_one_transaction(conn: &mut Connection, ops: &[Op]) -> rusqlite::Result<Vec<Done>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut done = Vec::with_capacity(ops.len());
-    for op in ops {
-        done.push(apply(&tx, op)?);
-    }
-    tx.commit()?;
-    Ok(done)
+fn in_one_transaction(st: &mut Statements, ops: &[Op]) -> rusqlite::Result<Vec<Done>> {
+    st.in_transaction(Sql::BeginImmediate, |st| {
+        ops.iter().map(|op| apply(st, op)).collect()
+    })
 }
 
-fn apply(tx: &Connection, op: &Op) -> rusqlite::Result<Done> {
+fn apply(st: &mut Statements, op: &Op) -> rusqlite::Result<Done> {
     match op {
         Op::Claim {
             keys,
@@ -122,16 +252,7 @@ fn apply(tx: &Connection, op: &Op) -> rusqlite::Result<Done> {
             settled_before,
             ..
         } => {
-            // Granted when the row is new, or taken over (an expired lease, or
-            // settled before the de-duplication window): a row changed.
-            let mut claim = tx.prepare_cached(
-                "INSERT INTO claims (app_id, pushkey, event_id, settled, until_ms) \
-                 VALUES (?1, ?2, ?3, 0, ?4) \
-                 ON CONFLICT (app_id, pushkey, event_id) DO UPDATE \
-                 SET settled = 0, until_ms = excluded.until_ms \
-                 WHERE (claims.settled = 0 AND claims.until_ms < ?5) \
-                 OR (claims.settled = 1 AND claims.until_ms < ?6)",
-            )?;
+            let claim = st.get(Sql::Claim)?;
             let mut granted = Vec::new();
             for k in keys {
                 let changed = claim.execute(params![
@@ -148,97 +269,63 @@ fn apply(tx: &Connection, op: &Op) -> rusqlite::Result<Done> {
             }
             Ok(Done::Claimed(granted))
         }
-        Op::Settle { settlement, .. } => Ok(Done::Settled(settle(tx, settlement)?)),
+        Op::Settle { settlement, .. } => Ok(Done::Settled(settle(st, settlement)?)),
     }
 }
 
 /// A settlement's statements, in the order of the sqlx path's; returns the
 /// new outbox entries' ids.
-fn settle(tx: &Connection, s: &Settlement) -> rusqlite::Result<Vec<i64>> {
-    if !s.settle_claims.is_empty() {
-        let mut st = tx.prepare_cached(
-            "UPDATE claims SET settled = 1, until_ms = ?4 \
-             WHERE app_id = ?1 AND pushkey = ?2 AND event_id = ?3",
-        )?;
-        for k in &s.settle_claims {
-            st.execute(params![k.app_id, k.pushkey, k.event_id, s.now])?;
-        }
+fn settle(st: &mut Statements, s: &Settlement) -> rusqlite::Result<Vec<i64>> {
+    for k in &s.settle_claims {
+        st.get(Sql::SettleClaim)?
+            .execute(params![k.app_id, k.pushkey, k.event_id, s.now])?;
     }
-    if !s.release_claims.is_empty() {
-        let mut st = tx.prepare_cached(
-            "DELETE FROM claims WHERE settled = 0 \
-             AND app_id = ?1 AND pushkey = ?2 AND event_id = ?3",
-        )?;
-        for k in &s.release_claims {
-            st.execute(params![k.app_id, k.pushkey, k.event_id])?;
-        }
+    for k in &s.release_claims {
+        st.get(Sql::ReleaseClaim)?
+            .execute(params![k.app_id, k.pushkey, k.event_id])?;
     }
-    if !s.forget.is_empty() {
-        let mut st =
-            tx.prepare_cached("DELETE FROM rejections WHERE app_id = ?1 AND pushkey = ?2")?;
-        for d in &s.forget {
-            st.execute(params![d.app_id, d.pushkey])?;
-        }
+    for d in &s.forget {
+        st.get(Sql::Forget)?.execute(params![d.app_id, d.pushkey])?;
     }
-    if !s.remember.is_empty() {
-        let mut st = tx.prepare_cached(
-            "INSERT INTO rejections (app_id, pushkey, rejected_at, reason) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (app_id, pushkey) DO UPDATE \
-             SET rejected_at = excluded.rejected_at, reason = excluded.reason",
-        )?;
-        // Backwards, so that of one device named twice the first is kept, as on the sqlx path.
-        for r in s.remember.iter().rev() {
-            st.execute(params![r.app_id, r.pushkey, r.rejected_at, r.reason])?;
-        }
+    // Backwards, so that of one device named twice the first is kept, as on the sqlx path.
+    for r in s.remember.iter().rev() {
+        st.get(Sql::Remember)?
+            .execute(params![r.app_id, r.pushkey, r.rejected_at, r.reason])?;
     }
     let mut ids = Vec::with_capacity(s.enqueue.len());
-    if !s.enqueue.is_empty() {
-        let mut notification = tx.prepare_cached(
-            "INSERT INTO outbox_notifications (body, created_at) VALUES (?1, ?2)",
-        )?;
-        let mut entry = tx.prepare_cached(
-            "INSERT INTO outbox (app_id, pushkey, body, created_at, due_at, attempts, \
-             last_error, notification_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
-        // Each shared notification once (entries of one request share the same Arc).
-        let mut shared: Vec<(&std::sync::Arc<str>, i64)> = Vec::new();
-        for e in &s.enqueue {
-            let notification_id = match &e.shared {
-                None => None,
-                Some(n) => match shared.iter().find(|(m, _)| std::sync::Arc::ptr_eq(m, n)) {
-                    Some((_, id)) => Some(*id),
-                    None => {
-                        let id = notification.insert(params![&**n, e.created_at])?;
-                        shared.push((n, id));
-                        Some(id)
-                    }
-                },
-            };
-            ids.push(entry.insert(params![
-                e.app_id,
-                e.pushkey,
-                e.body,
-                e.created_at,
-                e.due_at,
-                e.attempts,
-                e.last_error,
-                notification_id
-            ])?);
-        }
+    // Each shared notification once (entries of one request share the same Arc).
+    let mut shared: Vec<(&std::sync::Arc<str>, i64)> = Vec::new();
+    for e in &s.enqueue {
+        let notification_id = match &e.shared {
+            None => None,
+            Some(n) => match shared.iter().find(|(m, _)| std::sync::Arc::ptr_eq(m, n)) {
+                Some((_, id)) => Some(*id),
+                None => {
+                    let id = st
+                        .get(Sql::NewNotification)?
+                        .insert(params![&**n, e.created_at])?;
+                    shared.push((n, id));
+                    Some(id)
+                }
+            },
+        };
+        ids.push(st.get(Sql::Enqueue)?.insert(params![
+            e.app_id,
+            e.pushkey,
+            e.body,
+            e.created_at,
+            e.due_at,
+            e.attempts,
+            e.last_error,
+            notification_id
+        ])?);
     }
-    if !s.delete.is_empty() {
-        let mut st = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
-        for id in &s.delete {
-            st.execute([id])?;
-        }
+    for id in &s.delete {
+        st.get(Sql::Dequeue)?.execute([id])?;
     }
-    if !s.reschedule.is_empty() {
-        let mut st = tx.prepare_cached(
-            "UPDATE outbox SET due_at = ?1, attempts = ?2, last_error = ?3 WHERE id = ?4",
-        )?;
-        for (id, due_at, attempts, error) in &s.reschedule {
-            st.execute(params![due_at, attempts, error, id])?;
-        }
+    for (id, due_at, attempts, error) in &s.reschedule {
+        st.get(Sql::Reschedule)?
+            .execute(params![due_at, attempts, error, id])?;
     }
     Ok(ids)
 }

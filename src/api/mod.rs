@@ -215,11 +215,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 }
 
 fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = err
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| err.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
+    let what = crate::dispatch::panic_message(err.as_ref());
     tracing::error!(panic = what, "request handler panicked (a bug)");
     ApiError::Internal.into_response()
 }

@@ -43,6 +43,14 @@ use crate::store::Store;
 use crate::telemetry::metrics::{Metrics, UNROUTED};
 use breaker::Breakers;
 
+/// What a caught panic said (its `&str` or `String` payload), for its log line.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 pub struct Dispatcher {
     /// Replaced whole on reload; each request keeps the snapshot it started with.
     routes: RwLock<Arc<Routes>>,
@@ -267,11 +275,7 @@ impl Dispatcher {
             Some(Ok(answer)) => answer,
             panicked => {
                 let why = match &panicked {
-                    Some(Err(p)) => p
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_default(),
+                    Some(Err(p)) => panic_message(p.as_ref()),
                     _ => String::new(),
                 };
                 tracing::error!(error = why, "dispatch panicked (a bug)");

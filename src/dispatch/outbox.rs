@@ -124,7 +124,7 @@ where
             continue;
         };
         let what = if e.is_panic() {
-            panic_message(e.into_panic())
+            super::panic_message(e.into_panic().as_ref())
         } else {
             "cancelled".to_owned()
         };
@@ -144,13 +144,6 @@ where
         tracing::warn!("outbox worker restarted");
     }
     metrics.outbox_worker_up(false);
-}
-
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
 }
 
 /// One step of the worker: takes the entries due now (up to the concurrency
@@ -287,7 +280,7 @@ async fn sends(
                     d.metrics.outbox_worker_restarted();
                     tracing::error!(
                         entry = id,
-                        panic = panic_message(p),
+                        panic = super::panic_message(p.as_ref()),
                         "outbox: a send panicked (a bug); the entry is retried when its lease ends"
                     );
                 }

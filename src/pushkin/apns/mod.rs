@@ -91,8 +91,8 @@ pub struct Apns {
     /// The `authorization` header of the provider token in use, made once per token.
     authorization: AuthHeader,
     topic: Option<HeaderValue>,
-    push_type: Option<String>,
-    push_type_header: Option<HeaderValue>,
+    /// `apns-push-type`, as configured.
+    push_type: Option<HeaderValue>,
     convert_to_hex: bool,
     send_badge_counts: bool,
     expiration: Option<Duration>,
@@ -165,8 +165,7 @@ impl Apns {
             token,
             authorization: AuthHeader::new("bearer"),
             topic: topic.map(|t| header_value("topic", &t)).transpose()?,
-            push_type: cfg.push_type.clone(),
-            push_type_header: cfg
+            push_type: cfg
                 .push_type
                 .as_deref()
                 .map(|t| header_value("push_type", t))
@@ -195,7 +194,7 @@ impl Apns {
             }
             Err(e) => return Err(Outcome::failed(Cause::Local(e.to_string()))),
         };
-        let voip = self.push_type.as_deref() == Some("voip");
+        let voip = self.push_type.as_ref().is_some_and(|t| t == "voip");
         let limit = if voip {
             payload::MAX_VOIP_PAYLOAD
         } else {
@@ -207,7 +206,7 @@ impl Apns {
             // the token is fine (ours: the reference answers 500).
             Err(e) => return Err(Outcome::failed(Cause::PayloadTooLarge(e.to_string()))),
         };
-        let background = self.push_type.as_deref() == Some("background");
+        let background = self.push_type.as_ref().is_some_and(|t| t == "background");
         let url = device_url(&self.base, &token);
         let collapse_id = match (self.collapse_id_from_room, &n.room_id) {
             (true, Some(room)) => match HeaderValue::from_str(&collapse_id(room)) {
@@ -258,7 +257,7 @@ impl Apns {
         if let Some(topic) = &self.topic {
             h.insert(APNS_TOPIC.clone(), topic.clone());
         }
-        if let Some(t) = &self.push_type_header {
+        if let Some(t) = &self.push_type {
             h.insert(APNS_PUSH_TYPE.clone(), t.clone());
         }
         if let Some(exp) = self.expiration {

@@ -108,12 +108,6 @@ macro_rules! from_strings {
             }
         }
 
-        impl PartialEq<str> for $t {
-            fn eq(&self, other: &str) -> bool {
-                self.0 == other
-            }
-        }
-
         impl PartialEq<&str> for $t {
             fn eq(&self, other: &&str) -> bool {
                 self.0 == *other

@@ -125,7 +125,7 @@ impl Content {
     /// The value of one key (the last one, when the key is repeated), parsed
     /// on its own; the other keys are skipped without building anything.
     pub fn field(&self, key: &str) -> Option<Value> {
-        let entries = RawObject::of_text(self.get()).ok()?;
+        let entries = RawObject::of_text(self.get())?;
         let raw = entries.last(key)?;
         serde_json::from_str(raw.get()).ok()
     }
@@ -133,7 +133,7 @@ impl Content {
     /// Every key whose value is a string, with that string, in key order
     /// (the order of a `serde_json::Map`); other values are skipped unparsed.
     pub fn strings(&self) -> BTreeMap<String, String> {
-        let Ok(entries) = RawObject::of_text(self.get()) else {
+        let Some(entries) = RawObject::of_text(self.get()) else {
             return BTreeMap::new();
         };
         let mut out = BTreeMap::new();
@@ -431,8 +431,9 @@ fn reread(
 struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'a> RawObject<'a> {
-    fn of_text(text: &'a str) -> Result<RawObject<'a>, ParseError> {
-        serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))
+    /// `None` when `text` is not a JSON object (a content is checked when parsed, so never).
+    fn of_text(text: &'a str) -> Option<RawObject<'a>> {
+        serde_json::from_str(text).ok()
     }
 
     /// The value of `key`: the last one, as in a map.
@@ -634,27 +635,27 @@ fn check_notification(
 }
 
 fn check_device(i: usize, d: Seen<pass::DeviceFields<'_>>) -> Result<Device, ParseError> {
-    let path = || format!("notification.devices[{i}]");
+    let prefix = format!("notification.devices[{i}]");
     let d = match d {
         Seen::Is(d) => d,
-        Seen::Null | Seen::Other => return Err(bad(path(), "must be an object")),
+        Seen::Null | Seen::Other => return Err(bad(prefix, "must be an object")),
     };
     let required = |v: Scalar<'_>, key: &str| -> Result<String, ParseError> {
-        match string(v, &path(), key)? {
+        match string(v, &prefix, key)? {
             Some(s) if !s.is_empty() => Ok(s),
-            Some(_) => Err(bad(format!("{}.{key}", path()), "must not be empty")),
-            None => Err(bad(format!("{}.{key}", path()), "required, but missing")),
+            Some(_) => Err(bad(path(&prefix, key), "must not be empty")),
+            None => Err(bad(path(&prefix, key), "required, but missing")),
         }
     };
     let app_id = required(d.app_id, "app_id")?;
     if app_id.chars().count() > MAX_APP_ID_CHARS {
         return Err(bad(
-            format!("{}.app_id", path()),
+            path(&prefix, "app_id"),
             format!("longer than {MAX_APP_ID_CHARS} characters"),
         ));
     }
     let pushkey = required(d.pushkey, "pushkey")?;
-    at_most_bytes(&path(), "pushkey", Some(&pushkey), MAX_PUSHKEY_BYTES)?;
+    at_most_bytes(&prefix, "pushkey", Some(&pushkey), MAX_PUSHKEY_BYTES)?;
     let object = |v: Seen<MapOf<'_>>, key: &str| -> Result<Map<String, Value>, ParseError> {
         match v {
             Seen::Null => Ok(Map::new()),
@@ -662,13 +663,13 @@ fn check_device(i: usize, d: Seen<pass::DeviceFields<'_>>) -> Result<Device, Par
             Seen::Is(MapOf::Raw(raw)) => {
                 serde_json::from_str(raw.get()).map_err(|e| ParseError::NotJson(e.to_string()))
             }
-            Seen::Other => Err(bad(format!("{}.{key}", path()), "must be an object")),
+            Seen::Other => Err(bad(path(&prefix, key), "must be an object")),
         }
     };
     Ok(Device {
         app_id: app_id.into(),
         pushkey: pushkey.into(),
-        pushkey_ts: uint(d.pushkey_ts, &path(), "pushkey_ts")?,
+        pushkey_ts: uint(d.pushkey_ts, &prefix, "pushkey_ts")?,
         data: object(d.data, "data")?,
         tweaks: object(d.tweaks, "tweaks")?,
     })
@@ -780,8 +781,8 @@ mod tests {
 
     #[test]
     fn escaped_keys_are_read_by_their_value() {
-        let body = br#"{"notification":{"devices":[{"app_id":"a","pushkey":"k\u0021"}],
-            "content":{"body":"hi"}}}"#;
+        let body = br#"{"notification":{"devices":[{"\u0061pp_id":"a","push\u006bey":"k\u0021"}],
+            "content":{"b\u006fdy":"hi"}}}"#;
         let n = parse(body, 100).expect("accepted");
         assert_eq!(n.devices[0].app_id, "a");
         assert_eq!(n.devices[0].pushkey, "k!");

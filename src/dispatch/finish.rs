@@ -43,12 +43,18 @@ where
 
     /// The output, or `None` when polled again after it was given.
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
-        let Some(fut) = self.fut.as_mut() else {
+        // Out while it is polled: a future that panics is dropped with the
+        // unwinding, not handed to the tracker to panic again.
+        let Some(mut fut) = self.fut.take() else {
             return Poll::Ready(None);
         };
-        let out = std::task::ready!(fut.as_mut().poll(cx));
-        self.fut = None;
-        Poll::Ready(Some(out))
+        match fut.as_mut().poll(cx) {
+            Poll::Ready(out) => Poll::Ready(Some(out)),
+            Poll::Pending => {
+                self.fut = Some(fut);
+                Poll::Pending
+            }
+        }
     }
 }
 

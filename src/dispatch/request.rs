@@ -133,7 +133,6 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
         .collect();
     let deadline = started + d.policy.answer_within;
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Fate)>();
-    let mut waiting = to_send.len();
     {
         // Each send owns its handle on the notification and lets it go once its
         // push is prepared: sends still in flight after the answer hold only
@@ -154,6 +153,7 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
         // no task and no wake-up of their own for their sends. Those still in
         // flight at the deadline go on in a task of their own.
         let mut sends = Box::pin(join_all(sends));
+        // Without a store nothing can be queued: wait for all (each pushkin bounds its own time).
         let ended = match &store {
             Some(_) => tokio::time::timeout_at(deadline, sends.as_mut())
                 .await
@@ -169,19 +169,9 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
         }
     }
 
-    while waiting > 0 {
-        // Without a store nothing can be queued: wait for all (each pushkin bounds its own time).
-        let next = if store.is_some() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            }
-        } else {
-            rx.recv().await
-        };
-        let Some((i, fate)) = next else { break };
+    // What ended by now; the rest is still in flight (its results come later on `rx`).
+    while let Ok((i, fate)) = rx.try_recv() {
         tasks[i].fate = Some(fate);
-        waiting -= 1;
     }
 
     let wire = WireParts::new(&n);

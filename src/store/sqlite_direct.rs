@@ -174,6 +174,11 @@ impl<'c> Statements<'c> {
         begin: Sql,
         work: impl FnOnce(&mut Self) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
+        // A transaction an earlier failed rollback left open would make every
+        // BEGIN from now on fail (and hold SQLite's write lock): end it first.
+        if !self.conn.is_autocommit() {
+            self.run(Sql::Rollback)?;
+        }
         self.run(begin)?;
         let result = work(self).and_then(|t| self.run(Sql::Commit).map(|()| t));
         // Some errors roll back by themselves (SQLite then is in autocommit mode again).

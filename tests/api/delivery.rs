@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use pushgate::config::StoreConfig;
 use pushgate::dispatch::clock::Clock;
 use pushgate::dispatch::{outbox, Dispatcher};
-use pushgate::store::{NewEntry, Settlement, Store};
+use pushgate::store::{ClaimKey, ClaimState, NewEntry, Settlement, Store};
 use serde_json::{json, Value};
 use testkit::webpush::{Behaviour, FakeWebPush, Subscription};
 
@@ -226,7 +226,6 @@ async fn upstream_down_through_retries_then_back_delivers_each_push_once(s: Setu
     let got = settle_deliveries(&s, 20, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 20, "every event delivered: {got:?}");
     assert!(got.values().all(|&n| n == 1), "each exactly once: {got:?}");
-    assert_eq!(wait_outbox_empty(&*store, Duration::from_secs(2)).await, 0);
 }
 
 async fn slow_upstream_is_answered_within_the_budget_and_delivered_once(s: Setup) {
@@ -249,7 +248,6 @@ async fn slow_upstream_is_answered_within_the_budget_and_delivered_once(s: Setup
     assert_eq!(store.stats().await.expect("stats").outbox, 1);
     let got = settle_deliveries(&s, 1, Duration::from_secs(5)).await;
     assert_eq!(got, HashMap::from([("$slow".to_owned(), 1)]));
-    assert_eq!(wait_outbox_empty(&*store, Duration::from_secs(2)).await, 0);
     let outbox = s.dispatcher(Clock::system()).await;
     assert_eq!(outbox.drain_once().await, 0, "nothing left to send");
     assert_eq!(
@@ -279,10 +277,35 @@ async fn a_homeserver_that_hangs_up_mid_request_does_not_cut_the_push_short(s: S
     );
     conn.write_all(head.as_bytes()).await.expect("write head");
     conn.write_all(body.as_bytes()).await.expect("write body");
-    // Gone before the push service answers (300 ms) and before the answer is due (500 ms).
+    // Gone before the push service answers (300 ms) and before the answer is due (500 ms):
+    // the server drops the handler (checked: without the dispatch's protection the push is
+    // cut off mid-flight and this test fails).
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(conn);
 
+    // The claim is settled once the push service answered, with nobody waiting for it.
+    let store = s.open_store().await;
+    let claim = ClaimKey {
+        app_id: "org.example.web".into(),
+        pushkey: key.p256dh(),
+        event_id: "$gone".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let state = loop {
+        let states = store
+            .claim_states(std::slice::from_ref(&claim))
+            .await
+            .expect("claim states");
+        let state = states.into_iter().next().map(|(_, st)| st);
+        if matches!(state, Some(ClaimState::Settled { .. })) || Instant::now() >= deadline {
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        matches!(state, Some(ClaimState::Settled { .. })),
+        "claim settled: {state:?}"
+    );
     let got = settle_deliveries(&s, 1, Duration::from_secs(5)).await;
     assert_eq!(got, HashMap::from([("$gone".to_owned(), 1)]));
     let a = gw

@@ -270,6 +270,113 @@ async fn claims_grant_once_take_over_expired_leases_and_reopen_after_the_window(
     assert_eq!(granted, vec![claim_key("p", "$e2"), claim_key("q", "$e1")]);
 }
 
+/// SQLite's leases are the gateway's own (one gateway per file): a claim being
+/// sent writes nothing, only its settlement does; a gateway opened on the file
+/// afterwards (the first one died) does not wait for them. A lease an older
+/// version wrote into the file is honoured until it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_keeps_leases_in_the_gateway_and_honours_those_of_older_versions() {
+    let Some(b) = Db::Sqlite.open().await else {
+        return;
+    };
+    let k = claim_key("p", "$e1");
+    let keys = std::slice::from_ref(&k);
+    assert_eq!(
+        b.store.claim(keys, 1000, 2000, 0).await.expect("claim"),
+        vec![k.clone()]
+    );
+    assert_eq!(
+        b.store.stats().await.expect("stats").claims,
+        0,
+        "nothing written"
+    );
+    assert_eq!(
+        b.store.claim(keys, 1500, 2500, 0).await.expect("claim"),
+        vec![]
+    );
+
+    let again = store::open(&b.config)
+        .await
+        .expect("reopen")
+        .expect("store");
+    assert_eq!(
+        again.claim(keys, 1500, 2500, 0).await.expect("claim"),
+        vec![k.clone()],
+        "the first gateway's lease is not in the file"
+    );
+
+    run_sql(
+        &b.config,
+        "INSERT INTO claims (app_id, pushkey, event_id, settled, until_ms) \
+         VALUES ('org.example.app', 'old', '$e1', 0, 3000)",
+    )
+    .await;
+    let old = claim_key("old", "$e1");
+    let olds = std::slice::from_ref(&old);
+    assert_eq!(
+        again.claim(olds, 2000, 4000, 0).await.expect("claim"),
+        vec![]
+    );
+    assert_eq!(
+        again.claim_states(olds).await.expect("states"),
+        vec![(old.clone(), ClaimState::Sending { until: 3000 })]
+    );
+    assert_eq!(
+        again.claim(olds, 3001, 4000, 0).await.expect("claim"),
+        vec![old.clone()],
+        "taken over when it ended"
+    );
+    again
+        .settle(Settlement {
+            now: 3500,
+            settle_claims: vec![k.clone(), old.clone()],
+            ..Settlement::default()
+        })
+        .await
+        .expect("settle");
+    assert_eq!(
+        again
+            .claim_states(&[k.clone(), old.clone()])
+            .await
+            .expect("states"),
+        vec![
+            (k, ClaimState::Settled { at: 3500 }),
+            (old, ClaimState::Settled { at: 3500 })
+        ]
+    );
+    assert_eq!(again.stats().await.expect("stats").claims, 2);
+}
+
+/// A claim given back (`release_claims`) or settled ends its lease at once.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_settlement_ends_the_leases_it_settles_or_gives_back(
+    #[values(Db::Sqlite, Db::Postgres)] db: Db,
+) {
+    let Some(b) = db.open().await else { return };
+    let s = &b.store;
+    let (given, kept) = (claim_key("given", "$e"), claim_key("kept", "$e"));
+    let both = [given.clone(), kept.clone()];
+    assert_eq!(s.claim(&both, 1000, 9000, 0).await.expect("claim").len(), 2);
+    s.settle(Settlement {
+        now: 1100,
+        release_claims: vec![given.clone()],
+        settle_claims: vec![kept.clone()],
+        ..Settlement::default()
+    })
+    .await
+    .expect("settle");
+    assert_eq!(
+        s.claim_states(&both).await.expect("states"),
+        vec![(kept.clone(), ClaimState::Settled { at: 1100 })]
+    );
+    assert_eq!(
+        s.claim(&both, 1200, 9000, 0).await.expect("claim"),
+        vec![given],
+        "the given-back claim is free, the settled one a duplicate"
+    );
+}
+
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outbox_entries_come_due_are_leased_rescheduled_and_deleted(
@@ -385,9 +492,18 @@ async fn expiry_deletes_old_rows_in_bounded_batches(#[values(Db::Sqlite, Db::Pos
         .map(|i| claim_key("p", &format!("$old{i}")))
         .collect();
     s.claim(&old, 0, 100, 0).await.expect("claim");
-    s.claim(&[claim_key("p", "$new")], 0, 5000, 0)
+    let new = vec![claim_key("p", "$new")];
+    s.claim(&new, 0, 5000, 0).await.expect("claim");
+    // Settled at 0 (expired at 1000) and at 5000 (not expired), in that order.
+    for (keys, at) in [(old, 0), (new, 5000)] {
+        s.settle(Settlement {
+            now: at,
+            settle_claims: keys,
+            ..Settlement::default()
+        })
         .await
-        .expect("claim");
+        .expect("settle");
+    }
     s.settle(Settlement {
         now: 0,
         remember: (0..15)
@@ -878,9 +994,19 @@ async fn ping_fails_from_a_failed_write_until_a_write_succeeds(
     let s = &b.store;
     s.ping().await.expect("ping");
     refuse_claim_writes(&b.config, true).await;
-    let claim =
-        |event: &'static str| async move { s.claim(&[claim_key("p", event)], 1000, 2000, 0).await };
-    claim("$1").await.expect_err("the write fails");
+    // A claim and its settlement: SQLite writes only the settlement (the
+    // gateway keeps the leases), PostgreSQL both.
+    let write = |event: &'static str| async move {
+        let k = claim_key("p", event);
+        s.claim(std::slice::from_ref(&k), 1000, 2000, 0).await?;
+        s.settle(Settlement {
+            now: 1500,
+            settle_claims: vec![k],
+            ..Settlement::default()
+        })
+        .await
+    };
+    write("$1").await.expect_err("the write fails");
     let e = s.ping().await.expect_err("not ready after a failed write");
     assert!(matches!(e, store::StoreError::WriteFailing(_)), "{e:?}");
     assert!(
@@ -896,7 +1022,7 @@ async fn ping_fails_from_a_failed_write_until_a_write_succeeds(
     refuse_claim_writes(&b.config, false).await;
     // Writes work again: the ping's probe write finds it out, with no traffic needed.
     s.ping().await.expect("ready again");
-    assert_eq!(claim("$2").await.expect("the write succeeds").len(), 1);
+    write("$2").await.expect("the write succeeds");
 }
 
 #[cfg(unix)]

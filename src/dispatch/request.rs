@@ -9,6 +9,8 @@
 //! 2. Rejection memory: devices whose token is known dead are answered
 //!    rejected at once (unless `pushkey_ts` says the app registered it again).
 //! 3. Claims: devices already pushed for this event are not pushed again.
+//!    (Steps 2 and 3 ask the store at the same time; a device step 2 answers
+//!    gives back the claim step 3 took.)
 //! 4. Every remaining device is sent concurrently.
 //! 5. Answer budget: at `dispatch.answer_within`, devices still in flight or
 //!    failed temporarily go to the outbox, in the same transaction that
@@ -103,19 +105,30 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
     }
 
     if let Some(store) = &store {
-        consult_memory(&**store, &n, &mut tasks, &mut settlement, &request_id).await;
         let window = Window {
             now,
             lease_until: now + d.lease().as_millis() as Millis,
             settled_before: now - d.policy.dedup_window.as_millis() as Millis,
         };
+        // The memory and the claims are asked at once (on SQLite, one
+        // hand-off to the store's thread); a device the memory answers gives
+        // its claim back, as if it had never taken it.
         let decided: Vec<bool> = tasks.iter().map(|t| t.fate.is_some()).collect();
-        let claims = dedup::claim_all(&**store, &n, &decided, &window, &request_id).await;
+        let (claims, ()) = tokio::join!(
+            dedup::claim_all(&**store, &n, &decided, &window, &request_id),
+            consult_memory(&**store, &n, &mut tasks, &mut settlement, &request_id),
+        );
         for (t, claim) in tasks.iter_mut().zip(claims) {
-            if matches!(claim, Claim::Twin | Claim::Settled) {
-                t.fate = Some(Fate::Duplicate);
+            match (&t.fate, claim) {
+                (Some(_), Claim::Granted(k)) => settlement.release_claims.push(k),
+                (Some(_), _) => {}
+                (None, claim) => {
+                    if matches!(claim, Claim::Twin | Claim::Settled) {
+                        t.fate = Some(Fate::Duplicate);
+                    }
+                    t.claim = claim;
+                }
             }
-            t.claim = claim;
         }
     }
     for (t, dev) in tasks.iter().zip(&n.devices) {

@@ -23,6 +23,12 @@ pub trait Backend:
     /// SQLite serialises writers anyway.
     const SKIP_LOCKED: &'static str;
 
+    /// Deletes up to `$2` claims whose time is before `$1`. PostgreSQL finds
+    /// them by the `claims_until` index; SQLite looks at its `$2` oldest rows
+    /// (by rowid: settlements are written in time order) and deletes those
+    /// expired, so a run costs `$2` rows whatever the table's size.
+    const EXPIRE_CLAIMS: &'static str;
+
     /// `COUNT(*)` of tables named `$1` in the database (0 or 1).
     const TABLE_EXISTS: &'static str;
 
@@ -42,6 +48,9 @@ pub trait Backend:
 impl Backend for sqlx::Sqlite {
     const LOG_NAME: &'static str = "sqlite";
     const SKIP_LOCKED: &'static str = "";
+    const EXPIRE_CLAIMS: &'static str = "DELETE FROM claims WHERE rowid IN \
+         (SELECT r FROM (SELECT rowid AS r, until_ms FROM claims ORDER BY rowid LIMIT $2) \
+          WHERE until_ms < $1)";
     const TABLE_EXISTS: &'static str =
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
     const OLD_MIGRATOR_LOCK: Option<&'static str> = None;
@@ -59,6 +68,8 @@ impl Backend for sqlx::Sqlite {
 impl Backend for sqlx::Postgres {
     const LOG_NAME: &'static str = "postgres";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const EXPIRE_CLAIMS: &'static str = "DELETE FROM claims WHERE (app_id, pushkey, event_id) IN \
+         (SELECT app_id, pushkey, event_id FROM claims WHERE until_ms < $1 LIMIT $2)";
     const TABLE_EXISTS: &'static str = "SELECT COUNT(*) FROM pg_catalog.pg_tables \
          WHERE schemaname = current_schema() AND tablename = $1";
     const OLD_MIGRATOR_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7243001)");

@@ -17,7 +17,7 @@ use std::future::Future;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ClaimKey, DeviceKey, Millis, Rejection, Settlement, StoreError};
+use super::{ClaimKey, ClaimState, DeviceKey, Millis, Rejection, Settlement, StoreError};
 
 /// Most operations in one transaction (bounds how long its locks are held).
 pub const MAX_BATCH: usize = 128;
@@ -102,33 +102,48 @@ pub struct Lookup {
     pub reply: oneshot::Sender<Result<Vec<Rejection>, StoreError>>,
 }
 
+/// Where a caller stands on some claims (SQLite's thread keeps the leases of
+/// claims being sent: only it can tell).
+pub struct States {
+    pub keys: Vec<ClaimKey>,
+    pub reply: oneshot::Sender<Result<Vec<(ClaimKey, ClaimState)>, StoreError>>,
+}
+
 /// What a caller hands to a grouping task: writers' operations and readers'
-/// lookups go to separate tasks on the sqlx path, to one thread on SQLite's.
+/// lookups go to separate tasks on the sqlx path, to one thread on SQLite's
+/// (which alone answers [`States`]).
 pub enum Job {
     Write(Op),
     Read(Lookup),
+    States(States),
 }
 
-/// A group of jobs as its operations and its lookups, each in order.
-fn split_jobs(group: Vec<Job>) -> (Vec<Op>, Vec<Lookup>) {
-    let mut ops = Vec::new();
-    let mut lookups = Vec::new();
-    for job in group {
+/// One hand-off's jobs by kind, each in the order they came.
+#[derive(Default)]
+pub struct Group {
+    pub ops: Vec<Op>,
+    pub lookups: Vec<Lookup>,
+    pub states: Vec<States>,
+}
+
+fn split_jobs(jobs: Vec<Job>) -> Group {
+    let mut group = Group::default();
+    for job in jobs {
         match job {
-            Job::Write(op) => ops.push(op),
-            Job::Read(l) => lookups.push(l),
+            Job::Write(op) => group.ops.push(op),
+            Job::Read(l) => group.lookups.push(l),
+            Job::States(s) => group.states.push(s),
         }
     }
-    (ops, lookups)
+    group
 }
 
 /// The queue of a thread started by [`Writer::start_thread`].
 pub struct Groups(mpsc::Receiver<Job>);
 
 impl Groups {
-    /// Waits for the next group: its operations and its lookups, each in
-    /// order; `None` once every caller's handle is gone.
-    pub fn next(&mut self) -> Option<(Vec<Op>, Vec<Lookup>)> {
+    /// Waits for the next group; `None` once every caller's handle is gone.
+    pub fn next(&mut self) -> Option<Group> {
         let first = self.0.blocking_recv()?;
         Some(split_jobs(gather(first, &mut self.0)))
     }
@@ -150,7 +165,7 @@ impl Reader {
         Reader {
             tx: spawn_grouping(move |group: Vec<Job>| {
                 let read = read.clone();
-                let (_, group) = split_jobs(group);
+                let group = split_jobs(group).lookups;
                 async move {
                     match read(all_devices(&group)).await {
                         Ok(found) => hand_out(group, &found),
@@ -174,6 +189,25 @@ impl Reader {
         };
         self.tx
             .send(Job::Read(lookup))
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+impl Reader {
+    /// The claims' states from the thread that keeps their leases (SQLite's).
+    pub async fn claim_states(
+        &self,
+        keys: &[ClaimKey],
+    ) -> Result<Vec<(ClaimKey, ClaimState)>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let states = States {
+            keys: keys.to_vec(),
+            reply,
+        };
+        self.tx
+            .send(Job::States(states))
             .await
             .map_err(|_| StoreError::Stopped)?;
         answer.await.map_err(|_| StoreError::Stopped)?
@@ -238,7 +272,7 @@ impl Writer {
         Fut: Future<Output = ()> + Send,
     {
         Writer {
-            tx: spawn_grouping(move |group: Vec<Job>| write(split_jobs(group).0)),
+            tx: spawn_grouping(move |group: Vec<Job>| write(split_jobs(group).ops)),
             last_failure: std::sync::Mutex::new(None),
         }
     }

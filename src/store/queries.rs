@@ -465,14 +465,11 @@ where
     }
 
     async fn expire(conn: &mut DB::Connection, e: Expiry) -> Result<u64, sqlx::Error> {
-        let claims = sqlx::query(
-            "DELETE FROM claims WHERE (app_id, pushkey, event_id) IN \
-             (SELECT app_id, pushkey, event_id FROM claims WHERE until_ms < $1 LIMIT $2)",
-        )
-        .bind(e.claims_before)
-        .bind(e.batch)
-        .execute(&mut *conn)
-        .await?;
+        let claims = sqlx::query(DB::EXPIRE_CLAIMS)
+            .bind(e.claims_before)
+            .bind(e.batch)
+            .execute(&mut *conn)
+            .await?;
         let rejections = sqlx::query(
             "DELETE FROM rejections WHERE (app_id, pushkey) IN \
              (SELECT app_id, pushkey FROM rejections WHERE rejected_at < $1 LIMIT $2)",

@@ -23,6 +23,9 @@ pub struct SqlStore<DB: Backend> {
     pub(super) held: Held<DB>,
     pub(super) writer: Writer,
     pub(super) reader: Reader,
+    /// Whether the leases of claims being sent are kept by the reader's
+    /// thread (SQLite's) rather than in the `claims` table.
+    leases_on_thread: bool,
 }
 
 impl<DB> SqlStore<DB>
@@ -41,13 +44,20 @@ where
     /// on `read_pool` (of a database already migrated).
     pub fn start(write_pool: Pool<DB>, read_pool: Pool<DB>) -> Self {
         let (held, writer, reader) = Self::start_grouping(write_pool.clone(), read_pool.clone());
-        Self::with_grouping(write_pool, read_pool, held, writer, reader)
+        SqlStore {
+            write_pool,
+            read_pool,
+            held,
+            writer,
+            reader,
+            leases_on_thread: false,
+        }
     }
 
-    /// With a writer and a reader started elsewhere (SQLite's, on a thread of
-    /// its own); `held` is the sqlx writer's connection, whose turn that
-    /// writer takes.
-    pub fn with_grouping(
+    /// With a writer and a reader served by a thread of their own (SQLite's,
+    /// which keeps the leases of claims); `held` is the sqlx writer's
+    /// connection, whose turn that writer takes.
+    pub fn on_thread(
         write_pool: Pool<DB>,
         read_pool: Pool<DB>,
         held: Held<DB>,
@@ -60,6 +70,7 @@ where
             held,
             writer,
             reader,
+            leases_on_thread: true,
         }
     }
 }
@@ -118,7 +129,14 @@ where
         &'a self,
         keys: &'a [ClaimKey],
     ) -> BoxFuture<'a, Result<Vec<(ClaimKey, ClaimState)>, StoreError>> {
-        async move { Ok(self.claim_states_read(keys).await?) }.boxed()
+        async move {
+            if self.leases_on_thread {
+                self.reader.claim_states(keys).await
+            } else {
+                Ok(self.claim_states_read(keys).await?)
+            }
+        }
+        .boxed()
     }
 
     fn settle(&self, s: Settlement) -> BoxFuture<'_, Result<Vec<i64>, StoreError>> {

@@ -56,7 +56,7 @@ pub async fn open(path: &Path) -> Result<SqlStore<Sqlite>, StoreError> {
     // The hot path (claims, settlements, rejection lookups) on connections of its own.
     let held = Held::default();
     let (writer, reader) = sqlite_direct::start(path, held.clone())?;
-    Ok(SqlStore::with_grouping(
+    Ok(SqlStore::on_thread(
         write_pool, read_pool, held, writer, reader,
     ))
 }

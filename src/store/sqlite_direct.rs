@@ -5,6 +5,11 @@
 //! single-row statements, each prepared once for the connection's life; the
 //! connection's page cache stays warm, as it is the one that wrote last.
 //!
+//! The leases of claims being sent live on this thread, not in the file
+//! ([`Leases`]): one gateway alone uses a SQLite store, so a claim is one
+//! read and only its settlement is written — one write per push instead of
+//! two, and nothing written before a push goes out.
+//!
 //! Why not sqlx here: its SQLite driver sends every statement, and every row
 //! it returns, to the connection's worker thread and back, and a group's
 //! multi-row statements (a different size for most groups) were prepared
@@ -19,6 +24,7 @@
 //! ([`Held::lock_blocking`]) around each transaction, so the two connections
 //! never wait for each other on SQLite's lock.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -26,26 +32,158 @@ use rusqlite::{params, Connection, OpenFlags, Statement};
 
 use super::batch::{self, Done, Groups, Op, Reader, Writer};
 use super::held::Held;
-use super::{DeviceKey, Rejection, Settlement, StoreError};
+use super::{ClaimKey, ClaimState, DeviceKey, Millis, Rejection, Settlement, StoreError};
 
-/// Starts the thread that writes claims and settlements and looks up
-/// rejections, on a connection of its own to `path` (a database already
-/// migrated and in WAL mode); `turn` is the sqlx writer's.
+/// Starts the thread that writes settlements, grants claims and looks up
+/// rejections and claims, on a connection of its own to `path` (a database
+/// already migrated and in WAL mode); `turn` is the sqlx writer's.
 pub fn start(path: &Path, turn: Held<sqlx::Sqlite>) -> Result<(Writer, Reader), StoreError> {
     let conn = open(path)?;
     Ok(Writer::start_thread("store", move |mut groups: Groups| {
         let mut st = Statements::new(&conn);
-        while let Some((ops, lookups)) = groups.next() {
+        let mut leases = Leases::default();
+        while let Some(group) = groups.next() {
             // Lookups first: they are short, and a request waits for them before it sends anything.
-            if !lookups.is_empty() {
-                batch::answer_lookups(lookups, |devices| Ok(rejections(&mut st, devices)?));
+            if !group.lookups.is_empty() {
+                batch::answer_lookups(group.lookups, |devices| Ok(rejections(&mut st, devices)?));
             }
-            if !ops.is_empty() {
+            let (claims, writes): (Vec<Op>, Vec<Op>) = group
+                .ops
+                .into_iter()
+                .partition(|op| matches!(op, Op::Claim { .. }));
+            if !writes.is_empty() {
                 let _turn = turn.lock_blocking();
-                write_group(&mut st, ops);
+                write_group(&mut st, &mut leases, writes);
+            }
+            // After the group's settlements: a claim of a key one of them
+            // settled finds it settled, as if it had come a moment later.
+            for op in claims {
+                let result = match &op {
+                    Op::Claim {
+                        keys,
+                        now,
+                        lease_until,
+                        settled_before,
+                        ..
+                    } => claim(
+                        &mut st,
+                        &mut leases,
+                        keys,
+                        *now,
+                        *lease_until,
+                        *settled_before,
+                    )
+                    .map(Done::Claimed),
+                    Op::Settle { .. } => Ok(Done::Settled(Vec::new())),
+                };
+                op.answer(result);
+            }
+            for s in group.states {
+                let _ = s
+                    .reply
+                    .send(claim_states(&mut st, &leases, &s.keys).map_err(Into::into));
             }
         }
     })?)
+}
+
+/// The leases of the claims being sent, by this gateway: kept here rather
+/// than written to the file, as one gateway alone uses a SQLite store. A
+/// push's claim is then one read before it is sent, and one write (its
+/// settlement) after; a lease would only outlive a crash of the gateway,
+/// whose sends died with it (a lease of an older version found in the file
+/// is still honoured until it ends).
+#[derive(Default)]
+struct Leases {
+    until: HashMap<ClaimKey, Millis>,
+    /// Expired leases (of requests that ended without settling them) are
+    /// dropped when the map grows past this.
+    sweep_at: usize,
+}
+
+impl Leases {
+    /// Whether another claimant holds `key` at `now`.
+    fn held(&self, key: &ClaimKey, now: Millis) -> Option<Millis> {
+        self.until.get(key).copied().filter(|&until| until >= now)
+    }
+
+    fn grant(&mut self, key: &ClaimKey, until: Millis, now: Millis) {
+        if self.until.len() >= self.sweep_at {
+            self.until.retain(|_, &mut u| u >= now);
+            self.sweep_at = (self.until.len() * 2).max(1024);
+        }
+        self.until.insert(key.clone(), until);
+    }
+
+    /// The settlement's claims are settled or given up: no lease of ours any more.
+    fn end(&mut self, s: &Settlement) {
+        for k in s.settle_claims.iter().chain(&s.release_claims) {
+            self.until.remove(k);
+        }
+    }
+}
+
+/// Grants each key that no live lease holds and that was not settled at or
+/// after `settled_before`; returns the keys granted, leased until `lease_until`.
+fn claim(
+    st: &mut Statements,
+    leases: &mut Leases,
+    keys: &[ClaimKey],
+    now: Millis,
+    lease_until: Millis,
+    settled_before: Millis,
+) -> rusqlite::Result<Vec<ClaimKey>> {
+    let mut granted = Vec::new();
+    for k in keys {
+        if leases.held(k, now).is_some() {
+            continue;
+        }
+        let free = match stored_claim(st, k)? {
+            None => true,
+            Some(ClaimState::Settled { at }) => at < settled_before,
+            Some(ClaimState::Sending { until }) => until < now,
+        };
+        if free {
+            leases.grant(k, lease_until, now);
+            granted.push(k.clone());
+        }
+    }
+    Ok(granted)
+}
+
+/// Where each claim stands: our lease, else the file's row (missing ones left out).
+fn claim_states(
+    st: &mut Statements,
+    leases: &Leases,
+    keys: &[ClaimKey],
+) -> rusqlite::Result<Vec<(ClaimKey, ClaimState)>> {
+    let mut out = Vec::new();
+    for k in keys {
+        let state = match leases.until.get(k) {
+            Some(&until) => Some(ClaimState::Sending { until }),
+            None => stored_claim(st, k)?,
+        };
+        if let Some(state) = state {
+            out.push((k.clone(), state));
+        }
+    }
+    Ok(out)
+}
+
+/// The claim's row in the file: settled, or a lease written by an older version.
+fn stored_claim(st: &mut Statements, k: &ClaimKey) -> rusqlite::Result<Option<ClaimState>> {
+    let mut rows = st
+        .get(Sql::FindClaim)?
+        .query(params![k.app_id, k.pushkey, k.event_id])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let (settled, at): (i64, Millis) = (row.get(0)?, row.get(1)?);
+    Ok(Some(if settled != 0 {
+        ClaimState::Settled { at }
+    } else {
+        ClaimState::Sending { until: at }
+    }))
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -69,7 +207,7 @@ enum Sql {
     Commit,
     Rollback,
     FindRejection,
-    Claim,
+    FindClaim,
     SettleClaim,
     ReleaseClaim,
     Forget,
@@ -92,19 +230,16 @@ impl Sql {
             Sql::FindRejection => {
                 "SELECT rejected_at, reason FROM rejections WHERE app_id = ?1 AND pushkey = ?2"
             }
-            // Granted when the row is new, or taken over (an expired lease, or
-            // settled before the de-duplication window): a row changed.
-            Sql::Claim => {
-                "INSERT INTO claims (app_id, pushkey, event_id, settled, until_ms) \
-                 VALUES (?1, ?2, ?3, 0, ?4) \
-                 ON CONFLICT (app_id, pushkey, event_id) DO UPDATE \
-                 SET settled = 0, until_ms = excluded.until_ms \
-                 WHERE (claims.settled = 0 AND claims.until_ms < ?5) \
-                 OR (claims.settled = 1 AND claims.until_ms < ?6)"
-            }
-            Sql::SettleClaim => {
-                "UPDATE claims SET settled = 1, until_ms = ?4 \
+            Sql::FindClaim => {
+                "SELECT settled, until_ms FROM claims \
                  WHERE app_id = ?1 AND pushkey = ?2 AND event_id = ?3"
+            }
+            // The row is new unless a lease of an older version is there.
+            Sql::SettleClaim => {
+                "INSERT INTO claims (app_id, pushkey, event_id, settled, until_ms) \
+                 VALUES (?1, ?2, ?3, 1, ?4) \
+                 ON CONFLICT (app_id, pushkey, event_id) DO UPDATE \
+                 SET settled = 1, until_ms = excluded.until_ms"
             }
             Sql::ReleaseClaim => {
                 "DELETE FROM claims WHERE settled = 0 \
@@ -218,13 +353,15 @@ fn find_rejections(st: &mut Statements, devices: &[DeviceKey]) -> rusqlite::Resu
     Ok(out)
 }
 
-/// Writes a group of operations and answers each: all in one transaction,
-/// or, when that fails, each in its own.
-fn write_group(st: &mut Statements, ops: Vec<Op>) {
+/// Writes a group of settlements and answers each: all in one transaction,
+/// or, when that fails, each in its own. The leases of the claims a
+/// committed settlement settles or gives up end with its commit.
+fn write_group(st: &mut Statements, leases: &mut Leases, ops: Vec<Op>) {
     if ops.len() > 1 {
         match in_one_transaction(st, &ops) {
             Ok(done) => {
                 for (op, d) in ops.into_iter().zip(done) {
+                    end_leases(leases, &op);
                     op.answer(Ok::<_, StoreError>(d));
                 }
                 return;
@@ -237,45 +374,30 @@ fn write_group(st: &mut Statements, ops: Vec<Op>) {
     for op in ops {
         let result = in_one_transaction(st, std::slice::from_ref(&op))
             .map(|d| d.into_iter().next().unwrap_or(Done::Settled(Vec::new())));
+        if result.is_ok() {
+            end_leases(leases, &op);
+        }
         op.answer(result);
     }
 }
 
-/// The operations in order, in one transaction (rolled back on error).
-fn in_one_transaction(st: &mut Statements, ops: &[Op]) -> rusqlite::Result<Vec<Done>> {
-    st.in_transaction(Sql::BeginImmediate, |st| {
-        ops.iter().map(|op| apply(st, op)).collect()
-    })
+fn end_leases(leases: &mut Leases, op: &Op) {
+    if let Op::Settle { settlement, .. } = op {
+        leases.end(settlement);
+    }
 }
 
-fn apply(st: &mut Statements, op: &Op) -> rusqlite::Result<Done> {
-    match op {
-        Op::Claim {
-            keys,
-            now,
-            lease_until,
-            settled_before,
-            ..
-        } => {
-            let claim = st.get(Sql::Claim)?;
-            let mut granted = Vec::new();
-            for k in keys {
-                let changed = claim.execute(params![
-                    k.app_id,
-                    k.pushkey,
-                    k.event_id,
-                    lease_until,
-                    now,
-                    settled_before
-                ])?;
-                if changed > 0 {
-                    granted.push(k.clone());
-                }
-            }
-            Ok(Done::Claimed(granted))
-        }
-        Op::Settle { settlement, .. } => Ok(Done::Settled(settle(st, settlement)?)),
-    }
+/// The settlements in order, in one transaction (rolled back on error).
+fn in_one_transaction(st: &mut Statements, ops: &[Op]) -> rusqlite::Result<Vec<Done>> {
+    st.in_transaction(Sql::BeginImmediate, |st| {
+        ops.iter()
+            .map(|op| match op {
+                Op::Settle { settlement, .. } => Ok(Done::Settled(settle(st, settlement)?)),
+                // Claims are not written ([`Leases`]); `start` answers them.
+                Op::Claim { .. } => Ok(Done::Claimed(Vec::new())),
+            })
+            .collect()
+    })
 }
 
 /// A settlement's statements, in the order of the sqlx path's; returns the

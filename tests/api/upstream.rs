@@ -449,8 +449,17 @@ async fn ready_while_store_writes_fail(s: Setup) {
     let a = gw.notify(&message("$full", vec![device.clone()])).await;
     assert_eq!((a.status, a.body), (200, json!({"rejected": []})));
     assert_eq!(s.fake.received_for("dev").len(), 1);
-    // … but the gateway is not ready: the next push that fails could not be queued.
-    let ready = gw.request("GET", "/ready", "").await;
+    // … but the gateway is not ready once it tried to write (on SQLite, when
+    // the push is settled, after the answer): the next push that fails could
+    // not be queued.
+    let mut ready = gw.request("GET", "/ready", "").await;
+    for _ in 0..100 {
+        if ready.status != 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        ready = gw.request("GET", "/ready", "").await;
+    }
     assert_eq!(ready.status, 503);
     assert_eq!(ready.body["errcode"], "M_UNKNOWN");
     let error = ready.body["error"].as_str().unwrap_or_default();

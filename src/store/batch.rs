@@ -67,6 +67,16 @@ impl Op {
     }
 }
 
+impl Op {
+    /// How many claim keys the operation holds (a settlement: none).
+    pub fn keys(&self) -> usize {
+        match self {
+            Op::Claim { keys, .. } => keys.len(),
+            Op::Settle { .. } => 0,
+        }
+    }
+}
+
 /// Spawns a task that hands `run` every queued item at once (up to
 /// [`MAX_BATCH`]); returns the queue. The task ends when the queue's senders are gone.
 fn spawn_grouping<T, F, Fut>(run: F) -> mpsc::Sender<T>

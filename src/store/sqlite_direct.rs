@@ -43,10 +43,6 @@ pub fn start(path: &Path, turn: Held<sqlx::Sqlite>) -> Result<(Writer, Reader), 
         let mut st = Statements::new(&conn);
         let mut leases = Leases::default();
         while let Some(group) = groups.next() {
-            // Lookups first: they are short, and a request waits for them before it sends anything.
-            if !group.lookups.is_empty() {
-                batch::answer_lookups(group.lookups, |devices| Ok(rejections(&mut st, devices)?));
-            }
             let (claims, writes): (Vec<Op>, Vec<Op>) = group
                 .ops
                 .into_iter()
@@ -57,34 +53,63 @@ pub fn start(path: &Path, turn: Held<sqlx::Sqlite>) -> Result<(Writer, Reader), 
             }
             // After the group's settlements: a claim of a key one of them
             // settled finds it settled, as if it had come a moment later.
-            for op in claims {
-                let result = match &op {
-                    Op::Claim {
-                        keys,
-                        now,
-                        lease_until,
-                        settled_before,
-                        ..
-                    } => claim(
-                        &mut st,
-                        &mut leases,
-                        keys,
-                        *now,
-                        *lease_until,
-                        *settled_before,
-                    )
-                    .map(Done::Claimed),
-                    Op::Settle { .. } => Ok(Done::Settled(Vec::new())),
-                };
-                op.answer(result);
-            }
-            for s in group.states {
-                let _ = s
-                    .reply
-                    .send(claim_states(&mut st, &leases, &s.keys).map_err(Into::into));
-            }
+            let reads = Reads {
+                lookups: group.lookups,
+                claims,
+                states: group.states,
+            };
+            reads.answer(&mut st, &mut leases);
         }
     })?)
+}
+
+/// The reads of a group: rejection lookups, claims (a read of the file and
+/// a lease here) and claim states.
+struct Reads {
+    lookups: Vec<batch::Lookup>,
+    claims: Vec<Op>,
+    states: Vec<batch::States>,
+}
+
+impl Reads {
+    /// Answers every read, all in one read transaction when there are
+    /// several: SQLite would otherwise begin and end one per statement,
+    /// which costs more than the statement's own lookup.
+    fn answer(self, st: &mut Statements, leases: &mut Leases) {
+        let keys = self.lookups.iter().map(|l| l.devices.len()).sum::<usize>()
+            + self.claims.iter().map(Op::keys).sum::<usize>()
+            + self.states.iter().map(|s| s.keys.len()).sum::<usize>();
+        if keys == 0 {
+            return;
+        }
+        let in_transaction = keys > 1 && st.begin_read();
+        if !self.lookups.is_empty() {
+            batch::answer_lookups(self.lookups, |devices| Ok(find_rejections(st, devices)?));
+        }
+        for op in self.claims {
+            let result = match &op {
+                Op::Claim {
+                    keys,
+                    now,
+                    lease_until,
+                    settled_before,
+                    ..
+                } => {
+                    claim(st, leases, keys, *now, *lease_until, *settled_before).map(Done::Claimed)
+                }
+                Op::Settle { .. } => Ok(Done::Settled(Vec::new())),
+            };
+            op.answer(result);
+        }
+        for s in self.states {
+            let _ = s
+                .reply
+                .send(claim_states(st, leases, &s.keys).map_err(Into::into));
+        }
+        if in_transaction {
+            st.end_read();
+        }
+    }
 }
 
 /// The leases of the claims being sent, by this gateway: kept here rather
@@ -302,6 +327,27 @@ impl<'c> Statements<'c> {
         self.get(sql)?.raw_execute().map(drop)
     }
 
+    /// Begins a read transaction; false when it could not (the reads then
+    /// run one statement at a time, each in its own snapshot).
+    fn begin_read(&mut self) -> bool {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.run(Sql::Rollback) {
+                tracing::warn!(error = %e, "store: ending a transaction left open failed");
+                return false;
+            }
+        }
+        self.run(Sql::Begin).is_ok()
+    }
+
+    /// Ends a read transaction (nothing to keep: it wrote nothing).
+    fn end_read(&mut self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.run(Sql::Commit) {
+                tracing::warn!(error = %e, "store: ending a read transaction failed");
+            }
+        }
+    }
+
     /// Runs `work` in a transaction begun with `begin`: committed when it
     /// succeeds, rolled back when anything fails.
     fn in_transaction<T>(
@@ -326,16 +372,8 @@ impl<'c> Statements<'c> {
     }
 }
 
-/// Every device's remembered rejection: one device's in a statement of its
-/// own (SQLite reads it in one snapshot), several in one read transaction.
-fn rejections(st: &mut Statements, devices: &[DeviceKey]) -> rusqlite::Result<Vec<Rejection>> {
-    if devices.len() == 1 {
-        find_rejections(st, devices)
-    } else {
-        st.in_transaction(Sql::Begin, |st| find_rejections(st, devices))
-    }
-}
-
+/// Every device's remembered rejection (in the group's read transaction when
+/// there are several reads, so in one snapshot).
 fn find_rejections(st: &mut Statements, devices: &[DeviceKey]) -> rusqlite::Result<Vec<Rejection>> {
     let find = st.get(Sql::FindRejection)?;
     let mut out = Vec::new();

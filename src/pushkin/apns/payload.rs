@@ -22,6 +22,20 @@ pub enum PayloadError {
     TooLarge(usize, usize),
 }
 
+/// The payload for one device as the bytes sent to Apple, within `limit`;
+/// `None` when there is nothing to send.
+pub fn render(
+    n: &Notification,
+    d: &Device,
+    send_badge_counts: bool,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, PayloadError> {
+    match build(n, d, send_badge_counts)? {
+        Some(payload) => encode(payload, limit).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Builds the payload for one device, or `None` when there is nothing to send.
 pub fn build(
     n: &Notification,
@@ -255,5 +269,7 @@ pub fn encode(mut payload: Map<String, Value>, limit: usize) -> Result<Vec<u8>, 
     }
 }
 
+#[cfg(test)]
+mod golden;
 #[cfg(test)]
 mod tests;

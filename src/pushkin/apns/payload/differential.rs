@@ -268,3 +268,24 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn strings_are_escaped_as_serde_json_escapes_them() {
+    // Every ASCII character and a few wider ones, at every position of the
+    // eight-byte words the writer skips over.
+    let units = (0u8..0x80)
+        .map(char::from)
+        .chain(['é', '漢', '😀', '\u{2028}', '\u{fffd}']);
+    for unit in units {
+        for at in 0..17 {
+            let s = format!("{}{unit}{}", "a".repeat(at), "b".repeat(16 - at));
+            let mut ours = Vec::new();
+            super::write::string(&mut ours, &s);
+            assert_eq!(
+                String::from_utf8(ours).expect("UTF-8"),
+                serde_json::to_string(&s).expect("a string serializes"),
+                "{unit:?} at {at}"
+            );
+        }
+    }
+}

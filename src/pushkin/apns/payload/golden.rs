@@ -3,7 +3,7 @@
 //! `default_payload` merging, truncation and the errors. Pinned on the
 //! `serde_json::Value` builder; any other builder must give the same bytes.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::*;
 use crate::notification::parse;
@@ -542,4 +542,17 @@ fn an_alert_in_the_default_payload_is_shortened_when_it_is_the_only_one() {
         render_body(&b, true, MAX_PAYLOAD),
         Err(PayloadError::TooLarge(5074, 4096))
     );
+}
+
+#[test]
+fn maps_iterate_in_key_order() {
+    // The writer merges our keys into a default payload's as it iterates:
+    // that needs serde_json's default sorted `Map` (its `preserve_order`
+    // feature off), which is also what made the order of these bytes.
+    let mut m = Map::new();
+    for k in ["b", "aps", "A", "a"] {
+        m.insert(k.into(), Value::Null);
+    }
+    let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["A", "a", "aps", "b"]);
 }

@@ -125,9 +125,19 @@ impl Content {
     /// The value of one key (the last one, when the key is repeated), parsed
     /// on its own; the other keys are skipped without building anything.
     pub fn field(&self, key: &str) -> Option<Value> {
-        let entries = RawObject::of_text(self.get())?;
-        let raw = entries.last(key)?;
-        serde_json::from_str(raw.get()).ok()
+        let [raw] = self.raw_fields([key]);
+        serde_json::from_str(raw?.get()).ok()
+    }
+
+    /// The raw JSON text of several keys' values (of each the last one, when
+    /// a key is repeated), found in one pass over the object. Each is a
+    /// valid JSON value that a `Value` parse accepts: [`parse`] checked the
+    /// content as one.
+    pub fn raw_fields<const N: usize>(&self, keys: [&str; N]) -> [Option<&RawValue>; N] {
+        match RawObject::of_text(self.get()) {
+            Some(entries) => keys.map(|k| entries.last(k)),
+            None => [None; N],
+        }
     }
 
     /// Every key whose value is a string, with that string, in key order
@@ -769,6 +779,15 @@ mod tests {
         assert_eq!(c.field("b"), Some(Value::from("z")));
         assert_eq!(c.field("n"), Some(serde_json::json!([1, {"d": 2}])));
         assert_eq!(c.field("missing"), None);
+        let [b, missing, n] = c.raw_fields(["b", "missing", "n"]);
+        assert_eq!(
+            (
+                b.map(RawValue::get),
+                missing.map(RawValue::get),
+                n.map(RawValue::get)
+            ),
+            (Some(r#""z""#), None, Some(r#"[1,{"d":2}]"#))
+        );
         let strings: Vec<(String, String)> = c.strings().into_iter().collect();
         assert_eq!(strings, vec![("b".to_owned(), "z".to_owned())]);
         let map = c.to_map();

@@ -21,11 +21,9 @@ fuzz_target!(|data: &[u8]| {
                 assert!(serde_json::from_slice::<Value>(&bytes).is_ok());
             }
         }
-        if let Ok(Some(p)) = apns::payload::build(&n, d, true) {
-            if let Ok(bytes) = apns::payload::encode(p, apns::payload::MAX_PAYLOAD) {
-                assert!(bytes.len() <= apns::payload::MAX_PAYLOAD);
-                assert!(serde_json::from_slice::<Value>(&bytes).is_ok());
-            }
+        if let Ok(Some(bytes)) = apns::payload::render(&n, d, true, apns::payload::MAX_PAYLOAD) {
+            assert!(bytes.len() <= apns::payload::MAX_PAYLOAD);
+            assert!(serde_json::from_slice::<Value>(&bytes).is_ok());
         }
         if let Ok(m) = fcm::message::build(&n, d, &Map::new(), true) {
             let data = m["message"]["data"].as_object().expect("data");

@@ -186,25 +186,23 @@ impl Apns {
             Ok(t) => t,
             Err(why) => return Err(Outcome::unusable(Unusable::MalformedToken(why))),
         };
-        let payload = match payload::build(n, d, self.send_badge_counts) {
-            Ok(Some(p)) => p,
-            Ok(None) => return Err(Outcome::Delivered),
-            Err(payload::PayloadError::BadDefaultPayload) => {
-                return Err(Outcome::unusable(Unusable::BadDefaultPayload))
-            }
-            Err(e) => return Err(Outcome::failed(Cause::Local(e.to_string()))),
-        };
         let voip = self.push_type.as_ref().is_some_and(|t| t == "voip");
         let limit = if voip {
             payload::MAX_VOIP_PAYLOAD
         } else {
             payload::MAX_PAYLOAD
         };
-        let body = match payload::encode(payload, limit) {
-            Ok(b) => bytes::Bytes::from(b),
+        let body = match payload::render(n, d, self.send_badge_counts, limit) {
+            Ok(Some(b)) => bytes::Bytes::from(b),
+            Ok(None) => return Err(Outcome::Delivered),
+            Err(payload::PayloadError::BadDefaultPayload) => {
+                return Err(Outcome::unusable(Unusable::BadDefaultPayload))
+            }
             // Nothing could be shortened: this push can never be delivered, but
             // the token is fine (ours: the reference answers 500).
-            Err(e) => return Err(Outcome::failed(Cause::PayloadTooLarge(e.to_string()))),
+            Err(e @ payload::PayloadError::TooLarge(..)) => {
+                return Err(Outcome::failed(Cause::PayloadTooLarge(e.to_string())))
+            }
         };
         let background = self.push_type.as_ref().is_some_and(|t| t == "background");
         let url = device_url(&self.base, &token);

@@ -1,10 +1,21 @@
 //! The APNs payloads Element iOS and other Matrix apps parse: event_id_only,
 //! full (an `aps.alert` with a `loc-key` per event kind), and badge-only —
 //! then cut to Apple's size limit without splitting a UTF-8 character.
+//!
+//! What goes in a payload is decided here; [`write`] puts it in bytes.
 
-use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::ids::EventId;
 use crate::notification::{Device, Notification};
+
+mod json;
+mod write;
+
+use write::{Alert, Shape};
 
 /// Display names, room names and bodies are cut to this many characters first.
 const MAX_FIELD_CHARS: usize = 1024;
@@ -22,87 +33,66 @@ pub enum PayloadError {
     TooLarge(usize, usize),
 }
 
-/// Builds the payload for one device, or `None` when there is nothing to send.
-pub fn build(
+/// The payload for one device as the bytes sent to Apple, within `limit`;
+/// `None` when there is nothing to send.
+pub fn render(
     n: &Notification,
     d: &Device,
     send_badge_counts: bool,
-) -> Result<Option<Map<String, Value>>, PayloadError> {
+    limit: usize,
+) -> Result<Option<Vec<u8>>, PayloadError> {
     let default = match d.data.get("default_payload") {
         None | Some(Value::Null) => None,
         Some(Value::Object(m)) => Some(m),
         Some(_) => return Err(PayloadError::BadDefaultPayload),
     };
+    let Some(shape) = shape(n, d, default, send_badge_counts) else {
+        return Ok(None);
+    };
+    write::fit(&shape, limit).map(Some)
+}
+
+/// What the payload holds, or `None` when there is nothing to send.
+fn shape<'a>(
+    n: &'a Notification,
+    d: &'a Device,
+    default: Option<&'a Map<String, Value>>,
+    send_badge_counts: bool,
+) -> Option<Shape<'a>> {
+    let room_id = n.room_id.as_deref();
+    let event_id = n.event_id.as_ref().map(EventId::as_str);
     if n.is_event_id_only() {
-        return Ok(Some(event_id_only(n, default, send_badge_counts)));
+        let counts = send_badge_counts.then_some(&n.counts);
+        return Some(Shape::EventIdOnly {
+            default,
+            room_id,
+            event_id,
+            unread: counts.and_then(|c| c.unread),
+            missed_calls: counts.and_then(|c| c.missed_calls),
+        });
     }
     let badge = badge(n, send_badge_counts);
     let Some(kind) = n.kind.as_deref() else {
         // No event: a badge update, if there is a badge to set.
-        return Ok(badge.map(|b| {
-            let mut m = Map::new();
-            m.insert("aps".into(), json!({ "badge": b }));
-            m
-        }));
+        return badge.map(Shape::BadgeOnly);
     };
     // A membership change that is not an invite of this user has no alert:
-    // at most a badge update.
+    // at most a badge update, on the default payload, without ids or sound.
     let alert = alert(n, kind);
     if alert.is_none() && badge.is_none() {
-        return Ok(None);
+        return None;
     }
-    let mut payload = default.cloned().unwrap_or_default();
-    let mut aps = match payload.remove("aps") {
-        Some(Value::Object(aps)) => aps,
-        _ => Map::new(),
-    };
-    if let Some((loc_key, loc_args)) = &alert {
-        aps.insert(
-            "alert".into(),
-            json!({ "loc-key": loc_key, "loc-args": loc_args }),
-        );
-    }
-    if let Some(b) = badge {
-        aps.insert("badge".into(), Value::from(b));
-    }
-    if alert.is_some() {
-        if let Some(sound) = d.tweaks.get("sound").filter(|s| s.is_string()) {
-            aps.insert("sound".into(), sound.clone());
-        }
-    }
-    payload.insert("aps".into(), Value::Object(aps));
-    if alert.is_some() {
-        if let Some(room) = &n.room_id {
-            payload.insert("room_id".into(), Value::String(room.clone()));
-        }
-        if let Some(event) = &n.event_id {
-            payload.insert("event_id".into(), Value::String(event.as_str().to_owned()));
-        }
-    }
-    Ok(Some(payload))
-}
-
-fn event_id_only(
-    n: &Notification,
-    default: Option<&Map<String, Value>>,
-    send_badge_counts: bool,
-) -> Map<String, Value> {
-    let mut p = default.cloned().unwrap_or_default();
-    if let Some(room) = &n.room_id {
-        p.insert("room_id".into(), Value::String(room.clone()));
-    }
-    if let Some(event) = &n.event_id {
-        p.insert("event_id".into(), Value::String(event.as_str().to_owned()));
-    }
-    if send_badge_counts {
-        if let Some(u) = n.counts.unread {
-            p.insert("unread_count".into(), Value::from(u));
-        }
-        if let Some(m) = n.counts.missed_calls {
-            p.insert("missed_calls".into(), Value::from(m));
-        }
-    }
-    p
+    let with_alert = alert.is_some();
+    Some(Shape::Event {
+        default,
+        alert,
+        badge,
+        sound: with_alert
+            .then(|| d.tweaks.get("sound").and_then(Value::as_str))
+            .flatten(),
+        room_id: room_id.filter(|_| with_alert),
+        event_id: event_id.filter(|_| with_alert),
+    })
 }
 
 fn badge(n: &Notification, send_badge_counts: bool) -> Option<u64> {
@@ -117,69 +107,99 @@ fn badge(n: &Notification, send_badge_counts: bool) -> Option<u64> {
     )
 }
 
-fn cut(s: &str) -> String {
-    s.chars().take(MAX_FIELD_CHARS).collect()
+/// `s` cut to its first [`MAX_FIELD_CHARS`] characters.
+fn cut(s: &str) -> &str {
+    // Fewer bytes than the limit: fewer characters too.
+    if s.len() <= MAX_FIELD_CHARS {
+        return s;
+    }
+    match s.char_indices().nth(MAX_FIELD_CHARS) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
+fn cut_cow(s: Cow<'_, str>) -> Cow<'_, str> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(cut(b)),
+        Cow::Owned(mut o) => {
+            let end = cut(&o).len();
+            o.truncate(end);
+            Cow::Owned(o)
+        }
+    }
+}
+
+/// A raw JSON value as a string, borrowed when it has no escapes; `None`
+/// when it is not a string.
+fn raw_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    match serde_json::from_str::<&str>(text) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+    }
 }
 
 /// The `loc-key` and `loc-args` for an event kind; `None` for a membership
 /// change that is not an invite of this user.
-fn alert(n: &Notification, kind: &str) -> Option<(String, Vec<String>)> {
-    let from = cut(n
+fn alert<'a>(n: &'a Notification, kind: &str) -> Option<Alert<'a>> {
+    let from = Cow::Borrowed(cut(n
         .sender_display_name
         .as_deref()
         .or(n.sender.as_deref())
-        .unwrap_or(" "));
-    let room = n.room_name.as_deref().or(n.room_alias.as_deref()).map(cut);
-    // Only the keys the alert reads are parsed out of the raw content.
+        .unwrap_or(" ")));
+    let room = n
+        .room_name
+        .as_deref()
+        .or(n.room_alias.as_deref())
+        .map(|r| Cow::Borrowed(cut(r)));
     let content = n.content.as_ref();
-    let field = |key: &str| content.and_then(|c| c.field(key));
-    let msgtype = match kind {
-        "m.room.message" | "m.room.encrypted" => field("msgtype"),
-        _ => None,
-    };
-    // A body is shown only alongside a msgtype, as the apps expect.
-    let body = msgtype.as_ref().and_then(|_| field("body"));
-    let in_room = |base: &str| match &room {
-        Some(_) => format!("{base}_IN_ROOM"),
-        None => base.to_owned(),
-    };
     Some(match kind {
         "m.room.message" | "m.room.encrypted" => {
-            let body = body
-                .as_ref()
-                .and_then(Value::as_str)
+            // Only the keys the alert reads are taken out of the raw content.
+            let [msgtype, body] =
+                content.map_or([None, None], |c| c.raw_fields(["msgtype", "body"]));
+            // A body is shown only alongside a msgtype (of any value), as the apps expect.
+            let body = msgtype
+                .and(body)
+                .and_then(raw_str)
                 .filter(|b| !b.is_empty())
-                .map(cut);
-            match msgtype.as_ref().and_then(Value::as_str) {
+                .map(cut_cow);
+            match msgtype.and_then(raw_str).as_deref() {
                 // The image's body (its file name) comes before the room.
-                Some("m.image") => (
-                    in_room("IMAGE_FROM_USER"),
-                    [Some(from), Some(body.unwrap_or_default()), room]
-                        .into_iter()
-                        .flatten()
-                        .collect(),
+                Some("m.image") => Alert::new(
+                    if room.is_some() {
+                        "IMAGE_FROM_USER_IN_ROOM"
+                    } else {
+                        "IMAGE_FROM_USER"
+                    },
+                    [Some(from), Some(body.unwrap_or_default()), room],
                 ),
                 Some("m.emote") => {
-                    let body = body.unwrap_or_default();
+                    let body = Some(body.unwrap_or_default());
                     match room {
-                        Some(r) => ("ACTION_FROM_USER_IN_ROOM".into(), vec![r, from, body]),
-                        None => ("ACTION_FROM_USER".into(), vec![from, body]),
+                        Some(r) => {
+                            Alert::new("ACTION_FROM_USER_IN_ROOM", [Some(r), Some(from), body])
+                        }
+                        None => Alert::new("ACTION_FROM_USER", [Some(from), body, None]),
                     }
                 }
                 _ => {
-                    let mut key = in_room("MSG_FROM_USER");
-                    if body.is_some() {
-                        key.push_str("_WITH_CONTENT");
-                    }
-                    (
-                        key,
-                        [Some(from), room, body].into_iter().flatten().collect(),
-                    )
+                    let key = match (room.is_some(), body.is_some()) {
+                        (false, false) => "MSG_FROM_USER",
+                        (false, true) => "MSG_FROM_USER_WITH_CONTENT",
+                        (true, false) => "MSG_FROM_USER_IN_ROOM",
+                        (true, true) => "MSG_FROM_USER_IN_ROOM_WITH_CONTENT",
+                    };
+                    Alert::new(key, [Some(from), room, body])
                 }
             }
         }
         "m.call.invite" => {
-            let offer = field("offer");
+            let offer = content.and_then(|c| c.field("offer"));
             let sdp = offer
                 .as_ref()
                 .and_then(|o| o.get("sdp"))
@@ -190,70 +210,26 @@ fn alert(n: &Notification, kind: &str) -> Option<(String, Vec<String>)> {
             } else {
                 "VOICE_CALL_FROM_USER"
             };
-            (key.into(), vec![from])
+            Alert::new(key, [Some(from), None, None])
         }
         "m.room.member"
             if n.membership.as_deref() == Some("invite") && n.user_is_target == Some(true) =>
         {
             match room {
-                Some(r) => ("USER_INVITE_TO_NAMED_ROOM".into(), vec![from, r]),
-                None => ("USER_INVITE_TO_CHAT".into(), vec![from]),
+                Some(r) => Alert::new("USER_INVITE_TO_NAMED_ROOM", [Some(from), Some(r), None]),
+                None => Alert::new("USER_INVITE_TO_CHAT", [Some(from), None, None]),
             }
         }
         "m.room.member" => return None,
-        _ => ("MSG_FROM_USER".into(), vec![from]),
+        _ => Alert::new("MSG_FROM_USER", [Some(from), None, None]),
     })
 }
 
-/// Serializes the payload within `limit` bytes. Too large: the longest `loc-args`
-/// entries are shortened first — all entries above a common length are cut to
-/// it, never inside a UTF-8 character — until it fits.
-pub fn encode(mut payload: Map<String, Value>, limit: usize) -> Result<Vec<u8>, PayloadError> {
-    loop {
-        let bytes = serde_json::to_vec(&payload).unwrap_or_default();
-        if bytes.len() <= limit {
-            return Ok(bytes);
-        }
-        let excess = bytes.len() - limit;
-        let args = payload
-            .get_mut("aps")
-            .and_then(|a| a.get_mut("alert"))
-            .and_then(|a| a.get_mut("loc-args"))
-            .and_then(Value::as_array_mut);
-        let Some(args) = args else {
-            return Err(PayloadError::TooLarge(bytes.len(), limit));
-        };
-        let lens: Vec<usize> = args
-            .iter()
-            .map(|a| a.as_str().map_or(0, str::len))
-            .collect();
-        let removed = |level: usize| lens.iter().map(|l| l.saturating_sub(level)).sum::<usize>();
-        if removed(0) == 0 {
-            return Err(PayloadError::TooLarge(bytes.len(), limit));
-        }
-        // The highest level that removes enough (serialized JSON is never shorter than the raw text).
-        let (mut lo, mut hi) = (0, lens.iter().copied().max().unwrap_or(0));
-        while lo < hi {
-            let mid = (lo + hi).div_ceil(2);
-            if removed(mid) >= excess {
-                lo = mid;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        for arg in args.iter_mut() {
-            if let Value::String(s) = arg {
-                if s.len() > lo {
-                    let mut end = lo;
-                    while !s.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    s.truncate(end);
-                }
-            }
-        }
-    }
-}
-
+#[cfg(test)]
+mod differential;
+#[cfg(test)]
+mod golden;
+#[cfg(test)]
+mod oracle;
 #[cfg(test)]
 mod tests;

@@ -37,12 +37,20 @@ fn message(msgtype: &str, body: Option<&str>, room: Option<&str>) -> Notificatio
     }
 }
 
+/// The payload as JSON, not cut to any limit.
+fn built(
+    n: &Notification,
+    d: &Device,
+    send_badge_counts: bool,
+) -> Result<Option<Value>, PayloadError> {
+    let bytes = render(n, d, send_badge_counts, usize::MAX)?;
+    Ok(bytes.map(|b| serde_json::from_slice(&b).expect("JSON")))
+}
+
 fn payload(n: &Notification, d: &Device) -> Value {
-    Value::Object(
-        build(n, d, true)
-            .expect("builds")
-            .expect("something to send"),
-    )
+    built(n, d, true)
+        .expect("builds")
+        .expect("something to send")
 }
 
 fn alert_of(n: &Notification) -> Value {
@@ -197,7 +205,7 @@ fn full_payload_with_default_payload_sound_and_badge() {
         })
     );
     // send_badge_counts: false leaves the badge out.
-    let p = build(&n, &d, false).expect("ok").expect("some");
+    let p = built(&n, &d, false).expect("ok").expect("some");
     assert!(p["aps"].get("badge").is_none());
 }
 
@@ -243,16 +251,16 @@ fn badge_only_and_nothing_to_send() {
         payload(&n, &device(json!({}), json!({}))),
         json!({"aps": {"badge": 4}})
     );
-    assert_eq!(build(&n, &device(json!({}), json!({})), false), Ok(None));
+    assert_eq!(built(&n, &device(json!({}), json!({})), false), Ok(None));
     let empty = Notification::default();
-    assert_eq!(build(&empty, &device(json!({}), json!({})), true), Ok(None));
+    assert_eq!(built(&empty, &device(json!({}), json!({})), true), Ok(None));
 }
 
 #[test]
 fn bad_default_payload() {
     let n = message("m.text", Some("hi"), None);
     assert_eq!(
-        build(
+        built(
             &n,
             &device(json!({"default_payload": [1]}), json!({})),
             true
@@ -274,12 +282,13 @@ fn long_fields_are_cut_to_1024_chars() {
 fn truncation_fits_the_limit_without_splitting_characters() {
     for unit in ["😀", "漢", "é", "a"] {
         let n = message("m.text", Some(&unit.repeat(1024)), Some(&"Ω".repeat(1024)));
-        let p = build(&n, &device(json!({}), json!({})), true)
+        let d = device(json!({}), json!({}));
+        let untouched = render(&n, &d, true, usize::MAX)
             .expect("ok")
-            .expect("some");
+            .expect("some")
+            .len();
         for limit in [MAX_PAYLOAD, 1000, 300] {
-            let untouched = serde_json::to_vec(&p).expect("json").len();
-            let bytes = encode(p.clone(), limit).expect("fits");
+            let bytes = render(&n, &d, true, limit).expect("fits").expect("some");
             if untouched <= limit {
                 assert_eq!(bytes.len(), untouched);
                 continue;
@@ -315,6 +324,7 @@ fn truncation_fits_the_limit_without_splitting_characters() {
 #[test]
 fn what_cannot_be_shortened_is_refused() {
     let n = Notification {
+        event_id: Some("$e".into()),
         counts: Counts {
             unread: Some(1),
             missed_calls: None,
@@ -324,13 +334,8 @@ fn what_cannot_be_shortened_is_refused() {
     let mut d = device(json!({}), json!({}));
     d.data
         .insert("default_payload".into(), json!({"pad": "x".repeat(5000)}));
-    let p = event_id_only(
-        &n,
-        d.data.get("default_payload").and_then(Value::as_object),
-        true,
-    );
     assert!(matches!(
-        encode(p, MAX_PAYLOAD),
+        render(&n, &d, true, MAX_PAYLOAD),
         Err(PayloadError::TooLarge(_, 4096))
     ));
 }
@@ -379,9 +384,9 @@ fn membership_changes_other_than_our_invite_have_no_alert() {
         json!({"aps": {"badge": 2}})
     );
     // No counts (or counts not sent): nothing to send.
-    assert_eq!(build(&n, &d, false), Ok(None));
+    assert_eq!(built(&n, &d, false), Ok(None));
     n.counts = Counts::default();
-    assert_eq!(build(&n, &d, true), Ok(None));
+    assert_eq!(built(&n, &d, true), Ok(None));
 }
 
 #[test]
@@ -397,7 +402,7 @@ fn event_id_only_without_badge_counts() {
     };
     let d = device(json!({"format": "event_id_only"}), json!({}));
     assert_eq!(
-        build(&n, &d, false).expect("ok").map(Value::Object),
+        built(&n, &d, false).expect("ok"),
         Some(json!({"room_id": "!r:x", "event_id": "$e"}))
     );
 }

@@ -120,6 +120,23 @@ pub fn build_client(o: &ClientOptions<'_>) -> Result<reqwest::Client, NetError> 
     b.build().map_err(NetError::Build)
 }
 
+#[cfg(test)]
+impl ClientOptions<'static> {
+    /// For tests against loopback servers: a 2 s connect timeout, nothing else.
+    pub(crate) fn for_tests() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(2),
+            proxy: None,
+            extra_ca: None,
+            max_idle_per_host: 1,
+            guard: None,
+            http2_only: false,
+            identity: None,
+            connections: None,
+        }
+    }
+}
+
 /// The headers the client adds to every request: `accept` and `user-agent`.
 const CLIENT_HEADERS: usize = 2;
 
@@ -186,19 +203,6 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn options() -> ClientOptions<'static> {
-        ClientOptions {
-            connect_timeout: Duration::from_secs(2),
-            proxy: None,
-            extra_ca: None,
-            max_idle_per_host: 1,
-            guard: None,
-            http2_only: false,
-            identity: None,
-            connections: None,
-        }
-    }
-
     /// Answers every request with a 307 to another path, one request per
     /// connection; counts the requests.
     async fn redirecting_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
@@ -233,7 +237,7 @@ mod tests {
     #[tokio::test]
     async fn a_redirect_is_answered_to_the_caller_not_followed() {
         let (addr, requests) = redirecting_server().await;
-        let client = build_client(&options()).expect("client");
+        let client = build_client(&ClientOptions::for_tests()).expect("client");
         let url = url::Url::parse(&format!("http://{addr}/push")).expect("url");
         let resp = client
             .execute(request(reqwest::Method::POST, url, 0))

@@ -479,17 +479,8 @@ mod tests {
     #[tokio::test]
     async fn a_hanging_service_ends_as_the_push_s_timeout_with_the_gateway_s_client() {
         let (fake, mut post) = setup("t", vec![Behaviour::Stall]).await;
-        post.client = crate::net::build_client(&crate::net::ClientOptions {
-            connect_timeout: Duration::from_secs(2),
-            proxy: None,
-            extra_ca: None,
-            max_idle_per_host: 1,
-            guard: None,
-            http2_only: false,
-            identity: None,
-            connections: None,
-        })
-        .expect("client");
+        post.client =
+            crate::net::build_client(&crate::net::ClientOptions::for_tests()).expect("client");
         let tap = Tap::default();
         let m = metrics();
         let x = exchange(&post, &m, Some(&tap));

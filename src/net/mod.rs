@@ -1,10 +1,11 @@
 //! The one outbound HTTP client that every pushkin uses.
 //!
 //! rustls (ring provider) with the system's roots plus an optional extra CA,
-//! HTTP/2 when the server offers it through ALPN, connect and total timeouts,
-//! the configured proxy (CONNECT for https), and — for user-supplied
+//! HTTP/2 when the server offers it through ALPN, a connect timeout, the
+//! configured proxy (CONNECT for https), and — for user-supplied
 //! endpoints — the private-address guard of [`guard`], enforced in the DNS
 //! resolver so that the address that was checked is the address connected to.
+//! Its total time per request is the push's deadline ([`ClientOptions`]).
 
 mod count;
 pub mod guard;
@@ -16,10 +17,12 @@ use std::time::Duration;
 pub use guard::{AddressGuard, Refused};
 
 /// How to build a client for one app.
+///
+/// There is no total timeout here: every request is sent by
+/// `pushkin::exchange`, inside the push's deadline (which covers the answer's
+/// body too), and a second timer of the same length per request only costs.
 pub struct ClientOptions<'a> {
     pub connect_timeout: Duration,
-    /// Total time for one request, connect and body included.
-    pub timeout: Duration,
     /// Proxy URL; `https` targets are tunnelled with CONNECT.
     pub proxy: Option<&'a str>,
     /// An extra CA certificate (PEM) trusted on top of the system's roots.
@@ -68,7 +71,6 @@ pub fn build_client(o: &ClientOptions<'_>) -> Result<reqwest::Client, NetError> 
     install_crypto_provider();
     let mut b = reqwest::Client::builder()
         .connect_timeout(o.connect_timeout)
-        .timeout(o.timeout)
         .pool_max_idle_per_host(o.max_idle_per_host)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
@@ -118,6 +120,35 @@ pub fn build_client(o: &ClientOptions<'_>) -> Result<reqwest::Client, NetError> 
     b.build().map_err(NetError::Build)
 }
 
+#[cfg(test)]
+impl ClientOptions<'static> {
+    /// For tests against loopback servers: a 2 s connect timeout, nothing else.
+    pub(crate) fn for_tests() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(2),
+            proxy: None,
+            extra_ca: None,
+            max_idle_per_host: 1,
+            guard: None,
+            http2_only: false,
+            identity: None,
+            connections: None,
+        }
+    }
+}
+
+/// The headers the client adds to every request: `accept` and `user-agent`.
+const CLIENT_HEADERS: usize = 2;
+
+/// A request whose header map has room for `headers` of the caller's and the
+/// client's own: reqwest adds its defaults to the map it is given, and a map
+/// that has to grow for them is rehashed, once per push.
+pub fn request(method: reqwest::Method, url: url::Url, headers: usize) -> reqwest::Request {
+    let mut request = reqwest::Request::new(method, url);
+    *request.headers_mut() = reqwest::header::HeaderMap::with_capacity(headers + CLIENT_HEADERS);
+    request
+}
+
 /// Whether a request error was caused by the address guard refusing the destination.
 pub fn refused_by_guard(err: &reqwest::Error) -> Option<&Refused> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -164,4 +195,70 @@ pub fn describe(err: &reqwest::Error) -> String {
         root = next;
     }
     format!("{kind}: {root}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers every request with a 307 to another path, one request per
+    /// connection; counts the requests.
+    async fn redirecting_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let answer = "HTTP/1.1 307 Temporary Redirect\r\nlocation: /elsewhere\r\n\
+                                  content-length: 0\r\nconnection: close\r\n\r\n";
+                    let _ = sock.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (addr, requests)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_answered_to_the_caller_not_followed() {
+        let (addr, requests) = redirecting_server().await;
+        let client = build_client(&ClientOptions::for_tests()).expect("client");
+        let url = url::Url::parse(&format!("http://{addr}/push")).expect("url");
+        let resp = client
+            .execute(request(reqwest::Method::POST, url, 0))
+            .await
+            .expect("an answer");
+        assert_eq!(resp.status(), reqwest::StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(
+            resp.headers().get(reqwest::header::LOCATION),
+            Some(&reqwest::header::HeaderValue::from_static("/elsewhere"))
+        );
+        assert_eq!(resp.url().path(), "/push");
+        assert_eq!(requests.load(Ordering::SeqCst), 1, "not followed");
+    }
+
+    #[test]
+    fn a_request_has_room_for_its_headers_and_the_client_s() {
+        let url = url::Url::parse("https://push.example/3/device/x").expect("url");
+        let r = request(reqwest::Method::POST, url, 8);
+        assert!(r.headers().is_empty());
+        assert!(r.headers().capacity() >= 8 + CLIENT_HEADERS);
+        assert_eq!(r.method(), reqwest::Method::POST);
+        assert_eq!(r.url().as_str(), "https://push.example/3/device/x");
+    }
 }

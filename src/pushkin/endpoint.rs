@@ -61,7 +61,6 @@ impl Endpoints {
         };
         let client = net::build_client(&ClientOptions {
             connect_timeout: s.connect_timeout,
-            timeout: s.timeout,
             proxy: s.proxy,
             extra_ca: keys.ca_file.as_deref(),
             max_idle_per_host: keys.max_connections,

@@ -472,6 +472,35 @@ mod tests {
         assert_eq!(e[1].error.as_deref(), Some("no answer in time"));
     }
 
+    /// The gateway's own client has no total timeout of its own: a push
+    /// whose service hangs ends at the push's deadline, as the push's timeout
+    /// (with a client timer of the same length, the client's "timed out"
+    /// could win the race at that instant).
+    #[tokio::test]
+    async fn a_hanging_service_ends_as_the_push_s_timeout_with_the_gateway_s_client() {
+        let (fake, mut post) = setup("t", vec![Behaviour::Stall]).await;
+        post.client =
+            crate::net::build_client(&crate::net::ClientOptions::for_tests()).expect("client");
+        let tap = Tap::default();
+        let m = metrics();
+        let x = exchange(&post, &m, Some(&tap));
+        let started = Instant::now();
+        let budget = Duration::from_millis(500);
+        let outcome = tokio::time::timeout(Duration::from_secs(5), x.run(&policy(), budget, &post))
+            .await
+            .expect("bounded by the push's deadline");
+        let took = started.elapsed();
+        assert_eq!(outcome, Outcome::temporary(Cause::Timeout("the fake")));
+        assert!(
+            (budget..Duration::from_millis(1300)).contains(&took),
+            "{took:?}"
+        );
+        assert_eq!(fake.received().len(), 1);
+        let e = tap.exchanges();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].error.as_deref(), Some("no answer in time"));
+    }
+
     #[tokio::test]
     async fn attempts_are_bounded() {
         let (fake, post) = setup(

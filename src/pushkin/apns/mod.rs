@@ -142,7 +142,6 @@ impl Apns {
         };
         let client = net::build_client(&ClientOptions {
             connect_timeout: s.connect_timeout,
-            timeout: s.timeout,
             proxy: s.proxy,
             extra_ca: cfg.ca_file.as_deref(),
             max_idle_per_host: 1,
@@ -239,7 +238,8 @@ impl Apns {
         jwt: Option<&Arc<str>>,
         apns_id: Uuid,
     ) -> Result<reqwest::Request, String> {
-        let mut req = reqwest::Request::new(http::Method::POST, p.url.clone());
+        // At most the eight headers below.
+        let mut req = net::request(http::Method::POST, p.url.clone(), 8);
         let h = req.headers_mut();
         h.insert(APNS_PRIORITY.clone(), p.priority.clone());
         let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];

@@ -66,7 +66,6 @@ impl Fcm {
     pub fn new(cfg: &FcmConfig, s: &Settings<'_>) -> Result<Self, FcmError> {
         let client = net::build_client(&ClientOptions {
             connect_timeout: s.connect_timeout,
-            timeout: s.timeout,
             proxy: s.proxy,
             extra_ca: cfg.ca_file.as_deref(),
             max_idle_per_host: cfg.max_connections,
@@ -141,7 +140,7 @@ impl exchange::Attempts for Attempts<'_> {
             .authorization
             .value(&token)
             .map_err(|e| Outcome::failed(Cause::Local(format!("bad request: {e}"))))?;
-        let mut request = reqwest::Request::new(http::Method::POST, self.fcm.url.clone());
+        let mut request = net::request(http::Method::POST, self.fcm.url.clone(), 2);
         let h = request.headers_mut();
         h.insert(http::header::AUTHORIZATION, authorization);
         h.insert(

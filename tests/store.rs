@@ -272,59 +272,65 @@ async fn claims_grant_once_take_over_expired_leases_and_reopen_after_the_window(
 
 /// SQLite's leases are the gateway's own (one gateway per file): a claim being
 /// sent writes nothing, only its settlement does; a gateway opened on the file
-/// afterwards (the first one died) does not wait for them. A lease an older
-/// version wrote into the file is honoured until it ends.
+/// afterwards (the first one died) does not wait for them. The claims of a
+/// database of an earlier version are kept by migration 4 (which reshapes
+/// the table): a lease an older version wrote is honoured until it ends, a
+/// settled claim still answers duplicates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_keeps_leases_in_the_gateway_and_honours_those_of_older_versions() {
-    let Some(b) = Db::Sqlite.open().await else {
+async fn sqlite_keeps_leases_in_the_gateway_and_honours_the_claims_of_older_versions() {
+    let Some((config, _dir)) = old_database(Db::Sqlite, 3).await else {
         return;
     };
+    run_sql(
+        &config,
+        "INSERT INTO claims (app_id, pushkey, event_id, settled, until_ms) VALUES \
+         ('org.example.app', 'old', '$e1', 0, 3000), ('org.example.app', 'done', '$e1', 1, 2500)",
+    )
+    .await;
+    let s = store::open(&config).await.expect("open").expect("store");
+    let (old, done) = (claim_key("old", "$e1"), claim_key("done", "$e1"));
+    assert_eq!(
+        s.claim_states(&[old.clone(), done.clone()])
+            .await
+            .expect("states"),
+        vec![
+            (old.clone(), ClaimState::Sending { until: 3000 }),
+            (done.clone(), ClaimState::Settled { at: 2500 })
+        ]
+    );
+    let olds = std::slice::from_ref(&old);
+    assert_eq!(s.claim(olds, 2000, 4000, 0).await.expect("claim"), vec![]);
+    assert_eq!(
+        s.claim(std::slice::from_ref(&done), 2600, 4000, 0)
+            .await
+            .expect("claim"),
+        vec![],
+        "a duplicate of a push settled before the upgrade"
+    );
+
     let k = claim_key("p", "$e1");
     let keys = std::slice::from_ref(&k);
     assert_eq!(
-        b.store.claim(keys, 1000, 2000, 0).await.expect("claim"),
+        s.claim(keys, 1000, 2000, 0).await.expect("claim"),
         vec![k.clone()]
     );
     assert_eq!(
-        b.store.stats().await.expect("stats").claims,
-        0,
-        "nothing written"
+        s.stats().await.expect("stats").claims,
+        2,
+        "the two rows of before; the lease is not written"
     );
-    assert_eq!(
-        b.store.claim(keys, 1500, 2500, 0).await.expect("claim"),
-        vec![]
-    );
+    assert_eq!(s.claim(keys, 1500, 2500, 0).await.expect("claim"), vec![]);
 
-    let again = store::open(&b.config)
-        .await
-        .expect("reopen")
-        .expect("store");
+    let again = store::open(&config).await.expect("reopen").expect("store");
     assert_eq!(
         again.claim(keys, 1500, 2500, 0).await.expect("claim"),
         vec![k.clone()],
         "the first gateway's lease is not in the file"
     );
-
-    run_sql(
-        &b.config,
-        "INSERT INTO claims (app_id, pushkey, event_id, settled, until_ms) \
-         VALUES ('org.example.app', 'old', '$e1', 0, 3000)",
-    )
-    .await;
-    let old = claim_key("old", "$e1");
-    let olds = std::slice::from_ref(&old);
-    assert_eq!(
-        again.claim(olds, 2000, 4000, 0).await.expect("claim"),
-        vec![]
-    );
-    assert_eq!(
-        again.claim_states(olds).await.expect("states"),
-        vec![(old.clone(), ClaimState::Sending { until: 3000 })]
-    );
     assert_eq!(
         again.claim(olds, 3001, 4000, 0).await.expect("claim"),
         vec![old.clone()],
-        "taken over when it ended"
+        "an older version's lease is taken over when it ended"
     );
     again
         .settle(Settlement {
@@ -344,7 +350,7 @@ async fn sqlite_keeps_leases_in_the_gateway_and_honours_those_of_older_versions(
             (old, ClaimState::Settled { at: 3500 })
         ]
     );
-    assert_eq!(again.stats().await.expect("stats").claims, 2);
+    assert_eq!(again.stats().await.expect("stats").claims, 3);
 }
 
 /// A claim given back (`release_claims`) or settled ends its lease at once.

@@ -61,8 +61,10 @@ pub(super) async fn claim_all(
     let Some(event_id) = &n.event_id else {
         return claims;
     };
-    let mut seen = HashSet::new();
-    let mut keys = Vec::new();
+    let mut keys: Vec<ClaimKey> = Vec::new();
+    // Most requests have one device or a few: a scan of the keys so far
+    // costs less than hashing them; a large fan-out gets a set.
+    let mut seen: Option<HashSet<ClaimKey>> = (n.devices.len() > SCAN_UP_TO).then(HashSet::new);
     for (i, d) in n.devices.iter().enumerate() {
         if decided[i] {
             continue;
@@ -72,11 +74,15 @@ pub(super) async fn claim_all(
             pushkey: d.pushkey.expose().to_owned(),
             event_id: event_id.as_str().to_owned(),
         };
-        if seen.insert(key.clone()) {
-            keys.push(key.clone());
-            claims[i] = Claim::Waiting(key);
-        } else {
+        let twin = match &mut seen {
+            Some(seen) => !seen.insert(key.clone()),
+            None => keys.contains(&key),
+        };
+        if twin {
             claims[i] = Claim::Twin;
+        } else {
+            claims[i] = Claim::Waiting(key.clone());
+            keys.push(key);
         }
     }
     if keys.is_empty() {
@@ -87,11 +93,11 @@ pub(super) async fn claim_all(
         .await
     {
         Ok(granted) => {
-            let granted: HashSet<ClaimKey> = granted.into_iter().collect();
+            let granted = Keys::of(granted);
             for c in &mut claims {
-                if let Claim::Waiting(k) = c {
-                    if granted.contains(k) {
-                        *c = Claim::Granted(k.clone());
+                if matches!(c, Claim::Waiting(k) if granted.contains(k)) {
+                    if let Claim::Waiting(k) = std::mem::replace(c, Claim::None) {
+                        *c = Claim::Granted(k);
                     }
                 }
             }
@@ -108,6 +114,32 @@ pub(super) async fn claim_all(
         }
     }
     claims
+}
+
+/// Up to this many devices, duplicates and granted keys are found by a scan.
+const SCAN_UP_TO: usize = 16;
+
+/// Keys to look up: scanned when few, hashed when many.
+enum Keys {
+    Few(Vec<ClaimKey>),
+    Many(HashSet<ClaimKey>),
+}
+
+impl Keys {
+    fn of(keys: Vec<ClaimKey>) -> Keys {
+        if keys.len() > SCAN_UP_TO {
+            Keys::Many(keys.into_iter().collect())
+        } else {
+            Keys::Few(keys)
+        }
+    }
+
+    fn contains(&self, k: &ClaimKey) -> bool {
+        match self {
+            Keys::Few(v) => v.contains(k),
+            Keys::Many(s) => s.contains(k),
+        }
+    }
 }
 
 /// Marks the claims not granted that are already settled (the common case of a
@@ -127,11 +159,13 @@ async fn settled_at_once(store: &dyn Store, claims: &mut [Claim]) {
     let Ok(states) = store.claim_states(&others).await else {
         return;
     };
-    let settled: HashSet<ClaimKey> = states
-        .into_iter()
-        .filter(|(_, st)| matches!(st, ClaimState::Settled { .. }))
-        .map(|(k, _)| k)
-        .collect();
+    let settled = Keys::of(
+        states
+            .into_iter()
+            .filter(|(_, st)| matches!(st, ClaimState::Settled { .. }))
+            .map(|(k, _)| k)
+            .collect(),
+    );
     for c in claims.iter_mut() {
         if matches!(c, Claim::Waiting(k) if settled.contains(k)) {
             *c = Claim::Settled;

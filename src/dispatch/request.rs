@@ -37,7 +37,7 @@ use crate::notification::{self, Device, Notification};
 use crate::pushkin::outcome::{Cause, Rejected};
 use crate::pushkin::Outcome;
 use crate::routing::Route;
-use crate::store::{DeviceKey, Millis, NewEntry, Rejection, Settlement, Store};
+use crate::store::{ClaimKey, DeviceKey, Millis, NewEntry, Rejection, Settlement, Store};
 use crate::telemetry::metrics::UNROUTED;
 
 /// One device of the request on its way to an answer.
@@ -138,11 +138,18 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
     }
 
     // Send everything undecided at once; results arrive on `rx` in completion order.
-    let to_send: Vec<(usize, Arc<Route>, Claim)> = tasks
+    let to_send: Vec<(usize, Arc<Route>, Option<ClaimKey>)> = tasks
         .iter()
         .enumerate()
         .filter(|(_, t)| t.fate.is_none())
-        .filter_map(|(i, t)| Some((i, t.route.clone()?, t.claim.clone())))
+        .filter_map(|(i, t)| {
+            // Only a claim another request holds matters to the send (it waits for it).
+            let waiting = match &t.claim {
+                Claim::Waiting(k) => Some(k.clone()),
+                _ => None,
+            };
+            Some((i, t.route.clone()?, waiting))
+        })
         .collect();
     let deadline = started + d.policy.answer_within;
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Fate)>();
@@ -153,10 +160,11 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
         let shared_id: Arc<str> = request_id.as_str().into();
         let sends: Vec<_> = to_send
             .into_iter()
-            .map(|(i, route, claim)| {
+            .map(|(i, route, waiting)| {
                 let (d, n, request_id, tx) = (d.clone(), n.clone(), shared_id.clone(), tx.clone());
                 async move {
-                    let fate = send_one(&d, &route, n, &claim, i, deadline, &request_id).await;
+                    let fate =
+                        send_one(&d, &route, n, waiting.as_ref(), i, deadline, &request_id).await;
                     let _ = tx.send((i, fate));
                 }
             })
@@ -344,17 +352,17 @@ fn decide(
     (answer, in_flight)
 }
 
-/// Sends one device, first waiting for another request's claim on it if there is one.
+/// Sends one device, first waiting for the claim another request holds on it (`waiting`) if there is one.
 async fn send_one(
     d: &Dispatcher,
     route: &Route,
     n: Arc<Notification>,
-    claim: &Claim,
+    waiting: Option<&ClaimKey>,
     i: usize,
     deadline: Instant,
     request_id: &str,
 ) -> Fate {
-    if let (Claim::Waiting(key), Some(store), Some(dev)) = (claim, &d.store, n.devices.get(i)) {
+    if let (Some(key), Some(store), Some(dev)) = (waiting, &d.store, n.devices.get(i)) {
         let waited = dedup::wait_for(
             &**store,
             &d.clock,

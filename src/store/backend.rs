@@ -29,6 +29,10 @@ pub trait Backend:
     /// expired, so a run costs `$2` rows whatever the table's size.
     const EXPIRE_CLAIMS: &'static str;
 
+    /// Deletes up to `$2` claims whose time is before `$1`, wherever they
+    /// are in the table (the operator's `claims purge`).
+    const PURGE_CLAIMS: &'static str;
+
     /// `COUNT(*)` of tables named `$1` in the database (0 or 1).
     const TABLE_EXISTS: &'static str;
 
@@ -51,6 +55,8 @@ impl Backend for sqlx::Sqlite {
     const EXPIRE_CLAIMS: &'static str = "DELETE FROM claims WHERE rowid IN \
          (SELECT r FROM (SELECT rowid AS r, until_ms FROM claims ORDER BY rowid LIMIT $2) \
           WHERE until_ms < $1)";
+    const PURGE_CLAIMS: &'static str =
+        "DELETE FROM claims WHERE rowid IN (SELECT rowid FROM claims WHERE until_ms < $1 LIMIT $2)";
     const TABLE_EXISTS: &'static str =
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
     const OLD_MIGRATOR_LOCK: Option<&'static str> = None;
@@ -70,6 +76,7 @@ impl Backend for sqlx::Postgres {
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const EXPIRE_CLAIMS: &'static str = "DELETE FROM claims WHERE (app_id, pushkey, event_id) IN \
          (SELECT app_id, pushkey, event_id FROM claims WHERE until_ms < $1 LIMIT $2)";
+    const PURGE_CLAIMS: &'static str = Self::EXPIRE_CLAIMS;
     const TABLE_EXISTS: &'static str = "SELECT COUNT(*) FROM pg_catalog.pg_tables \
          WHERE schemaname = current_schema() AND tablename = $1";
     const OLD_MIGRATOR_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7243001)");

@@ -679,13 +679,11 @@ where
             let n = self
                 .held
                 .run(&self.write_pool, async |conn| {
-                    let done = sqlx::query(
-                        "DELETE FROM claims WHERE (app_id, pushkey, event_id) IN \
-                         (SELECT app_id, pushkey, event_id FROM claims WHERE until_ms < $1 LIMIT 10000)",
-                    )
-                    .bind(before)
-                    .execute(conn)
-                    .await?;
+                    let done = sqlx::query(DB::PURGE_CLAIMS)
+                        .bind(before)
+                        .bind(PURGE_BATCH as i64)
+                        .execute(conn)
+                        .await?;
                     Ok(DB::rows_affected(&done))
                 })
                 .await?;

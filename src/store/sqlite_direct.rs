@@ -255,20 +255,21 @@ impl Sql {
             Sql::FindRejection => {
                 "SELECT rejected_at, reason FROM rejections WHERE app_id = ?1 AND pushkey = ?2"
             }
+            // Written pushkey first, as the primary key is (migration 4).
             Sql::FindClaim => {
                 "SELECT settled, until_ms FROM claims \
-                 WHERE app_id = ?1 AND pushkey = ?2 AND event_id = ?3"
+                 WHERE pushkey = ?2 AND event_id = ?3 AND app_id = ?1"
             }
             // The row is new unless a lease of an older version is there.
             Sql::SettleClaim => {
                 "INSERT INTO claims (app_id, pushkey, event_id, settled, until_ms) \
                  VALUES (?1, ?2, ?3, 1, ?4) \
-                 ON CONFLICT (app_id, pushkey, event_id) DO UPDATE \
+                 ON CONFLICT (pushkey, event_id, app_id) DO UPDATE \
                  SET settled = 1, until_ms = excluded.until_ms"
             }
             Sql::ReleaseClaim => {
                 "DELETE FROM claims WHERE settled = 0 \
-                 AND app_id = ?1 AND pushkey = ?2 AND event_id = ?3"
+                 AND pushkey = ?2 AND event_id = ?3 AND app_id = ?1"
             }
             Sql::Forget => "DELETE FROM rejections WHERE app_id = ?1 AND pushkey = ?2",
             Sql::Remember => {

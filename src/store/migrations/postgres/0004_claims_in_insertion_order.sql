@@ -1,4 +1,0 @@
--- Nothing changes on PostgreSQL: several gateways share the claims' leases
--- through this table, and claims_until serves their expiry. (SQLite dropped
--- that index in this version; the numbering stays the same in both.)
-SELECT 1;

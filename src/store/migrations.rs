@@ -2,10 +2,10 @@
 //! migrator (`sqlx::migrate!`, versions recorded in `_sqlx_migrations`).
 //!
 //! The SQL lives in `migrations/sqlite/` and `migrations/postgres/`, one file
-//! per version and backend; both get the same tables and columns, and the
-//! same indexes but one (SQLite has no `claims_until` from version 4: it
-//! expires claims in rowid order), only the spelling of an auto-incrementing
-//! id differs. A migration, once
+//! per version and backend; both get the same tables and columns, and
+//! only the spelling of an auto-incrementing id differs, except SQLite's
+//! `claims` from version 4: its primary key starts with the pushkey and it
+//! has no `claims_until` index (it expires claims in rowid order). A migration, once
 //! released, is never edited (sqlx refuses to start on a changed checksum): a
 //! change is a new migration, in both directories.
 //!

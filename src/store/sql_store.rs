@@ -44,14 +44,8 @@ where
     /// on `read_pool` (of a database already migrated).
     pub fn start(write_pool: Pool<DB>, read_pool: Pool<DB>) -> Self {
         let (held, writer, reader) = Self::start_grouping(write_pool.clone(), read_pool.clone());
-        SqlStore {
-            write_pool,
-            read_pool,
-            held,
-            writer,
-            reader,
-            leases_on_thread: false,
-        }
+        let parts = (held, writer, reader);
+        Self::assemble(write_pool, read_pool, parts, false)
     }
 
     /// With a writer and a reader served by a thread of their own (SQLite's,
@@ -64,13 +58,22 @@ where
         writer: Writer,
         reader: Reader,
     ) -> Self {
+        Self::assemble(write_pool, read_pool, (held, writer, reader), true)
+    }
+
+    fn assemble(
+        write_pool: Pool<DB>,
+        read_pool: Pool<DB>,
+        (held, writer, reader): (Held<DB>, Writer, Reader),
+        leases_on_thread: bool,
+    ) -> Self {
         SqlStore {
             write_pool,
             read_pool,
             held,
             writer,
             reader,
-            leases_on_thread: true,
+            leases_on_thread,
         }
     }
 }

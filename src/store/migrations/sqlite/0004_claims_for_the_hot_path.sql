@@ -8,10 +8,10 @@
 --   which is the order of their times; the copy below keeps it so).
 -- Leases of claims being sent are no longer written (the gateway keeps them);
 -- rows are settled claims, and leases an older version wrote.
-DROP INDEX claims_until;
 CREATE TABLE claims_v4 (app_id TEXT NOT NULL, pushkey TEXT NOT NULL, event_id TEXT NOT NULL,
     settled INTEGER NOT NULL, until_ms BIGINT NOT NULL,
     PRIMARY KEY (pushkey, event_id, app_id));
+-- In time order (read through claims_until, which goes with the old table).
 INSERT INTO claims_v4 (app_id, pushkey, event_id, settled, until_ms)
     SELECT app_id, pushkey, event_id, settled, until_ms FROM claims ORDER BY until_ms;
 DROP TABLE claims;

@@ -128,8 +128,8 @@ struct Leases {
 
 impl Leases {
     /// Whether another claimant holds `key` at `now`.
-    fn held(&self, key: &ClaimKey, now: Millis) -> Option<Millis> {
-        self.until.get(key).copied().filter(|&until| until >= now)
+    fn held(&self, key: &ClaimKey, now: Millis) -> bool {
+        self.until.get(key).is_some_and(|&until| until >= now)
     }
 
     fn grant(&mut self, key: &ClaimKey, until: Millis, now: Millis) {
@@ -158,15 +158,22 @@ fn claim(
     lease_until: Millis,
     settled_before: Millis,
 ) -> rusqlite::Result<Vec<ClaimKey>> {
-    let mut granted = Vec::new();
+    let mut granted: Vec<ClaimKey> = Vec::new();
     for k in keys {
-        if leases.held(k, now).is_some() {
+        if leases.held(k, now) {
             continue;
         }
-        let free = match stored_claim(st, k)? {
-            None => true,
-            Some(ClaimState::Settled { at }) => at < settled_before,
-            Some(ClaimState::Sending { until }) => until < now,
+        let free = match stored_claim(st, k) {
+            Ok(None) => true,
+            Ok(Some(ClaimState::Settled { at })) => at < settled_before,
+            Ok(Some(ClaimState::Sending { until })) => until < now,
+            Err(e) => {
+                // The caller sends without claims: none of these may stay leased.
+                for g in &granted {
+                    leases.until.remove(g);
+                }
+                return Err(e);
+            }
         };
         if free {
             leases.grant(k, lease_until, now);

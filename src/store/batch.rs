@@ -197,15 +197,9 @@ impl Reader {
             devices: devices.to_vec(),
             reply,
         };
-        self.tx
-            .send(Job::Read(lookup))
-            .await
-            .map_err(|_| StoreError::Stopped)?;
-        answer.await.map_err(|_| StoreError::Stopped)?
+        hand_off(&self.tx, Job::Read(lookup), answer).await
     }
-}
 
-impl Reader {
     /// The claims' states from the thread that keeps their leases (SQLite's).
     pub async fn claim_states(
         &self,
@@ -216,12 +210,19 @@ impl Reader {
             keys: keys.to_vec(),
             reply,
         };
-        self.tx
-            .send(Job::States(states))
-            .await
-            .map_err(|_| StoreError::Stopped)?;
-        answer.await.map_err(|_| StoreError::Stopped)?
+        hand_off(&self.tx, Job::States(states), answer).await
     }
+}
+
+/// Queues `job` and waits for its answer (`Stopped` when the task or thread
+/// serving the queue is gone).
+async fn hand_off<T>(
+    tx: &mpsc::Sender<Job>,
+    job: Job,
+    answer: oneshot::Receiver<Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tx.send(job).await.map_err(|_| StoreError::Stopped)?;
+    answer.await.map_err(|_| StoreError::Stopped)?
 }
 
 /// Every device of a group of lookups, once each.
@@ -356,11 +357,7 @@ impl Writer {
         op: Op,
         answer: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        self.tx
-            .send(Job::Write(op))
-            .await
-            .map_err(|_| StoreError::Stopped)?;
-        answer.await.map_err(|_| StoreError::Stopped)?
+        hand_off(&self.tx, Job::Write(op), answer).await
     }
 
     pub async fn settle(&self, settlement: Settlement) -> Result<Vec<i64>, StoreError> {

@@ -6,7 +6,8 @@
 //! transaction fails, its operations are written again one by one, so one
 //! bad operation fails only its own caller. Rejection lookups are grouped the
 //! same way by a reader task: one query for every request waiting. On SQLite
-//! one thread serves both queues' work ([`Writer::start_thread`],
+//! the callers serve both kinds of work themselves, one at a time, each
+//! serving whatever is waiting ([`Writer::start_combined`], [`super::combine`],
 //! `super::sqlite_direct`).
 //!
 //! The writer remembers whether its last write failed (a full disk, a lost
@@ -15,7 +16,11 @@
 
 use std::future::Future;
 
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
+
+use super::combine::{Combiner, Serve};
 
 use super::{ClaimKey, ClaimState, DeviceKey, Millis, Rejection, Settlement, StoreError};
 
@@ -112,15 +117,15 @@ pub struct Lookup {
     pub reply: oneshot::Sender<Result<Vec<Rejection>, StoreError>>,
 }
 
-/// Where a caller stands on some claims (SQLite's thread keeps the leases of
-/// claims being sent: only it can tell).
+/// Where a caller stands on some claims (SQLite's hot path keeps the leases
+/// of claims being sent in memory: only it can tell).
 pub struct States {
     pub keys: Vec<ClaimKey>,
     pub reply: oneshot::Sender<Result<Vec<(ClaimKey, ClaimState)>, StoreError>>,
 }
 
 /// What a caller hands to a grouping task: writers' operations and readers'
-/// lookups go to separate tasks on the sqlx path, to one thread on SQLite's
+/// lookups go to separate tasks on the sqlx path, to one combining queue on SQLite's
 /// (which alone answers [`States`]).
 pub enum Job {
     Write(Op),
@@ -136,32 +141,36 @@ pub struct Group {
     pub states: Vec<States>,
 }
 
-fn split_jobs(jobs: Vec<Job>) -> Group {
-    let mut group = Group::default();
-    for job in jobs {
-        match job {
-            Job::Write(op) => group.ops.push(op),
-            Job::Read(l) => group.lookups.push(l),
-            Job::States(s) => group.states.push(s),
+impl Group {
+    /// Adds `jobs`, each to its kind's list.
+    pub fn add(&mut self, jobs: impl IntoIterator<Item = Job>) {
+        for job in jobs {
+            match job {
+                Job::Write(op) => self.ops.push(op),
+                Job::Read(l) => self.lookups.push(l),
+                Job::States(s) => self.states.push(s),
+            }
         }
     }
-    group
 }
 
-/// The queue of a thread started by [`Writer::start_thread`].
-pub struct Groups(mpsc::Receiver<Job>);
-
-impl Groups {
-    /// Waits for the next group; `None` once every caller's handle is gone.
-    pub fn next(&mut self) -> Option<Group> {
-        let first = self.0.blocking_recv()?;
-        Some(split_jobs(gather(first, &mut self.0)))
-    }
+fn split_jobs(jobs: Vec<Job>) -> Group {
+    let mut group = Group::default();
+    group.add(jobs);
+    group
 }
 
 /// The callers' side of the reader task.
 pub struct Reader {
-    tx: mpsc::Sender<Job>,
+    queue: Queue,
+}
+
+/// Where a caller's job goes: to a grouping task (sqlx), or to the combining
+/// queue served by the callers themselves (SQLite's hot path).
+#[derive(Clone)]
+enum Queue {
+    Task(mpsc::Sender<Job>),
+    Combined(Arc<Combiner>),
 }
 
 impl Reader {
@@ -171,9 +180,9 @@ impl Reader {
         F: Fn(Vec<DeviceKey>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<Rejection>, sqlx::Error>> + Send,
     {
-        let read = std::sync::Arc::new(read);
+        let read = Arc::new(read);
         Reader {
-            tx: spawn_grouping(move |group: Vec<Job>| {
+            queue: Queue::Task(spawn_grouping(move |group: Vec<Job>| {
                 let read = read.clone();
                 let group = split_jobs(group).lookups;
                 async move {
@@ -187,7 +196,7 @@ impl Reader {
                         }
                     }
                 }
-            }),
+            })),
         }
     }
 
@@ -197,10 +206,10 @@ impl Reader {
             devices: devices.to_vec(),
             reply,
         };
-        hand_off(&self.tx, Job::Read(lookup), answer).await
+        hand_off(&self.queue, Job::Read(lookup), answer).await
     }
 
-    /// The claims' states from the thread that keeps their leases (SQLite's).
+    /// The claims' states from the hot path that keeps their leases (SQLite's).
     pub async fn claim_states(
         &self,
         keys: &[ClaimKey],
@@ -210,18 +219,22 @@ impl Reader {
             keys: keys.to_vec(),
             reply,
         };
-        hand_off(&self.tx, Job::States(states), answer).await
+        hand_off(&self.queue, Job::States(states), answer).await
     }
 }
 
-/// Queues `job` and waits for its answer (`Stopped` when the task or thread
-/// serving the queue is gone).
+/// Queues `job` and waits for its answer (`Stopped` when the task serving
+/// the queue is gone). On the combining queue the answer is often there
+/// already: this caller served it.
 async fn hand_off<T>(
-    tx: &mpsc::Sender<Job>,
+    queue: &Queue,
     job: Job,
     answer: oneshot::Receiver<Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    tx.send(job).await.map_err(|_| StoreError::Stopped)?;
+    match queue {
+        Queue::Task(tx) => tx.send(job).await.map_err(|_| StoreError::Stopped)?,
+        Queue::Combined(c) => c.submit(job).await,
+    }
     answer.await.map_err(|_| StoreError::Stopped)?
 }
 
@@ -270,7 +283,7 @@ fn hand_out(group: Vec<Lookup>, found: &[Rejection]) {
 
 /// The callers' side of the writer task.
 pub struct Writer {
-    tx: mpsc::Sender<Job>,
+    queue: Queue,
     /// Why the last write failed; `None` once one succeeds again.
     last_failure: std::sync::Mutex<Option<String>>,
 }
@@ -283,29 +296,26 @@ impl Writer {
         Fut: Future<Output = ()> + Send,
     {
         Writer {
-            tx: spawn_grouping(move |group: Vec<Job>| write(split_jobs(group).ops)),
+            queue: Queue::Task(spawn_grouping(move |group: Vec<Job>| {
+                write(split_jobs(group).ops)
+            })),
             last_failure: std::sync::Mutex::new(None),
         }
     }
 
-    /// A writer and a reader served by one thread named `name`, which runs
-    /// `serve`: it takes the groups of operations and lookups as they come
-    /// ([`Groups::next`]), and can keep what it prepared (a connection, its
-    /// statements) across them. One hand-off per group, none per statement.
-    pub fn start_thread<F>(name: &str, serve: F) -> std::io::Result<(Writer, Reader)>
-    where
-        F: FnOnce(Groups) + Send + 'static,
-    {
-        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
-        std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || serve(Groups(rx)))?;
-        let reader = Reader { tx: tx.clone() };
+    /// A writer and a reader whose jobs `serve` serves, in their callers'
+    /// tasks ([`Combiner`]): it keeps what it prepared (a connection, its
+    /// statements) across groups. No hand-off to another thread.
+    pub fn start_combined(serve: impl Serve) -> (Writer, Reader) {
+        let queue = Queue::Combined(Combiner::new(serve));
+        let reader = Reader {
+            queue: queue.clone(),
+        };
         let writer = Writer {
-            tx,
+            queue,
             last_failure: std::sync::Mutex::new(None),
         };
-        Ok((writer, reader))
+        (writer, reader)
     }
 
     /// `Err` from a failed write until a write succeeds again.
@@ -357,7 +367,7 @@ impl Writer {
         op: Op,
         answer: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        hand_off(&self.tx, Job::Write(op), answer).await
+        hand_off(&self.queue, Job::Write(op), answer).await
     }
 
     pub async fn settle(&self, settlement: Settlement) -> Result<Vec<i64>, StoreError> {

@@ -32,6 +32,12 @@ impl<DB: sqlx::Database> Held<DB> {
         self.0.blocking_lock()
     }
 
+    /// Takes this connection's turn if nobody has it (the SQLite hot path's
+    /// writer in a request's task, which must not wait for it there).
+    pub fn try_lock(&self) -> Option<tokio::sync::MutexGuard<'_, Option<PoolConnection<DB>>>> {
+        self.0.try_lock().ok()
+    }
+
     /// Runs `work` on the held connection (taken from `pool` if there is
     /// none), one caller at a time; drops the connection if `work` fails.
     pub async fn run<T>(

@@ -12,6 +12,7 @@
 
 mod backend;
 mod batch;
+mod combine;
 mod held;
 mod migrations;
 mod postgres;

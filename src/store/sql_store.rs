@@ -23,9 +23,9 @@ pub struct SqlStore<DB: Backend> {
     pub(super) held: Held<DB>,
     pub(super) writer: Writer,
     pub(super) reader: Reader,
-    /// Whether the leases of claims being sent are kept by the reader's
-    /// thread (SQLite's) rather than in the `claims` table.
-    leases_on_thread: bool,
+    /// Whether the leases of claims being sent are kept in memory by the
+    /// hot path (SQLite's) rather than in the `claims` table.
+    leases_in_memory: bool,
 }
 
 impl<DB> SqlStore<DB>
@@ -48,10 +48,10 @@ where
         Self::assemble(write_pool, read_pool, parts, false)
     }
 
-    /// With a writer and a reader served by a thread of their own (SQLite's,
+    /// With a writer and a reader served by a combining queue (SQLite's,
     /// which keeps the leases of claims); `held` is the sqlx writer's
     /// connection, whose turn that writer takes.
-    pub fn on_thread(
+    pub fn combined(
         write_pool: Pool<DB>,
         read_pool: Pool<DB>,
         held: Held<DB>,
@@ -65,7 +65,7 @@ where
         write_pool: Pool<DB>,
         read_pool: Pool<DB>,
         (held, writer, reader): (Held<DB>, Writer, Reader),
-        leases_on_thread: bool,
+        leases_in_memory: bool,
     ) -> Self {
         SqlStore {
             write_pool,
@@ -73,7 +73,7 @@ where
             held,
             writer,
             reader,
-            leases_on_thread,
+            leases_in_memory,
         }
     }
 }
@@ -133,7 +133,7 @@ where
         keys: &'a [ClaimKey],
     ) -> BoxFuture<'a, Result<Vec<(ClaimKey, ClaimState)>, StoreError>> {
         async move {
-            if self.leases_on_thread {
+            if self.leases_in_memory {
                 self.reader.claim_states(keys).await
             } else {
                 Ok(self.claim_states_read(keys).await?)

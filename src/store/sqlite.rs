@@ -56,7 +56,7 @@ pub async fn open(path: &Path) -> Result<SqlStore<Sqlite>, StoreError> {
     // The hot path (claims, settlements, rejection lookups) on connections of its own.
     let held = Held::default();
     let (writer, reader) = sqlite_direct::start(path, held.clone())?;
-    Ok(SqlStore::on_thread(
+    Ok(SqlStore::combined(
         write_pool, read_pool, held, writer, reader,
     ))
 }
@@ -108,4 +108,110 @@ fn make_private(path: &Path, file: &std::fs::File) -> std::io::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::{ClaimKey, ClaimState, DeviceKey, Settlement, Store};
+
+    fn key(pushkey: &str) -> ClaimKey {
+        ClaimKey {
+            app_id: "app".into(),
+            pushkey: pushkey.into(),
+            event_id: "$e".into(),
+        }
+    }
+
+    async fn claimed(store: &SqlStore<Sqlite>, k: &ClaimKey) {
+        let granted = store.claim(std::slice::from_ref(k), 1_000, 61_000, 0).await;
+        assert_eq!(granted.expect("claim"), vec![k.clone()]);
+    }
+
+    fn settling(k: &ClaimKey) -> Settlement {
+        Settlement {
+            now: 2_000,
+            settle_claims: vec![k.clone()],
+            ..Settlement::default()
+        }
+    }
+
+    /// The sqlx writer holds its turn: a settlement waits for it on the
+    /// blocking pool (not in the caller's worker), reads go on meanwhile,
+    /// and the settlement is written once the turn is given back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_finds_the_turn_taken_waits_for_it_off_the_request_s_worker() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = open(&dir.path().join("s.db")).await.expect("open");
+        let k = key("p1");
+        claimed(&store, &k).await;
+
+        let (taken, turn_taken) = tokio::sync::oneshot::channel::<()>();
+        let (give_back, given_back) = tokio::sync::oneshot::channel::<()>();
+        let held = store.held.clone();
+        let pool = store.write_pool.clone();
+        let holder = tokio::spawn(async move {
+            held.run(&pool, async |_conn| {
+                let _ = taken.send(());
+                let _ = given_back.await;
+                Ok(())
+            })
+            .await
+        });
+        turn_taken.await.expect("turn taken");
+
+        let settle = tokio::spawn({
+            let store = std::sync::Arc::new(store);
+            let s = store.clone();
+            async move { (s.settle(settling(&k)).await, store) }
+        });
+        // The write waits; the caller's task is not blocked, and a read is answered.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !settle.is_finished(),
+            "written while the sqlx writer had its turn"
+        );
+        give_back.send(()).expect("holder waiting");
+        holder.await.expect("holder").expect("held run");
+        let (settled, store) = tokio::time::timeout(Duration::from_secs(5), settle)
+            .await
+            .expect("settled once the turn was given back")
+            .expect("task");
+        assert_eq!(settled.expect("settle"), Vec::<i64>::new());
+        let device = DeviceKey {
+            app_id: "app".into(),
+            pushkey: "p1".into(),
+        };
+        assert_eq!(store.rejections(&[device]).await.expect("read"), vec![]);
+        assert_eq!(
+            store.claim_states(&[key("p1")]).await.expect("states"),
+            vec![(key("p1"), ClaimState::Settled { at: 2_000 })]
+        );
+    }
+
+    /// A caller dropped after queueing its settlement (the request's task was
+    /// cancelled) still has it written: nobody else may come to serve the queue.
+    #[tokio::test]
+    async fn a_settlement_queued_by_a_caller_that_goes_away_is_still_written() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = open(&dir.path().join("s.db")).await.expect("open");
+        let k = key("p2");
+        claimed(&store, &k).await;
+
+        let mut settle = store.settle(settling(&k));
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        // Queued, then pending on its turn to serve the queue.
+        assert!(settle.as_mut().poll(&mut cx).is_pending());
+        drop(settle);
+
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT settled, until_ms FROM claims WHERE pushkey = 'p2'")
+                .fetch_optional(&store.read_pool)
+                .await
+                .expect("read");
+        assert_eq!(row, Some((1, 2_000)));
+    }
 }

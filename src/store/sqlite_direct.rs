@@ -1,11 +1,16 @@
 //! The SQLite store's hot path without sqlx: the claims and settlements of
-//! requests and their rejection lookups run on one thread that owns a
-//! `rusqlite` connection to the database file. Everything waiting costs one
-//! hand-off to that thread, one read of the rejections and one transaction of
-//! single-row statements, each prepared once for the connection's life; the
-//! connection's page cache stays warm, as it is the one that wrote last.
+//! requests and their rejection lookups run on one `rusqlite` connection to
+//! the database file, in the tasks of the requests themselves: whoever finds
+//! it free serves every job waiting ([`super::combine`]), one read of the
+//! rejections and one transaction of single-row statements for all of them,
+//! each statement prepared once for the connection's life. No thread is
+//! woken and none sleeps for a request; the connection's page cache stays
+//! warm, as it is the one that wrote last. What would make a request's
+//! worker wait is done elsewhere: checkpoints on a thread of their own
+//! ([`Checkpointer`]), a write that finds the sqlx writer's turn taken on the
+//! blocking pool.
 //!
-//! The leases of claims being sent live on this thread, not in the file
+//! The leases of claims being sent live with the connection, not in the file
 //! ([`Leases`]): one gateway alone uses a SQLite store, so a claim is one
 //! read and only its settlement is written — one write per push instead of
 //! two, and nothing written before a push goes out.
@@ -21,46 +26,142 @@
 //! one operation at a time, so a bad operation fails only its own caller. The
 //! rest of the store (migrations, outbox takes, expiry, the operator's
 //! commands) stays on sqlx; this writer takes the sqlx writer's turn
-//! ([`Held::lock_blocking`]) around each transaction, so the two connections
-//! never wait for each other on SQLite's lock.
+//! ([`Held::try_lock`], or [`Held::lock_blocking`] on the blocking pool)
+//! around each transaction, so the two connections never wait for each other
+//! on SQLite's lock.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, Statement};
+use rusqlite::{params, CachedStatement, Connection, OpenFlags};
 
-use super::batch::{self, Done, Groups, Op, Reader, Writer};
+use super::batch::{self, Done, Group, Op, Reader, Writer};
+use super::combine::Serve;
 use super::held::Held;
 use super::{ClaimKey, ClaimState, DeviceKey, Millis, Rejection, Settlement, StoreError};
 
-/// Starts the thread that writes settlements, grants claims and looks up
-/// rejections and claims, on a connection of its own to `path` (a database
-/// already migrated and in WAL mode); `turn` is the sqlx writer's.
+/// Starts the hot path on a connection of its own to `path` (a database
+/// already migrated and in WAL mode): its jobs are served in the tasks of the
+/// requests that queue them ([`super::combine`]); `turn` is the sqlx writer's.
 pub fn start(path: &Path, turn: Held<sqlx::Sqlite>) -> Result<(Writer, Reader), StoreError> {
     let conn = open(path)?;
-    Ok(Writer::start_thread("store", move |mut groups: Groups| {
-        let mut st = Statements::new(&conn);
-        let mut leases = Leases::default();
-        while let Some(group) = groups.next() {
-            let (claims, writes): (Vec<Op>, Vec<Op>) = group
-                .ops
-                .into_iter()
-                .partition(|op| matches!(op, Op::Claim { .. }));
-            if !writes.is_empty() {
-                let _turn = turn.lock_blocking();
-                write_group(&mut st, &mut leases, writes);
-            }
-            // After the group's settlements: a claim of a key one of them
-            // settled finds it settled, as if it had come a moment later.
-            let reads = Reads {
-                lookups: group.lookups,
-                claims,
-                states: group.states,
-            };
-            reads.answer(&mut st, &mut leases);
+    conn.set_prepared_statement_cache_capacity(SQL_COUNT * 2);
+    // Checkpoints (and their fsyncs) run on a thread of their own, not in a
+    // request's task ([`Checkpointer`]).
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    let checkpointer = Checkpointer::start(path)?;
+    let hot = Hot {
+        conn,
+        leases: Leases::default(),
+        turn,
+        deferred: Vec::new(),
+        checkpointer,
+    };
+    Ok(Writer::start_combined(hot))
+}
+
+/// The hot path's connection and what it keeps between groups.
+struct Hot {
+    conn: Connection,
+    leases: Leases,
+    /// The sqlx writer's turn, taken around each write transaction.
+    turn: Held<sqlx::Sqlite>,
+    /// Settlements that found the turn taken, in order: written on the
+    /// blocking pool, before any that come later.
+    deferred: Vec<Op>,
+    checkpointer: Checkpointer,
+}
+
+impl Serve for Hot {
+    fn serve(&mut self, group: Group, may_block: bool) -> bool {
+        let Hot {
+            conn,
+            leases,
+            turn,
+            deferred,
+            checkpointer,
+        } = self;
+        let mut st = Statements { conn };
+        let (claims, mut writes): (Vec<Op>, Vec<Op>) = group
+            .ops
+            .into_iter()
+            .partition(|op| matches!(op, Op::Claim { .. }));
+        if !deferred.is_empty() {
+            deferred.append(&mut writes);
+            writes = std::mem::take(deferred);
         }
-    })?)
+        if !writes.is_empty() {
+            let held = if may_block {
+                Some(turn.lock_blocking())
+            } else {
+                turn.try_lock()
+            };
+            match held {
+                Some(_turn) => {
+                    write_group(&mut st, leases, writes);
+                    checkpointer.committed();
+                }
+                // The sqlx writer has it: waiting here would stop a request's worker.
+                None => *deferred = writes,
+            }
+        }
+        // After the group's settlements: a claim of a key one of them
+        // settled finds it settled, as if it had come a moment later.
+        let reads = Reads {
+            lookups: group.lookups,
+            claims,
+            states: group.states,
+        };
+        reads.answer(&mut st, leases);
+        !deferred.is_empty()
+    }
+}
+
+/// Commits between two checkpoints, at most (a commit of a group writes a
+/// few pages; SQLite's own default is a checkpoint per 1,000 pages).
+const CHECKPOINT_EVERY: u32 = 256;
+/// A checkpoint at least this often while the gateway is up.
+const CHECKPOINT_IDLE: Duration = Duration::from_secs(5);
+
+/// Copies the write-ahead log back into the database file, on a connection
+/// and thread of its own: a checkpoint syncs both files to disk, which
+/// must not stop a request's worker thread. Passive: it never waits for,
+/// nor stops, the writer.
+struct Checkpointer {
+    wake: std::sync::mpsc::SyncSender<()>,
+    commits: u32,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer, StoreError> {
+        let conn = open(path)?;
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("store-checkpoint".to_owned())
+            .spawn(move || loop {
+                match woken.recv_timeout(CHECKPOINT_IDLE) {
+                    Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                        {
+                            tracing::warn!(error = %e, "store: checkpoint of the write-ahead log failed");
+                        }
+                    }
+                    // The store is gone.
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            })?;
+        Ok(Checkpointer { wake, commits: 0 })
+    }
+
+    fn committed(&mut self) {
+        self.commits += 1;
+        if self.commits >= CHECKPOINT_EVERY {
+            self.commits = 0;
+            // Full: a checkpoint is pending already.
+            let _ = self.wake.try_send(());
+        }
+    }
 }
 
 /// The reads of a group: rejection lookups, claims (a read of the file and
@@ -204,9 +305,8 @@ fn claim_states(
 
 /// The claim's row in the file: settled, or a lease written by an older version.
 fn stored_claim(st: &mut Statements, k: &ClaimKey) -> rusqlite::Result<Option<ClaimState>> {
-    let mut rows = st
-        .get(Sql::FindClaim)?
-        .query(params![k.app_id, k.pushkey, k.event_id])?;
+    let mut find = st.get(Sql::FindClaim)?;
+    let mut rows = find.query(params![k.app_id, k.pushkey, k.event_id])?;
     let Some(row) = rows.next()? else {
         return Ok(None);
     };
@@ -231,7 +331,7 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Every statement the thread runs, by what it does.
+/// Every statement the hot path runs, by what it does.
 #[derive(Clone, Copy)]
 enum Sql {
     Begin,
@@ -300,34 +400,16 @@ impl Sql {
     }
 }
 
-/// The connection's statements, each prepared on its first use and kept
-/// for the thread's life. Not rusqlite's statement cache: that looks every
-/// statement up by its text and puts it back on each use, and `BEGIN` /
-/// `COMMIT` run through `execute_batch` were parsed anew every time;
-/// measured, the two were about a tenth of the store's instructions per
-/// notification (docs/performance.md, "Store on the hot path").
+/// The connection's statements, from its cache of prepared statements (a
+/// statement cannot be kept apart from it: it would tie the connection to
+/// one thread, and requests run on several).
 struct Statements<'c> {
     conn: &'c Connection,
-    prepared: [Option<Statement<'c>>; SQL_COUNT],
 }
 
 impl<'c> Statements<'c> {
-    fn new(conn: &'c Connection) -> Self {
-        Statements {
-            conn,
-            prepared: std::array::from_fn(|_| None),
-        }
-    }
-
-    fn get(&mut self, sql: Sql) -> rusqlite::Result<&mut Statement<'c>> {
-        let slot = &mut self.prepared[sql as usize];
-        if slot.is_none() {
-            *slot = Some(self.conn.prepare(sql.text())?);
-        }
-        match slot {
-            Some(st) => Ok(st),
-            None => Err(rusqlite::Error::InvalidQuery),
-        }
+    fn get(&mut self, sql: Sql) -> rusqlite::Result<CachedStatement<'c>> {
+        self.conn.prepare_cached(sql.text())
     }
 
     /// Runs a statement that takes no parameters and returns no rows.
@@ -383,7 +465,7 @@ impl<'c> Statements<'c> {
 /// Every device's remembered rejection (in the group's read transaction when
 /// there are several reads, so in one snapshot).
 fn find_rejections(st: &mut Statements, devices: &[DeviceKey]) -> rusqlite::Result<Vec<Rejection>> {
-    let find = st.get(Sql::FindRejection)?;
+    let mut find = st.get(Sql::FindRejection)?;
     let mut out = Vec::new();
     for d in devices {
         let mut rows = find.query(params![d.app_id, d.pushkey])?;

@@ -17,7 +17,7 @@
 //! everybody else's for long.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 
 use super::batch::{Group, Job, MAX_BATCH};
 
@@ -74,19 +74,21 @@ impl Combiner {
     fn combine(self: &Arc<Self>, may_block: bool) {
         let mut groups = 0;
         let mut first = true;
+        let mut waits_here: Option<Arc<Combiner>> = None;
         loop {
             {
                 // Blocking-pool runs wait for the engine; callers never do.
                 let may_block = may_block && std::mem::take(&mut first);
+                // A panic while serving (a bug) leaves the engine as it was
+                // between statements: serving goes on (an open transaction
+                // is rolled back before the next).
                 let mut held = if may_block {
-                    match self.engine.lock() {
-                        Ok(e) => e,
-                        Err(_) => return,
-                    }
+                    self.engine.lock().unwrap_or_else(PoisonError::into_inner)
                 } else {
                     match self.engine.try_lock() {
                         Ok(e) => e,
-                        Err(_) => return,
+                        Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                        Err(TryLockError::WouldBlock) => return,
                     }
                 };
                 let mut blocking = may_block;
@@ -106,20 +108,31 @@ impl Combiner {
                     if left && !held.blocking_scheduled {
                         held.blocking_scheduled = true;
                         let me = self.clone();
-                        tokio::task::spawn_blocking(move || me.combine(true));
+                        match tokio::runtime::Handle::try_current() {
+                            Ok(rt) => drop(rt.spawn_blocking(move || me.combine(true))),
+                            // Outside a runtime (a caller dropped at shutdown): this
+                            // thread may wait, once the engine is let go.
+                            Err(_) => waits_here = Some(me),
+                        }
                     }
                     groups += 1;
                     if empty {
                         break;
                     }
                     if groups >= GROUPS_PER_TURN {
-                        // Enough for one request: a task of its own goes on.
-                        drop(held);
-                        let me = self.clone();
-                        tokio::spawn(async move { me.combine(false) });
-                        return;
+                        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                            // Enough for one request: a task of its own goes on.
+                            drop(held);
+                            let me = self.clone();
+                            rt.spawn(async move { me.combine(false) });
+                            return;
+                        }
                     }
                 }
+            }
+            if let Some(me) = waits_here.take() {
+                me.combine(true);
+                return;
             }
             // A job queued after the last take, by a caller that found the
             // engine taken, is ours to serve.

@@ -191,6 +191,46 @@ mod tests {
         );
     }
 
+    /// Another process (an operator's command) holds SQLite's write lock: a
+    /// settlement does not wait for it in the request's thread (here the
+    /// runtime's only one), but on the blocking pool, and is written once
+    /// the lock is let go.
+    #[tokio::test]
+    async fn a_write_that_finds_sqlite_locked_by_another_process_waits_off_the_request_s_thread() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.db");
+        let store = std::sync::Arc::new(open(&path).await.expect("open"));
+        let k = key("p3");
+        claimed(&store, &k).await;
+        let other = rusqlite::Connection::open(&path).expect("other connection");
+        other.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+
+        let started = std::time::Instant::now();
+        let settle = tokio::spawn({
+            let store = store.clone();
+            async move { store.settle(settling(&k)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the runtime's thread waited for SQLite's lock"
+        );
+        assert!(
+            !settle.is_finished(),
+            "written while another process had the lock"
+        );
+        other.execute_batch("COMMIT").expect("let go");
+        let settled = tokio::time::timeout(Duration::from_secs(5), settle)
+            .await
+            .expect("written once the lock was let go")
+            .expect("task");
+        assert_eq!(settled.expect("settle"), Vec::<i64>::new());
+        assert_eq!(
+            store.claim_states(&[key("p3")]).await.expect("states"),
+            vec![(key("p3"), ClaimState::Settled { at: 2_000 })]
+        );
+    }
+
     /// A caller dropped after queueing its settlement (the request's task was
     /// cancelled) still has it written: nobody else may come to serve the queue.
     #[tokio::test]

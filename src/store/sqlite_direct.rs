@@ -57,6 +57,7 @@ pub fn start(path: &Path, turn: Held<sqlx::Sqlite>) -> Result<(Writer, Reader), 
         turn,
         deferred: Vec::new(),
         checkpointer,
+        waits: true,
     };
     Ok(Writer::start_combined(hot))
 }
@@ -71,7 +72,13 @@ struct Hot {
     /// blocking pool, before any that come later.
     deferred: Vec<Op>,
     checkpointer: Checkpointer,
+    /// Whether the connection's busy timeout is [`BUSY_WAIT`] (on the
+    /// blocking pool) or zero (in a request's task).
+    waits: bool,
 }
+
+/// How long a write on the blocking pool waits for SQLite's lock.
+const BUSY_WAIT: Duration = Duration::from_secs(5);
 
 impl Serve for Hot {
     fn serve(&mut self, group: Group, may_block: bool) -> bool {
@@ -81,6 +88,7 @@ impl Serve for Hot {
             turn,
             deferred,
             checkpointer,
+            waits,
         } = self;
         let mut st = Statements { conn };
         let (claims, mut writes): (Vec<Op>, Vec<Op>) = group
@@ -99,8 +107,18 @@ impl Serve for Hot {
             };
             match held {
                 Some(_turn) => {
-                    write_group(&mut st, leases, writes);
+                    // In a request's task, SQLite's lock is not waited for either.
+                    if *waits != may_block {
+                        let wait = if may_block { BUSY_WAIT } else { Duration::ZERO };
+                        if conn.busy_timeout(wait).is_ok() {
+                            *waits = may_block;
+                        }
+                    }
+                    let unwritten = write_group(&mut st, leases, writes, *waits);
                     checkpointer.committed();
+                    if let Some(ops) = unwritten {
+                        *deferred = ops;
+                    }
                 }
                 // The sqlx writer has it: waiting here would stop a request's worker.
                 None => *deferred = writes,
@@ -323,7 +341,7 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_WAIT)?;
     // As the sqlx connections have them: 1 MiB of cache (the OS caches the
     // file anyway), commits durable against a crash of the process.
     conn.pragma_update(None, "cache_size", -1024)?;
@@ -483,8 +501,16 @@ fn find_rejections(st: &mut Statements, devices: &[DeviceKey]) -> rusqlite::Resu
 
 /// Writes a group of settlements and answers each: all in one transaction,
 /// or, when that fails, each in its own. The leases of the claims a
-/// committed settlement settles or gives up end with its commit.
-fn write_group(st: &mut Statements, leases: &mut Leases, ops: Vec<Op>) {
+/// committed settlement settles or gives up end with its commit. Returns
+/// the settlements not written because SQLite's write lock is held by
+/// another process (an operator's command) and this call may not wait for
+/// it (`may_wait` false: the connection's busy timeout is then zero).
+fn write_group(
+    st: &mut Statements,
+    leases: &mut Leases,
+    ops: Vec<Op>,
+    may_wait: bool,
+) -> Option<Vec<Op>> {
     if ops.len() > 1 {
         match in_one_transaction(st, &ops) {
             Ok(done) => {
@@ -492,21 +518,33 @@ fn write_group(st: &mut Statements, leases: &mut Leases, ops: Vec<Op>) {
                     end_leases(leases, &op);
                     op.answer(Ok::<_, StoreError>(d));
                 }
-                return;
+                return None;
             }
+            Err(e) if !may_wait && is_busy(&e) => return Some(ops),
             Err(e) => {
                 tracing::debug!(error = %e, ops = ops.len(), "group commit failed; writing each alone")
             }
         }
     }
-    for op in ops {
+    let mut ops = ops.into_iter();
+    while let Some(op) = ops.next() {
         let result = in_one_transaction(st, std::slice::from_ref(&op))
             .map(|d| d.into_iter().next().unwrap_or(Done::Settled(Vec::new())));
-        if result.is_ok() {
-            end_leases(leases, &op);
+        match result {
+            Err(e) if !may_wait && is_busy(&e) => {
+                return Some(std::iter::once(op).chain(ops).collect());
+            }
+            Ok(_) => end_leases(leases, &op),
+            Err(_) => {}
         }
         op.answer(result);
     }
+    None
+}
+
+/// SQLite's write lock is taken (by another connection than ours).
+fn is_busy(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
 }
 
 fn end_leases(leases: &mut Leases, op: &Op) {

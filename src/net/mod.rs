@@ -1,5 +1,9 @@
-//! The one outbound HTTP client that every pushkin uses.
+//! The outbound HTTP clients: [`build_client`] (reqwest) for FCM, Web Push
+//! and UnifiedPush, and [`h2`] for APNs (HTTP/2 to one fixed origin, without
+//! reqwest's per-request layers); [`transport`] is what `pushkin::exchange`
+//! needs of either.
 //!
+//! The reqwest client:
 //! rustls (ring provider) with the system's roots plus an optional extra CA,
 //! HTTP/2 when the server offers it through ALPN, a connect timeout, the
 //! configured proxy (CONNECT for https), and — for user-supplied

@@ -27,10 +27,14 @@ pub(super) struct HostPort {
     pub port: u16,
 }
 
+/// A TLS connector and the name it checks the peer's certificate against.
+pub(super) type Secure = (tokio_rustls::TlsConnector, ServerName<'static>);
+
 /// An HTTP proxy that tunnels with `CONNECT`.
-#[derive(Debug)]
 pub(super) struct Tunnel {
     pub proxy: HostPort,
+    /// TLS to the proxy itself (an `https://` proxy URL).
+    pub tls: Option<Secure>,
     /// The `CONNECT` target: the origin's `host:port` (IPv6 in brackets).
     pub target: String,
     /// `Proxy-Authorization`, from the proxy URL's user and password.
@@ -40,7 +44,7 @@ pub(super) struct Tunnel {
 pub(super) struct Dialer {
     pub origin: HostPort,
     /// TLS to the origin; `None` speaks HTTP/2 in clear (tests' `http` origins).
-    pub tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    pub tls: Option<Secure>,
     pub tunnel: Option<Tunnel>,
     pub connect_timeout: Duration,
     pub connections: Option<IntCounter>,
@@ -70,23 +74,40 @@ impl Dialer {
     }
 
     async fn open(&self) -> Result<Sender, ConnectError> {
-        let tcp = match &self.tunnel {
-            None => tcp(&self.origin).await?,
-            Some(t) => {
-                let mut tcp = tcp(&t.proxy).await?;
-                t.open(&mut tcp).await?;
-                tcp
-            }
+        let Some(t) = &self.tunnel else {
+            return self.secure(tcp(&self.origin).await?).await;
         };
+        let mut tcp = tcp(&t.proxy).await?;
+        match &t.tls {
+            None => {
+                t.open(&mut tcp).await?;
+                self.secure(tcp).await
+            }
+            Some((connector, name)) => {
+                let mut tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(ConnectError::ProxyIo)?;
+                t.open(&mut tls).await?;
+                self.secure(tls).await
+            }
+        }
+    }
+
+    /// TLS to the origin over `io` (unless the origin is `http`), then HTTP/2.
+    async fn secure<T>(&self, io: T) -> Result<Sender, ConnectError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         match &self.tls {
             Some((connector, name)) => {
                 let tls = connector
-                    .connect(name.clone(), tcp)
+                    .connect(name.clone(), io)
                     .await
                     .map_err(ConnectError::Tls)?;
                 self.handshake(tls).await
             }
-            None => self.handshake(tcp).await,
+            None => self.handshake(io).await,
         }
     }
 

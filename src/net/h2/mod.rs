@@ -7,9 +7,9 @@
 //! through `rustls-platform-verifier`, plus the optional extra CA), offers
 //! ALPN `h2` only, presents the client certificate of certificate auth,
 //! connects within the connect timeout with `TCP_NODELAY`, pings every 30 s
-//! (also while idle), tunnels through the configured HTTP proxy with
-//! `CONNECT` (not for hosts in `NO_PROXY`; `Proxy-Authorization` from the
-//! proxy URL's user and password), and counts the connections it opens.
+//! (also while idle), tunnels through the configured proxy (`http` or
+//! `https`) with `CONNECT` (not for hosts in `NO_PROXY`; `Proxy-Authorization`
+//! from the proxy URL's user and password), and counts the connections it opens.
 //!
 //! Reconnecting: when the connection has closed (GOAWAY, an error, the peer
 //! gone), the next push opens another; one connect is in flight at a time
@@ -45,7 +45,7 @@ pub struct Options<'a> {
     /// `http` speaks HTTP/2 in clear, for tests.
     pub origin: &'a url::Url,
     pub connect_timeout: Duration,
-    /// Proxy URL (`http://[user:password@]host:port`); `https` origins are tunnelled with CONNECT.
+    /// Proxy URL (`http(s)://[user:password@]host:port`), tunnelled through with CONNECT.
     pub proxy: Option<&'a str>,
     /// An extra CA certificate (PEM) trusted on top of the platform's roots.
     pub extra_ca: Option<&'a Path>,
@@ -136,11 +136,11 @@ impl Client {
         };
         let target = format!("{target}:{port}");
         let tunnel = match o.proxy {
-            Some(proxy) => tunnel(proxy, origin.scheme(), target)?,
+            Some(proxy) => tunnel(proxy, origin.scheme(), target, o.extra_ca)?,
             None => None,
         };
         let tls = if tls {
-            let config = tls::client_config(o.extra_ca, o.identity)?;
+            let config = tls::client_config(o.extra_ca, o.identity, b"h2")?;
             Some((tokio_rustls::TlsConnector::from(config), name))
         } else {
             None
@@ -240,7 +240,13 @@ impl Client {
 }
 
 /// The tunnel through `proxy` to `target`, unless `NO_PROXY` names the origin.
-fn tunnel(proxy: &str, scheme: &str, target: String) -> Result<Option<Tunnel>, NetError> {
+/// An `https` proxy is trusted as the origin is (platform roots and `extra_ca`).
+fn tunnel(
+    proxy: &str,
+    scheme: &str,
+    target: String,
+    extra_ca: Option<&Path>,
+) -> Result<Option<Tunnel>, NetError> {
     let no_proxy = std::env::var("NO_PROXY")
         .or_else(|_| std::env::var("no_proxy"))
         .unwrap_or_default();
@@ -262,21 +268,31 @@ fn tunnel(proxy: &str, scheme: &str, target: String) -> Result<Option<Tunnel>, N
         };
     };
     let uri = intercept.uri();
-    if uri.scheme_str() != Some("http") {
-        return Err(NetError::ProxyUrl(format!(
-            "{}: the APNs client tunnels through http:// proxies only",
-            proxy_for_log(proxy)
-        )));
-    }
     let host = uri
         .host()
         .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
         .ok_or_else(|| NetError::ProxyUrl(proxy_for_log(proxy)))?;
+    let (tls, port) = match uri.scheme_str() {
+        Some("http") => (None, 80),
+        Some("https") => {
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| NetError::ProxyUrl(format!("{}: {e}", proxy_for_log(proxy))))?;
+            let config = tls::client_config(extra_ca, None, b"http/1.1")?;
+            (Some((tokio_rustls::TlsConnector::from(config), name)), 443)
+        }
+        _ => {
+            return Err(NetError::ProxyUrl(format!(
+                "{}: the APNs client tunnels through http:// and https:// proxies only",
+                proxy_for_log(proxy)
+            )))
+        }
+    };
     Ok(Some(Tunnel {
         proxy: HostPort {
             host,
-            port: uri.port_u16().unwrap_or(80),
+            port: uri.port_u16().unwrap_or(port),
         },
+        tls,
         target,
         auth: intercept.basic_auth().cloned(),
     }))

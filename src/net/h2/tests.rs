@@ -285,49 +285,70 @@ async fn an_unknown_name_is_a_dns_failure() {
     );
 }
 
-/// A proxy that records the head of each `CONNECT` and tunnels to its target.
-async fn recording_proxy(answer: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+/// A proxy that records the head of each `CONNECT` and tunnels to its
+/// target; spoken to over TLS with `tls`.
+async fn recording_proxy(
+    answer: &'static str,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let heads = Arc::new(Mutex::new(Vec::new()));
     let seen = heads.clone();
     tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let seen = seen.clone();
+        while let Ok((sock, _)) = listener.accept().await {
+            let (seen, tls) = (seen.clone(), tls.clone());
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match sock.read(&mut byte).await {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
+                match tls {
+                    None => tunnel_to_target(sock, answer, seen).await,
+                    Some(acceptor) => {
+                        if let Ok(sock) = acceptor.accept(sock).await {
+                            tunnel_to_target(sock, answer, seen).await;
+                        }
                     }
-                }
-                let text = String::from_utf8_lossy(&head).into_owned();
-                let target = text
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or_default()
-                    .to_owned();
-                if let Ok(mut s) = seen.lock() {
-                    s.push(text);
-                }
-                if sock.write_all(answer.as_bytes()).await.is_err() || !answer.contains(" 200 ") {
-                    return;
-                }
-                if let Ok(mut up) = TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut sock, &mut up).await;
                 }
             });
         }
     });
-    (format!("http://user:s%20cret@{addr}"), heads)
+    (addr, heads)
 }
+
+async fn tunnel_to_target<S>(mut sock: S, answer: &str, seen: Arc<Mutex<Vec<String>>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match sock.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let target = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    if let Ok(mut s) = seen.lock() {
+        s.push(text);
+    }
+    if sock.write_all(answer.as_bytes()).await.is_err() || !answer.contains(" 200 ") {
+        return;
+    }
+    if let Ok(mut up) = TcpStream::connect(target).await {
+        let _ = tokio::io::copy_bidirectional(&mut sock, &mut up).await;
+    }
+}
+
+const ESTABLISHED: &str = "HTTP/1.1 200 Connection established\r\n\r\n";
 
 #[tokio::test]
 async fn pushes_are_tunnelled_through_the_proxy_with_its_credentials() {
     let (fake, origin) = Fake::start(&[]).await;
-    let (proxy, heads) = recording_proxy("HTTP/1.1 200 Connection established\r\n\r\n").await;
+    let (proxy, heads) = recording_proxy(ESTABLISHED, None).await;
+    let proxy = format!("http://user:s%20cret@{proxy}");
     let opened = counter();
     let c = client(&origin, Some(&proxy), &opened);
     assert_eq!(status(&c, &origin).await.ok(), Some(200));
@@ -349,7 +370,8 @@ async fn pushes_are_tunnelled_through_the_proxy_with_its_credentials() {
 async fn a_proxy_that_refuses_the_tunnel_is_a_connection_failure() {
     let (_fake, origin) = Fake::start(&[]).await;
     let (proxy, heads) =
-        recording_proxy("HTTP/1.1 407 Proxy Authentication Required\r\n\r\n").await;
+        recording_proxy("HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", None).await;
+    let proxy = format!("http://{proxy}");
     let opened = counter();
     let c = client(&origin, Some(&proxy), &opened);
     let e = status(&c, &origin).await.expect_err("refused");
@@ -362,7 +384,7 @@ async fn a_proxy_that_refuses_the_tunnel_is_a_connection_failure() {
 }
 
 #[test]
-fn only_http_proxies_are_accepted() {
+fn only_http_and_https_proxies_are_accepted() {
     let origin = url::Url::parse("https://api.push.apple.com").expect("url");
     let with = |proxy| {
         Client::new(Options {
@@ -379,6 +401,53 @@ fn only_http_proxies_are_accepted() {
     assert_eq!(with("http://proxy.example:3128"), None);
     assert_eq!(
         with("socks5://proxy.example:1080"),
-        Some("invalid proxy URL: socks5://proxy.example:1080: the APNs client tunnels through http:// proxies only".into())
+        Some("invalid proxy URL: socks5://proxy.example:1080: the APNs client tunnels through http:// and https:// proxies only".into())
     );
+}
+
+#[tokio::test]
+async fn an_https_proxy_is_spoken_to_over_tls_trusting_the_extra_ca() {
+    let ca = testkit::tls::TestCa::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).expect("ca");
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&[b"http/1.1"], false));
+    let (fake, origin) = Fake::start(&[]).await;
+    let (proxy, heads) = recording_proxy(ESTABLISHED, Some(acceptor)).await;
+    let proxy = format!("https://localhost:{}", proxy.port());
+    let opened = counter();
+    let c = Client::new(Options {
+        origin: &origin,
+        connect_timeout: Duration::from_secs(2),
+        proxy: Some(&proxy),
+        extra_ca: Some(&ca_file),
+        identity: None,
+        connections: Some(opened.clone()),
+    })
+    .expect("client");
+    assert_eq!(status(&c, &origin).await.ok(), Some(200));
+    let target = origin.authority().to_owned();
+    assert_eq!(
+        heads.lock().map(|h| h.clone()).unwrap_or_default(),
+        [format!(
+            "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"
+        )]
+    );
+    assert_eq!(fake.seen(), [(0, 1)]);
+    assert_eq!(opened.get(), 1);
+
+    // A proxy whose certificate is not trusted is never asked.
+    let stranger = testkit::tls::TestCa::new().server_config(&[b"http/1.1"], false);
+    let (untrusted, heads) =
+        recording_proxy(ESTABLISHED, Some(tokio_rustls::TlsAcceptor::from(stranger))).await;
+    let proxy = format!("https://localhost:{}", untrusted.port());
+    let c = client(&origin, Some(&proxy), &opened);
+    let e = status(&c, &origin).await.expect_err("untrusted");
+    assert!(
+        e.describe().starts_with("connection failed: "),
+        "{}",
+        e.describe()
+    );
+    assert!(heads.lock().map(|h| h.is_empty()).unwrap_or_default());
+    assert_eq!(opened.get(), 1);
 }

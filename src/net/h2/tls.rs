@@ -1,6 +1,7 @@
 //! The TLS side of the APNs client: the roots reqwest trusts (the platform's,
 //! through `rustls-platform-verifier`, plus the optional extra CA), ALPN `h2`
-//! only, and the client certificate of APNs certificate auth.
+//! only to APNs (`http/1.1` to an `https` proxy), and the client certificate
+//! of APNs certificate auth.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -59,10 +60,11 @@ pub(crate) fn extra_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, N
     Ok(certs)
 }
 
-/// TLS 1.2 and 1.3 with the process's provider (ring), ALPN `h2` only.
+/// TLS 1.2 and 1.3 with the process's provider (ring), offering `alpn`.
 pub(super) fn client_config(
     extra_ca: Option<&Path>,
     identity: Option<Identity>,
+    alpn: &[u8],
 ) -> Result<Arc<ClientConfig>, NetError> {
     crate::net::install_crypto_provider();
     let provider = rustls::crypto::CryptoProvider::get_default()
@@ -87,6 +89,6 @@ pub(super) fn client_config(
             .map_err(NetError::Tls)?,
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(config))
 }

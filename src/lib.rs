@@ -9,7 +9,7 @@
 //! - [`routing`]: `app_id` → pushkin (exact first, then globs, then a UnifiedPush default app; ambiguous = rejected).
 //! - [`dispatch`]: concurrent fan-out to all devices, the per-request summary.
 //! - [`pushkin`]: the `Pushkin` trait (prepare a push, then send it) and one module per push service (`webpush`, `apns`, `fcm`, `unifiedpush`; `endpoint` holds the checks of client-chosen endpoint URLs); `exchange` is the one send/retry/tap loop, `token` the one credential cache (`auth_header` its `authorization` value), `jwt` the one JWT minting.
-//! - [`net`]: the outbound HTTP client (rustls, HTTP/2, proxy, timeouts, trusted CA, address guard).
+//! - [`net`]: the outbound HTTP clients (reqwest; APNs's own HTTP/2 client), rustls, proxy, timeouts, trusted CA, address guard.
 //! - [`telemetry`]: logging, the access log and Prometheus metrics.
 //! - [`store`]: the outbox, the rejection memory and the de-duplication claims (SQLite, PostgreSQL).
 //! - [`gateway`]: start-up, serving, reload and shutdown.

@@ -1,5 +1,9 @@
-//! The one outbound HTTP client that every pushkin uses.
+//! The outbound HTTP clients: [`build_client`] (reqwest) for FCM, Web Push
+//! and UnifiedPush, and [`h2`] for APNs (HTTP/2 to one fixed origin, without
+//! reqwest's per-request layers); [`transport`] is what `pushkin::exchange`
+//! needs of either.
 //!
+//! The reqwest client:
 //! rustls (ring provider) with the system's roots plus an optional extra CA,
 //! HTTP/2 when the server offers it through ALPN, a connect timeout, the
 //! configured proxy (CONNECT for https), and — for user-supplied
@@ -9,6 +13,8 @@
 
 mod count;
 pub mod guard;
+pub mod h2;
+pub mod transport;
 
 use std::path::Path;
 use std::sync::{Arc, Once};
@@ -52,8 +58,19 @@ pub enum NetError {
         path: String,
         source: reqwest::Error,
     },
+    #[error("CA file `{path}` holds no usable PEM certificate: {source}")]
+    CaPem {
+        path: String,
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("invalid proxy URL: {0}")]
     Proxy(reqwest::Error),
+    #[error("invalid proxy URL: {0}")]
+    ProxyUrl(String),
+    #[error("invalid endpoint {0}")]
+    Origin(String),
+    #[error("cannot set up TLS: {0}")]
+    Tls(rustls::Error),
     #[error("cannot build the HTTP client: {0}")]
     Build(reqwest::Error),
 }
@@ -65,6 +82,14 @@ pub fn install_crypto_provider() {
         // Err means another provider was installed first, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// The extra CA file's bytes.
+pub(crate) fn read_ca(path: &Path) -> Result<Vec<u8>, NetError> {
+    std::fs::read(path).map_err(|source| NetError::CaUnreadable {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 pub fn build_client(o: &ClientOptions<'_>) -> Result<reqwest::Client, NetError> {
@@ -79,10 +104,7 @@ pub fn build_client(o: &ClientOptions<'_>) -> Result<reqwest::Client, NetError> 
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("pushgate/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = o.extra_ca {
-        let pem = std::fs::read(path).map_err(|source| NetError::CaUnreadable {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let pem = read_ca(path)?;
         let certs =
             reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| NetError::CaInvalid {
                 path: path.display().to_string(),
@@ -190,11 +212,7 @@ pub fn describe(err: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let mut root: &dyn std::error::Error = err;
-    while let Some(next) = root.source() {
-        root = next;
-    }
-    format!("{kind}: {root}")
+    format!("{kind}: {}", transport::root_cause(err))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use tracing::Instrument;
 use super::outcome::{Answer, Cause, Outcome};
 use super::tap::Tap;
 use super::{parse_retry_after, retry_pause};
+use crate::net::transport::{Inbound, Transport};
 use crate::telemetry::metrics::Upstream;
 
 /// How one service's pushes are retried.
@@ -54,8 +55,8 @@ pub enum Step {
 }
 
 /// One attempt's request, and the credential it carries (renewed when refused).
-pub struct Attempt {
-    pub request: reqwest::Request,
+pub struct Attempt<R = reqwest::Request> {
+    pub request: R,
     pub credential: Option<Arc<str>>,
 }
 
@@ -81,16 +82,17 @@ impl Reply<'_> {
     }
 }
 
-/// What a pushkin tells the exchange about its service.
-pub trait Attempts: Sync {
+/// What a pushkin tells the exchange about its service, whose requests go
+/// out through `C` (reqwest unless said otherwise).
+pub trait Attempts<C: Transport = reqwest::Client>: Sync {
     /// The request of the next attempt; an `Err` ends the push with that outcome.
-    fn request(&self) -> impl Future<Output = Result<Attempt, Outcome>> + Send;
+    fn request(&self) -> impl Future<Output = Result<Attempt<C::Request>, Outcome>> + Send;
 
     /// What an answer means.
     fn judge(&self, reply: &Reply<'_>) -> Step;
 
     /// What a request that got no answer means (default: temporary, retried).
-    fn no_answer(&self, e: &reqwest::Error) -> Step {
+    fn no_answer(&self, e: &C::Error) -> Step {
         Step::Retry {
             cause: Cause::transport(e),
             after: None,
@@ -108,8 +110,8 @@ pub trait Attempts: Sync {
 
 /// Where and how a push goes out: the app's client and metrics, the slots
 /// it must wait for, and the tap of `send-test`.
-pub struct Exchange<'a> {
-    pub client: &'a reqwest::Client,
+pub struct Exchange<'a, C = reqwest::Client> {
+    pub client: &'a C,
     pub metrics: &'a Upstream,
     /// Held for each attempt's request and answer.
     pub slot: Option<&'a Semaphore>,
@@ -118,9 +120,9 @@ pub struct Exchange<'a> {
 
 const NO_RECORD: usize = usize::MAX;
 
-impl Exchange<'_> {
+impl<C: Transport> Exchange<'_, C> {
     /// Runs the attempts of one push within `budget` and says what happened.
-    pub async fn run<A: Attempts>(&self, policy: &Policy, budget: Duration, a: &A) -> Outcome {
+    pub async fn run<A: Attempts<C>>(&self, policy: &Policy, budget: Duration, a: &A) -> Outcome {
         let now = Instant::now();
         // The budget comes from the config; the fallback only keeps the sum from overflowing.
         let deadline = now
@@ -142,7 +144,7 @@ impl Exchange<'_> {
         }
     }
 
-    async fn attempts<A: Attempts>(
+    async fn attempts<A: Attempts<C>>(
         &self,
         policy: &Policy,
         deadline: Instant,
@@ -193,10 +195,10 @@ impl Exchange<'_> {
     }
 
     /// One request and its answer, inside a slot when there are slots.
-    async fn once<A: Attempts>(
+    async fn once<A: Attempts<C>>(
         &self,
         policy: &Policy,
-        request: reqwest::Request,
+        request: C::Request,
         a: &A,
         in_flight: &AtomicUsize,
     ) -> Step {
@@ -211,7 +213,7 @@ impl Exchange<'_> {
             in_flight.store(i, Ordering::Relaxed);
         }
         let call = self.metrics.request();
-        let step = match self.client.execute(request).instrument(call.span()).await {
+        let step = match self.client.send(request).instrument(call.span()).await {
             Err(e) => {
                 if let Some((t, i)) = tapped {
                     t.failed(i, Cause::transport(&e).to_string());
@@ -219,7 +221,7 @@ impl Exchange<'_> {
                 a.no_answer(&e)
             }
             Ok(resp) => {
-                let status = resp.status().as_u16();
+                let status = resp.status();
                 call.answered(status);
                 let retry_after = resp
                     .headers()
@@ -253,16 +255,8 @@ impl Exchange<'_> {
 const MAX_ANSWER_BODY: usize = 64 * 1024;
 
 /// An answer's body, at most [`MAX_ANSWER_BODY`] bytes (empty if unreadable).
-pub(super) async fn bounded_body(mut resp: reqwest::Response) -> bytes::Bytes {
-    let mut body = bytes::BytesMut::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        let room = MAX_ANSWER_BODY.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= MAX_ANSWER_BODY {
-            break;
-        }
-    }
-    body.freeze()
+pub(super) async fn bounded_body<R: Inbound>(resp: R) -> bytes::Bytes {
+    crate::net::transport::bounded_body(resp, MAX_ANSWER_BODY).await
 }
 
 #[cfg(test)]

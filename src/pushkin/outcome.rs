@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use super::apns::reason::Reason as ApnsReason;
 use super::fcm::error::Code as FcmCode;
+use crate::net::transport::Failure;
 
 /// What happened to one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,9 +218,9 @@ impl Cause {
     }
 
     /// A failed HTTP exchange: DNS, timeout, or other transport trouble (all temporary).
-    pub fn transport(e: &reqwest::Error) -> Cause {
-        let described = crate::net::describe(e);
-        if crate::net::is_dns_failure(e) {
+    pub fn transport(e: &impl Failure) -> Cause {
+        let described = e.describe();
+        if e.is_dns_failure() {
             Cause::Dns(described)
         } else {
             Cause::Transport(described)

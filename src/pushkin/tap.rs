@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use crate::net::transport::Outbound;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -190,13 +191,12 @@ impl Tap {
     }
 
     /// Records a request about to be sent; returns its index for [`Tap::answered`].
-    pub fn sent(&self, req: &reqwest::Request, plaintext: Option<&[u8]>) -> usize {
-        let body = req.body().and_then(|b| b.as_bytes()).unwrap_or_default();
+    pub fn sent(&self, req: &impl Outbound, plaintext: Option<&[u8]>) -> usize {
         self.append(Exchange {
             method: req.method().to_string(),
-            url: req.url().to_string(),
+            url: req.url(),
             request_headers: headers(req.headers()),
-            request_body: text(body),
+            request_body: text(req.body_bytes()),
             plaintext: plaintext.map(text),
             ..Exchange::default()
         })

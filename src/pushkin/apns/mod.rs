@@ -2,8 +2,8 @@
 //! `api.push.apple.com` (or the sandbox, or a configured `endpoint`), token
 //! (ES256 provider JWT) or certificate auth.
 //!
-//! One reqwest client per app, HTTP/2 only: every push of the app is a stream
-//! on the same warm connection; hyper opens a new one after GOAWAY or a broken
+//! One [`net::h2::Client`] per app: every push of the app is a stream on the
+//! same warm HTTP/2 connection; a new one is opened after GOAWAY or a broken
 //! connection. 429/5xx/connection errors are retried with backoff while the
 //! request's budget (`dispatch.upstream_timeout`) lasts.
 
@@ -27,7 +27,7 @@ use super::outcome::{Cause, Unusable};
 use super::tap::Tap;
 use super::{Built, Outcome, Prepared, Pushkin, Settings};
 use crate::config::{ApnsAuth, ApnsConfig, ApnsPlatform};
-use crate::net::{self, ClientOptions, NetError};
+use crate::net::{self, NetError};
 use crate::notification::{Device, Notification, Prio};
 use crate::telemetry::metrics::Upstream;
 use judge::judge;
@@ -59,7 +59,7 @@ pub enum ApnsError {
     #[error("`{path}`: {source}")]
     Identity {
         path: String,
-        source: reqwest::Error,
+        source: net::h2::IdentityError,
     },
     #[error("`{key}` is not usable in an HTTP header: {value:?}")]
     Header { key: &'static str, value: String },
@@ -84,9 +84,9 @@ fn header_value(key: &'static str, value: &str) -> Result<HeaderValue, ApnsError
 }
 
 pub struct Apns {
-    client: reqwest::Client,
-    /// The endpoint; each push's URL is it with the device's path (no parse per push).
-    base: url::Url,
+    client: net::h2::Client,
+    /// The endpoint; each push's URI is it with the device's path (no parse per push).
+    base: Base,
     token: Option<ProviderToken>,
     /// The `authorization` header of the provider token in use, made once per token.
     authorization: AuthHeader,
@@ -133,29 +133,27 @@ impl Apns {
                 let pem = read(certfile)?;
                 certificate_topic = certificate_uid(&pem);
                 let identity =
-                    reqwest::Identity::from_pem(&pem).map_err(|source| ApnsError::Identity {
+                    net::h2::Identity::from_pem(&pem).map_err(|source| ApnsError::Identity {
                         path: certfile.display().to_string(),
                         source,
                     })?;
                 (None, Some(identity))
             }
         };
-        let client = net::build_client(&ClientOptions {
-            connect_timeout: s.connect_timeout,
-            proxy: s.proxy,
-            extra_ca: cfg.ca_file.as_deref(),
-            max_idle_per_host: 1,
-            guard: None,
-            http2_only: true,
-            identity,
-            connections: Some(s.metrics.connections()),
-        })?;
         let base = cfg.endpoint.as_deref().unwrap_or(match cfg.platform {
             ApnsPlatform::Production => PRODUCTION,
             ApnsPlatform::Sandbox => SANDBOX,
         });
-        let base =
-            url::Url::parse(base).map_err(|e| ApnsError::Endpoint(format!("{base}: {e}")))?;
+        let url = url::Url::parse(base).map_err(|e| ApnsError::Endpoint(format!("{base}: {e}")))?;
+        let client = net::h2::Client::new(net::h2::Options {
+            origin: &url,
+            connect_timeout: s.connect_timeout,
+            proxy: s.proxy,
+            extra_ca: cfg.ca_file.as_deref(),
+            identity,
+            connections: Some(s.metrics.connections()),
+        })?;
+        let base = Base::new(&url).map_err(|e| ApnsError::Endpoint(format!("{base}: {e}")))?;
         // Without a configured topic, the certificate's own (as the reference does).
         let topic = cfg.topic.clone().or(certificate_topic);
         Ok(Apns {
@@ -204,7 +202,8 @@ impl Apns {
             }
         };
         let background = self.push_type.as_ref().is_some_and(|t| t == "background");
-        let url = device_url(&self.base, &token);
+        let uri = device_url(&self.base, &token)
+            .map_err(|e| Outcome::failed(Cause::Local(format!("bad request URI: {e}"))))?;
         let collapse_id = match (self.collapse_id_from_room, &n.room_id) {
             (true, Some(room)) => match HeaderValue::from_str(&collapse_id(room)) {
                 Ok(v) => Some(v),
@@ -217,7 +216,7 @@ impl Apns {
             _ => None,
         };
         Ok(Push {
-            url,
+            uri,
             body,
             priority: HeaderValue::from_static(if n.prio == Prio::Low || background {
                 "5"
@@ -229,17 +228,19 @@ impl Apns {
     }
 
     /// The request of one attempt: a fresh `apns-id`, the current provider
-    /// token and expiration. Built as a `reqwest::Request` directly, with
-    /// header names and values made once: no URL or header name is parsed
-    /// per push.
+    /// token and expiration. Header names and values are made once: no URI
+    /// or header name is parsed per push.
     fn request(
         &self,
         p: &Push,
         jwt: Option<&Arc<str>>,
         apns_id: Uuid,
-    ) -> Result<reqwest::Request, String> {
-        // At most the eight headers below.
-        let mut req = net::request(http::Method::POST, p.url.clone(), 8);
+    ) -> Result<http::Request<bytes::Bytes>, String> {
+        let mut req = http::Request::new(p.body.clone());
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = p.uri.clone();
+        // The eight headers below and the client's two (`user-agent`, `accept`).
+        *req.headers_mut() = http::HeaderMap::with_capacity(10);
         let h = req.headers_mut();
         h.insert(APNS_PRIORITY.clone(), p.priority.clone());
         let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
@@ -268,14 +269,13 @@ impl Apns {
         if let Some(id) = &p.collapse_id {
             h.insert(APNS_COLLAPSE_ID.clone(), id.clone());
         }
-        *req.body_mut() = Some(p.body.clone().into());
         Ok(req)
     }
 }
 
 /// One APNs push, prepared: where it goes and what it carries.
 pub(super) struct Push {
-    url: url::Url,
+    uri: http::Uri,
     body: bytes::Bytes,
     priority: HeaderValue,
     collapse_id: Option<HeaderValue>,
@@ -289,8 +289,8 @@ struct Attempts<'a> {
     apns_id: Mutex<Uuid>,
 }
 
-impl exchange::Attempts for Attempts<'_> {
-    async fn request(&self) -> Result<Attempt, Outcome> {
+impl exchange::Attempts<net::h2::Client> for Attempts<'_> {
+    async fn request(&self) -> Result<Attempt<http::Request<bytes::Bytes>>, Outcome> {
         let jwt = match &self.apns.token {
             Some(t) => Some(t.get().await.map_err(|e| {
                 Outcome::temporary(Cause::Credentials(format!("APNs provider token: {e}")))
@@ -333,13 +333,41 @@ impl exchange::Attempts for Attempts<'_> {
     }
 }
 
+/// The endpoint, split once: scheme and authority are shared by every push.
+struct Base {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The endpoint's path without its trailing `/`.
+    path: String,
+    /// `?` and the endpoint's query, if it has one.
+    query: String,
+}
+
+impl Base {
+    fn new(url: &url::Url) -> Result<Base, String> {
+        let uri: http::Uri = url.as_str().parse().map_err(|e| format!("{e}"))?;
+        let parts = uri.into_parts();
+        let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+            return Err("not an absolute URL".into());
+        };
+        Ok(Base {
+            scheme,
+            authority,
+            path: url.path().trim_end_matches('/').to_owned(),
+            query: url.query().map(|q| format!("?{q}")).unwrap_or_default(),
+        })
+    }
+}
+
 /// Where a push for `token` goes: the endpoint with `/3/device/<token>`
 /// after its path (only the path is parsed, not the whole URL).
-fn device_url(base: &url::Url, token: &str) -> url::Url {
-    let mut url = base.clone();
-    let prefix = base.path().trim_end_matches('/');
-    url.set_path(&format!("{prefix}/3/device/{token}"));
-    url
+fn device_url(base: &Base, token: &str) -> Result<http::Uri, http::Error> {
+    let path = format!("{}/3/device/{token}{}", base.path, base.query);
+    http::Uri::builder()
+        .scheme(base.scheme.clone())
+        .authority(base.authority.clone())
+        .path_and_query(path)
+        .build()
 }
 
 /// Apple limits `apns-collapse-id` to 64 bytes; longer room ids are hashed.
@@ -483,8 +511,12 @@ fK8=
     #[test]
     fn device_urls_keep_the_endpoint_and_its_path() {
         let url = |base: &str| {
-            let base = url::Url::parse(base).map_err(|e| e.to_string())?;
-            Ok::<_, String>(device_url(&base, "abcd").to_string())
+            let base = Base::new(&url::Url::parse(base).map_err(|e| e.to_string())?)?;
+            Ok::<_, String>(
+                device_url(&base, "abcd")
+                    .map_err(|e| e.to_string())?
+                    .to_string(),
+            )
         };
         assert_eq!(
             url(PRODUCTION).as_deref(),

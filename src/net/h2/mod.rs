@@ -1,0 +1,402 @@
+//! The APNs client: HTTP/2 to ONE fixed origin over one shared connection,
+//! without reqwest's per-request layers (URL↔URI conversions, redirect and
+//! retry services, header-map merging, the pool checkout). A push clones the
+//! connection's `SendRequest` and opens a stream on it.
+//!
+//! It trusts what [`crate::net::build_client`] trusts (the platform's roots
+//! through `rustls-platform-verifier`, plus the optional extra CA), offers
+//! ALPN `h2` only, presents the client certificate of certificate auth,
+//! connects within the connect timeout with `TCP_NODELAY`, pings every 30 s
+//! (also while idle), tunnels through the configured proxy (`http` or
+//! `https`) with `CONNECT` (not for hosts in `NO_PROXY`; `Proxy-Authorization`
+//! from the proxy URL's user and password), and counts the connections it opens.
+//!
+//! Reconnecting: when the connection has closed (GOAWAY, an error, the peer
+//! gone), the next push opens another; one connect is in flight at a time
+//! and concurrent pushes wait for it (bounded by the push's deadline, which
+//! the caller enforces). A request the server refused without processing it
+//! — `REFUSED_STREAM`, or a graceful GOAWAY that names a last stream before
+//! it, or a connection that closed before the request left — is sent once
+//! more; a request the server may have processed never is (no double push).
+
+mod dial;
+mod tls;
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT, USER_AGENT};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::proxy::matcher::Matcher;
+use prometheus::IntCounter;
+use rustls::pki_types::ServerName;
+
+use super::transport::{root_cause, Failure, Inbound, Outbound, Transport};
+use super::NetError;
+use dial::{Dialer, HostPort, Sender, Tunnel};
+pub use tls::{Identity, IdentityError};
+
+/// How to build the client of one APNs app.
+pub struct Options<'a> {
+    /// `https://host[:port]` (a path is ignored: requests carry theirs);
+    /// `http` speaks HTTP/2 in clear, for tests.
+    pub origin: &'a url::Url,
+    pub connect_timeout: Duration,
+    /// Proxy URL (`http(s)://[user:password@]host:port`), tunnelled through with CONNECT.
+    pub proxy: Option<&'a str>,
+    /// An extra CA certificate (PEM) trusted on top of the platform's roots.
+    pub extra_ca: Option<&'a Path>,
+    /// A client certificate and key to present (certificate auth).
+    pub identity: Option<Identity>,
+    /// Counts the connections opened.
+    pub connections: Option<IntCounter>,
+}
+
+/// A request that got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect")]
+    Connect(#[from] ConnectError),
+    #[error("the request failed")]
+    Request(#[source] hyper::Error),
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("dns error")]
+    Dns(#[source] std::io::Error),
+    #[error("no connection within the connect timeout")]
+    Timeout,
+    #[error("tcp connect error")]
+    Io(#[source] std::io::Error),
+    #[error("the proxy {0}")]
+    Proxy(String),
+    #[error("proxy connection failed")]
+    ProxyIo(#[source] std::io::Error),
+    #[error("TLS handshake failed")]
+    Tls(#[source] std::io::Error),
+    #[error("HTTP/2 handshake failed")]
+    Handshake(#[source] hyper::Error),
+}
+
+/// The connection in use, and which one it is (a retry must not drop a newer one).
+#[derive(Default)]
+struct Slot {
+    generation: u64,
+    sender: Option<Sender>,
+}
+
+pub struct Client {
+    dialer: Dialer,
+    live: Mutex<Slot>,
+    /// Held while a connection is being opened: one connect at a time.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// What reqwest sent on every request, kept so that APNs sees the same requests.
+static AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("pushgate/", env!("CARGO_PKG_VERSION")));
+static ANY: HeaderValue = HeaderValue::from_static("*/*");
+
+/// How the server refused a request it did not process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// `REFUSED_STREAM`: the connection is still good.
+    Stream,
+    /// GOAWAY (`NO_ERROR`) with a last stream before this one, or the
+    /// connection gone before the request left: use another.
+    Connection,
+}
+
+impl Client {
+    pub fn new(o: Options<'_>) -> Result<Client, NetError> {
+        let origin = o.origin;
+        let bad = |why: &str| NetError::Origin(format!("{origin}: {why}"));
+        let tls = match origin.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return Err(bad("not an http(s) URL")),
+        };
+        let port = origin
+            .port_or_known_default()
+            .ok_or_else(|| bad("no port"))?;
+        let (host, name, target) = match origin.host() {
+            Some(url::Host::Domain(d)) => (
+                d.to_owned(),
+                ServerName::try_from(d.to_owned()).map_err(|e| bad(&e.to_string()))?,
+                d.to_owned(),
+            ),
+            Some(url::Host::Ipv4(ip)) => (ip.to_string(), ServerName::from(ip), ip.to_string()),
+            Some(url::Host::Ipv6(ip)) => (ip.to_string(), ServerName::from(ip), format!("[{ip}]")),
+            None => return Err(bad("no host")),
+        };
+        let target = format!("{target}:{port}");
+        let tunnel = match o.proxy {
+            Some(proxy) => tunnel(proxy, origin.scheme(), target, o.extra_ca)?,
+            None => None,
+        };
+        let tls = if tls {
+            let config = tls::client_config(o.extra_ca, o.identity, b"h2")?;
+            Some((tokio_rustls::TlsConnector::from(config), name))
+        } else {
+            None
+        };
+        Ok(Client {
+            dialer: Dialer {
+                origin: HostPort { host, port },
+                tls,
+                tunnel,
+                connect_timeout: o.connect_timeout,
+                connections: o.connections,
+                http2: dial::http2_builder(),
+            },
+            live: Mutex::new(Slot::default()),
+            connecting: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Sends `request` (its URI's origin must be this client's) and gives
+    /// back the answer once its head has arrived.
+    pub async fn send(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Incoming>, Error> {
+        let (mut parts, body) = request.into_parts();
+        for (name, value) in [(USER_AGENT, &AGENT), (ACCEPT, &ANY)] {
+            if !parts.headers.contains_key(&name) {
+                parts.headers.insert(name, value.clone());
+            }
+        }
+        // The copy to send again if the server refuses the first unprocessed:
+        // the first one's headers are gone into the connection's encoder.
+        let mut copy = http::Request::new(Full::new(body.clone()));
+        *copy.method_mut() = parts.method.clone();
+        *copy.uri_mut() = parts.uri.clone();
+        *copy.headers_mut() = parts.headers.clone();
+        let request = http::Request::from_parts(parts, Full::new(body));
+
+        let (generation, mut sender) = self.sender().await?;
+        let mut failed = match sender.try_send_request(request).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => e,
+        };
+        let unsent = failed.take_message();
+        let refusal = match (&unsent, refused(failed.error())) {
+            (Some(_), _) => Refusal::Connection,
+            (None, Some(r)) => r,
+            (None, None) => return Err(Error::Request(failed.into_error())),
+        };
+        tracing::debug!(
+            ?refusal,
+            "the request was not processed; sending it once more"
+        );
+        if refusal == Refusal::Connection {
+            self.forget(generation);
+        }
+        let (_, mut sender) = self.sender().await?;
+        sender
+            .send_request(unsent.unwrap_or(copy))
+            .await
+            .map_err(Error::Request)
+    }
+
+    /// The open connection, if there is one.
+    fn open(&self) -> Option<(u64, Sender)> {
+        let slot = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        match &slot.sender {
+            Some(s) if !s.is_closed() => Some((slot.generation, s.clone())),
+            _ => None,
+        }
+    }
+
+    /// The open connection, or a new one.
+    async fn sender(&self) -> Result<(u64, Sender), ConnectError> {
+        if let Some(open) = self.open() {
+            return Ok(open);
+        }
+        let _connecting = self.connecting.lock().await;
+        // Another push may have connected while this one waited.
+        if let Some(open) = self.open() {
+            return Ok(open);
+        }
+        let sender = self.dialer.dial().await?;
+        let mut slot = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        slot.generation += 1;
+        slot.sender = Some(sender.clone());
+        Ok((slot.generation, sender))
+    }
+
+    /// Drops connection `generation` (the server is done with it) unless a newer one replaced it.
+    fn forget(&self, generation: u64) {
+        let mut slot = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.generation == generation {
+            slot.sender = None;
+        }
+    }
+}
+
+/// The tunnel through `proxy` to `target`, unless `NO_PROXY` names the origin.
+/// An `https` proxy is trusted as the origin is (platform roots and `extra_ca`).
+fn tunnel(
+    proxy: &str,
+    scheme: &str,
+    target: String,
+    extra_ca: Option<&Path>,
+) -> Result<Option<Tunnel>, NetError> {
+    let no_proxy = std::env::var("NO_PROXY")
+        .or_else(|_| std::env::var("no_proxy"))
+        .unwrap_or_default();
+    let dst: http::Uri = format!("{scheme}://{target}/")
+        .parse()
+        .map_err(|e| NetError::Origin(format!("{target}: {e}")))?;
+    let through = |no: &str| {
+        Matcher::builder()
+            .all(proxy.to_owned())
+            .no(no.to_owned())
+            .build()
+            .intercept(&dst)
+    };
+    let Some(intercept) = through(&no_proxy) else {
+        return match through("") {
+            // The proxy is not for this origin.
+            Some(_) => Ok(None),
+            None => Err(NetError::ProxyUrl(proxy_for_log(proxy))),
+        };
+    };
+    let uri = intercept.uri();
+    let host = uri
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+        .ok_or_else(|| NetError::ProxyUrl(proxy_for_log(proxy)))?;
+    let (tls, port) = match uri.scheme_str() {
+        Some("http") => (None, 80),
+        Some("https") => {
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| NetError::ProxyUrl(format!("{}: {e}", proxy_for_log(proxy))))?;
+            let config = tls::client_config(extra_ca, None, b"http/1.1")?;
+            (Some((tokio_rustls::TlsConnector::from(config), name)), 443)
+        }
+        _ => {
+            return Err(NetError::ProxyUrl(format!(
+                "{}: the APNs client tunnels through http:// and https:// proxies only",
+                proxy_for_log(proxy)
+            )))
+        }
+    };
+    Ok(Some(Tunnel {
+        proxy: HostPort {
+            host,
+            port: uri.port_u16().unwrap_or(port),
+        },
+        tls,
+        target,
+        auth: intercept.basic_auth().cloned(),
+    }))
+}
+
+/// The proxy URL without its password.
+fn proxy_for_log(proxy: &str) -> String {
+    match url::Url::parse(proxy) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+/// Whether `e` says the server refused the request without processing it.
+fn refused(e: &hyper::Error) -> Option<Refusal> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            if !h2.is_remote() {
+                return None;
+            }
+            return match h2.reason() {
+                Some(h2::Reason::REFUSED_STREAM) if h2.is_reset() => Some(Refusal::Stream),
+                // h2 gives this error only to the streams above GOAWAY's last
+                // stream id (and to those opened after it): never processed.
+                Some(h2::Reason::NO_ERROR) if h2.is_go_away() => Some(Refusal::Connection),
+                _ => None,
+            };
+        }
+        source = err.source();
+    }
+    None
+}
+
+impl Transport for Client {
+    type Request = http::Request<Bytes>;
+    type Response = http::Response<Incoming>;
+    type Error = Error;
+
+    fn send(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> impl std::future::Future<Output = Result<http::Response<Incoming>, Error>> + Send {
+        Client::send(self, request)
+    }
+}
+
+impl Outbound for http::Request<Bytes> {
+    fn method(&self) -> &http::Method {
+        http::Request::method(self)
+    }
+
+    fn url(&self) -> String {
+        self.uri().to_string()
+    }
+
+    fn headers(&self) -> &http::HeaderMap {
+        http::Request::headers(self)
+    }
+
+    fn body_bytes(&self) -> &[u8] {
+        self.body()
+    }
+}
+
+impl Inbound for http::Response<Incoming> {
+    fn status(&self) -> u16 {
+        http::Response::status(self).as_u16()
+    }
+
+    fn headers(&self) -> &http::HeaderMap {
+        http::Response::headers(self)
+    }
+
+    async fn chunk(&mut self) -> Option<Bytes> {
+        loop {
+            // Trailers are skipped; an error ends the body.
+            let frame = self.body_mut().frame().await?.ok()?;
+            if let Ok(data) = frame.into_data() {
+                return Some(data);
+            }
+        }
+    }
+}
+
+impl Failure for Error {
+    fn describe(&self) -> String {
+        let kind = match self {
+            Error::Connect(ConnectError::Timeout) => "timed out",
+            Error::Connect(_) => "connection failed",
+            Error::Request(_) => "request failed",
+        };
+        format!("{kind}: {}", root_cause(self))
+    }
+
+    fn is_dns_failure(&self) -> bool {
+        matches!(self, Error::Connect(ConnectError::Dns(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

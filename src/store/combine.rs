@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 
-use super::batch::{Group, Job, MAX_BATCH};
+use super::jobs::{Group, Job, MAX_BATCH};
 
 /// Groups one holder serves before passing the queue on to a task.
 const GROUPS_PER_TURN: usize = 4;

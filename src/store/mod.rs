@@ -14,6 +14,7 @@ mod backend;
 mod batch;
 mod combine;
 mod held;
+mod jobs;
 mod migrations;
 mod postgres;
 mod queries;

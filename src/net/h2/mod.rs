@@ -223,7 +223,10 @@ impl Client {
         if let Some(open) = self.open() {
             return Ok(open);
         }
-        let sender = self.dialer.dial().await?;
+        // Boxed: a connect's state (TCP, proxy, TLS handshake) is kilobytes,
+        // and every push's future would otherwise carry room for it — and
+        // copy it each time the future is moved.
+        let sender = Box::pin(self.dialer.dial()).await?;
         let mut slot = self.live.lock().unwrap_or_else(|p| p.into_inner());
         slot.generation += 1;
         slot.sender = Some(sender.clone());

@@ -37,10 +37,6 @@ pub struct ClientOptions<'a> {
     pub max_idle_per_host: usize,
     /// Refuse connections to private addresses, checked on the resolved address.
     pub guard: Option<AddressGuard>,
-    /// Speak HTTP/2 only (ALPN `h2`), as APNs requires.
-    pub http2_only: bool,
-    /// A client certificate and key to present (APNs certificate auth).
-    pub identity: Option<reqwest::Identity>,
     /// Counts the connections opened.
     pub connections: Option<prometheus::IntCounter>,
 }
@@ -121,12 +117,6 @@ pub fn build_client(o: &ClientOptions<'_>) -> Result<reqwest::Client, NetError> 
         }
         None => b = b.no_proxy(),
     }
-    if o.http2_only {
-        b = b.http2_prior_knowledge();
-    }
-    if let Some(identity) = o.identity.clone() {
-        b = b.identity(identity);
-    }
     if let Some(guard) = &o.guard {
         let mut guard = guard.clone();
         // The proxy is the operator's choice: never refused by the guard.
@@ -152,8 +142,6 @@ impl ClientOptions<'static> {
             extra_ca: None,
             max_idle_per_host: 1,
             guard: None,
-            http2_only: false,
-            identity: None,
             connections: None,
         }
     }

@@ -65,8 +65,6 @@ impl Endpoints {
             extra_ca: keys.ca_file.as_deref(),
             max_idle_per_host: keys.max_connections,
             guard: Some(guard.clone()),
-            http2_only: false,
-            identity: None,
             connections: Some(s.metrics.connections()),
         })?;
         Ok(Endpoints {

@@ -70,8 +70,6 @@ impl Fcm {
             extra_ca: cfg.ca_file.as_deref(),
             max_idle_per_host: cfg.max_connections,
             guard: None,
-            http2_only: false,
-            identity: None,
             connections: Some(s.metrics.connections()),
         })?;
         let auth = TokenSource::from_file(

@@ -204,8 +204,16 @@ async fn request_id(mut req: Request, next: Next) -> Response {
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b))
         })
         .map(str::to_owned);
-    let id =
-        given.unwrap_or_else(|| format!("{prefix}-{}", COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let id = given.unwrap_or_else(|| {
+        // Not `format!`: this runs for every request.
+        let mut n = itoa::Buffer::new();
+        let n = n.format(COUNTER.fetch_add(1, Ordering::Relaxed));
+        let mut id = String::with_capacity(prefix.len() + 1 + n.len());
+        id.push_str(prefix);
+        id.push('-');
+        id.push_str(n);
+        id
+    });
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut resp = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(&id) {

@@ -362,7 +362,12 @@ impl Base {
 /// Where a push for `token` goes: the endpoint with `/3/device/<token>`
 /// after its path (only the path is parsed, not the whole URL).
 fn device_url(base: &Base, token: &str) -> Result<http::Uri, http::Error> {
-    let path = format!("{}/3/device/{token}{}", base.path, base.query);
+    const DEVICE: &str = "/3/device/";
+    let mut path =
+        String::with_capacity(base.path.len() + DEVICE.len() + token.len() + base.query.len());
+    for part in [base.path.as_str(), DEVICE, token, base.query.as_str()] {
+        path.push_str(part);
+    }
     http::Uri::builder()
         .scheme(base.scheme.clone())
         .authority(base.authority.clone())
@@ -375,8 +380,7 @@ fn collapse_id(room_id: &str) -> String {
     if room_id.len() <= 64 {
         room_id.to_owned()
     } else {
-        let digest = Sha256::digest(room_id.as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        lower_hex(&Sha256::digest(room_id.as_bytes()))
     }
 }
 

@@ -125,9 +125,24 @@ mod tests {
         }
     }
 
-    async fn claimed(store: &SqlStore<Sqlite>, k: &ClaimKey) {
-        let granted = store.claim(std::slice::from_ref(k), 1_000, 61_000, 0).await;
+    /// A new store file (in the directory returned) with `pushkey`'s claim granted.
+    async fn store_with_claim(
+        pushkey: &str,
+    ) -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        SqlStore<Sqlite>,
+        ClaimKey,
+    ) {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.db");
+        let store = open(&path).await.expect("open");
+        let k = key(pushkey);
+        let granted = store
+            .claim(std::slice::from_ref(&k), 1_000, 61_000, 0)
+            .await;
         assert_eq!(granted.expect("claim"), vec![k.clone()]);
+        (dir, path, store, k)
     }
 
     fn settling(k: &ClaimKey) -> Settlement {
@@ -139,14 +154,12 @@ mod tests {
     }
 
     /// The sqlx writer holds its turn: a settlement waits for it on the
-    /// blocking pool (not in the caller's worker), reads go on meanwhile,
-    /// and the settlement is written once the turn is given back.
+    /// blocking pool (waiting for it in the caller's worker would panic:
+    /// a blocking lock inside the runtime), and is written once the turn is
+    /// given back.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_that_finds_the_turn_taken_waits_for_it_off_the_request_s_worker() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = open(&dir.path().join("s.db")).await.expect("open");
-        let k = key("p1");
-        claimed(&store, &k).await;
+        let (_dir, _, store, k) = store_with_claim("p1").await;
 
         let (taken, turn_taken) = tokio::sync::oneshot::channel::<()>();
         let (give_back, given_back) = tokio::sync::oneshot::channel::<()>();
@@ -167,7 +180,7 @@ mod tests {
             let s = store.clone();
             async move { (s.settle(settling(&k)).await, store) }
         });
-        // The write waits; the caller's task is not blocked, and a read is answered.
+        // The write waits for the turn.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
             !settle.is_finished(),
@@ -197,11 +210,8 @@ mod tests {
     /// the lock is let go.
     #[tokio::test]
     async fn a_write_that_finds_sqlite_locked_by_another_process_waits_off_the_request_s_thread() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("s.db");
-        let store = std::sync::Arc::new(open(&path).await.expect("open"));
-        let k = key("p3");
-        claimed(&store, &k).await;
+        let (_dir, path, store, k) = store_with_claim("p3").await;
+        let store = std::sync::Arc::new(store);
         let other = rusqlite::Connection::open(&path).expect("other connection");
         other.execute_batch("BEGIN IMMEDIATE").expect("write lock");
 
@@ -235,10 +245,7 @@ mod tests {
     /// cancelled) still has it written: nobody else may come to serve the queue.
     #[tokio::test]
     async fn a_settlement_queued_by_a_caller_that_goes_away_is_still_written() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = open(&dir.path().join("s.db")).await.expect("open");
-        let k = key("p2");
-        claimed(&store, &k).await;
+        let (_dir, _, store, k) = store_with_claim("p2").await;
 
         let mut settle = store.settle(settling(&k));
         let waker = futures::task::noop_waker();

@@ -110,9 +110,9 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
             lease_until: now + d.lease().as_millis() as Millis,
             settled_before: now - d.policy.dedup_window.as_millis() as Millis,
         };
-        // The memory and the claims are asked at once (on SQLite, one
-        // hand-off to the store's thread); a device the memory answers gives
-        // its claim back, as if it had never taken it.
+        // The memory and the claims are asked at once (on SQLite, served
+        // together in one group); a device the memory answers gives its
+        // claim back, as if it had never taken it.
         let decided: Vec<bool> = tasks.iter().map(|t| t.fate.is_some()).collect();
         let (claims, ()) = tokio::join!(
             dedup::claim_all(&**store, &n, &decided, &window, &request_id),

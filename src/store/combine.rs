@@ -12,7 +12,7 @@
 //!
 //! What must not block a request's worker thread is sent to the blocking
 //! pool instead ([`Serve::serve`] says when): a write that would wait for
-//! the sqlx writer's turn. A holder serves a bounded number of groups and
+//! the sqlx writer's turn or for SQLite's lock. A holder serves a bounded number of groups and
 //! passes the rest on to a task of its own, so one request does not serve
 //! everybody else's for long.
 
@@ -27,7 +27,7 @@ const GROUPS_PER_TURN: usize = 4;
 /// The engine's side: serves one group of jobs.
 pub trait Serve: Send + 'static {
     /// Serves `group` (answering every job it can); `may_block`: this runs
-    /// on the blocking pool and may wait (for the writer's turn). Returns
+    /// on the blocking pool and may wait (for the writer's turn, SQLite's lock). Returns
     /// `true` when work is left that needs waiting: the combiner then has
     /// [`Serve::serve`] called again with `may_block` on the blocking pool.
     fn serve(&mut self, group: Group, may_block: bool) -> bool;

@@ -49,7 +49,7 @@ pub enum StoreError {
     /// From the SQLite hot path's own connections ([`sqlite_direct`]).
     #[error("store query failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("cannot start the store's thread: {0}")]
+    #[error("cannot start the store's checkpoint thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("the store's reader or writer task has stopped")]
     Stopped,

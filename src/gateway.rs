@@ -42,7 +42,7 @@ pub enum StartError {
 
 pub struct Gateway {
     listeners: Vec<TcpListener>,
-    router: axum::Router,
+    site: api::Site,
     metrics_listener: Option<TcpListener>,
     dispatcher: Arc<Dispatcher>,
     shutdown_timeout: Duration,
@@ -199,7 +199,7 @@ impl Gateway {
         };
         Ok(Gateway {
             listeners,
-            router: api::router(state),
+            site: api::Site::api(state),
             metrics_listener,
             dispatcher,
             shutdown_timeout: config.http.shutdown_timeout,
@@ -265,10 +265,10 @@ impl Gateway {
         }
         let mut servers: Vec<futures::future::BoxFuture<'static, std::io::Result<()>>> = Vec::new();
         if let Some(listener) = self.metrics_listener {
-            let router = api::metrics::router(self.dispatcher.clone());
+            let site = api::Site::plain(api::metrics::router(self.dispatcher.clone()));
             servers.push(Box::pin(serve::serve(
                 listener,
-                router,
+                site,
                 None,
                 self.http.clone(),
                 None,
@@ -279,7 +279,7 @@ impl Gateway {
         for listener in self.listeners {
             servers.push(Box::pin(serve::serve(
                 listener,
-                self.router.clone(),
+                self.site.clone(),
                 acceptor.clone(),
                 self.http.clone(),
                 Some(self.cap.clone()),

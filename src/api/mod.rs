@@ -1,27 +1,27 @@
-//! The HTTP API: the Push Gateway API v1 router, health, and the fallbacks
+//! The HTTP API: the Push Gateway API v1 routes, health, and the fallbacks
 //! that keep every answer a Matrix JSON error (404/405 `M_UNRECOGNIZED`,
-//! panics as 500 `M_UNKNOWN`).
+//! panics as 500 `M_UNKNOWN`, see `front`).
 
 pub mod error;
+mod front;
 pub mod metrics;
 mod notify;
 pub mod serve;
 pub mod tls;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
 use crate::config::Limits;
 use crate::dispatch::Dispatcher;
 use error::ApiError;
+pub use front::Site;
 
 /// Everything a request handler needs, shared by all requests.
 pub struct AppState {
@@ -57,13 +57,10 @@ impl AppState {
     }
 }
 
-/// A short id that ties the log lines of one request together; also sent back as `X-Request-Id`.
-#[derive(Clone)]
-pub struct RequestId(pub String);
-
-pub fn router(state: Arc<AppState>) -> Router {
-    let notify_route = post(notify::notify)
-        .get(unifiedpush_discovery)
+/// Every route but `POST /notify`, which `front` sends to its handler before
+/// the router is asked (a `POST` on the notify paths never reaches it).
+fn router(state: Arc<AppState>) -> Router {
+    let notify_route = get(unifiedpush_discovery)
         .options(notify_options)
         .fallback(|| async {
             ApiError::MethodNotAllowed {
@@ -73,8 +70,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let health_route =
         get(health).fallback(|| async { ApiError::MethodNotAllowed { allow: "GET, HEAD" } });
     Router::new()
-        .route("/_matrix/push/v1/notify", notify_route.clone())
-        .route("/_matrix/push/v1/notify/", notify_route)
+        .route(front::NOTIFY_PATHS[0], notify_route.clone())
+        .route(front::NOTIFY_PATHS[1], notify_route)
         .route("/health", health_route)
         .route(
             "/ready",
@@ -82,57 +79,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .fallback(|req: Request| async move { ApiError::Unrecognized(req.uri().path().to_owned()) })
         .with_state(state)
-        .layer(middleware::from_fn(request_id))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response,
-        ))
-        // Outermost: sees the final status, a panic's 500 included.
-        .layer(middleware::from_fn(access_log))
-}
-
-/// The peer of the connection a request came on (set by the accept loop).
-#[derive(Clone, Copy)]
-pub struct PeerAddr(pub std::net::SocketAddr);
-
-/// One access line per request (`log.access`), on target `pushgate::access`;
-/// a `/notify` answer brings its summary along (a response extension).
-async fn access_log(req: Request, next: Next) -> Response {
-    use crate::telemetry::access;
-    if !access::enabled() {
-        return next.run(req).await;
-    }
-    let started = std::time::Instant::now();
-    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
-    let client = access::client_address(
-        peer,
-        req.headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.as_bytes()),
-        access::settings().x_forwarded_for,
-    );
-    let method = req.method().clone();
-    // A clone shares the request's bytes.
-    let uri = req.uri().clone();
-    let mut resp = next.run(req).await;
-    let notify = resp.extensions_mut().remove::<access::NotifySummary>();
-    let request_id = resp
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    access::log(
-        &access::Request {
-            client,
-            method: &method,
-            path: uri.path(),
-            status: resp.status().as_u16(),
-            elapsed: started.elapsed(),
-            request_id,
-        },
-        notify.as_ref(),
-    );
-    resp
 }
 
 /// The methods `/notify` answers: `POST` (the Push Gateway API) and the
@@ -181,49 +127,4 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
         Ok(()) => ok(),
         Err(why) => ApiError::NotReady(why).into_response(),
     }
-}
-
-async fn request_id(mut req: Request, next: Next) -> Response {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let prefix = PREFIX.get_or_init(|| {
-        format!(
-            "{:06x}",
-            rand_core::RngCore::next_u32(&mut rand_core::OsRng) & 0xff_ffff
-        )
-    });
-    // A request id the caller set (a proxy, a homeserver) is kept, so one id
-    // follows the push through every log line and span; a strange one is replaced.
-    let given = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            (1..=64).contains(&v.len())
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b))
-        })
-        .map(str::to_owned);
-    let id = given.unwrap_or_else(|| {
-        // Not `format!`: this runs for every request.
-        let mut n = itoa::Buffer::new();
-        let n = n.format(COUNTER.fetch_add(1, Ordering::Relaxed));
-        let mut id = String::with_capacity(prefix.len() + 1 + n.len());
-        id.push_str(prefix);
-        id.push('-');
-        id.push_str(n);
-        id
-    });
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let mut resp = next.run(req).await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    resp
-}
-
-fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = crate::dispatch::panic_message(err.as_ref());
-    tracing::error!(panic = what, "request handler panicked (a bug)");
-    ApiError::Internal.into_response()
 }

@@ -17,47 +17,47 @@
 //! Once parsed, the notification keeps only its fields and the raw `content`
 //! (a view into the body when it is most of it; see `notification`).
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
-use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::BytesMut;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
 use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::error::ApiError;
-use super::{AppState, RequestId};
+use super::AppState;
 use crate::notification;
 use crate::telemetry::access::{self, Counts, NotifySummary};
 
-pub async fn notify(
-    State(state): State<Arc<AppState>>,
-    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
+/// Answers a `POST` on the notify path (`front` routes it here).
+pub(super) async fn notify(
+    state: &AppState,
+    request_id: &str,
+    req: http::Request<Incoming>,
 ) -> Response {
+    let (head, body) = req.into_parts();
+    let headers = &head.headers;
     let started = Instant::now();
     let metrics = state.dispatcher.metrics().clone();
     let _in_flight = metrics.notify_started();
     let span = tracing::info_span!("notify", request_id = %request_id);
     let mut summary = NotifySummary::default();
     let result = async {
-        let declared = declared_length(&state, &headers)?;
-        let reserved = reserve(&state, declared.unwrap_or(state.limits.max_body_size))?;
-        let bytes = read_body(&state, declared, body).await?;
+        let declared = declared_length(state, headers)?;
+        let reserved = reserve(state, declared.unwrap_or(state.limits.max_body_size))?;
+        let bytes = read_body(state, declared, body).await?;
         let Ok(_permit) = state.inflight.clone().try_acquire_owned() else {
             metrics.overloaded("global");
             return Err(ApiError::Overloaded {
                 limit: "limits.max_inflight_requests",
             });
         };
-        handle(&state, &request_id, bytes, reserved, &mut summary).await
+        handle(state, request_id, bytes, reserved, &mut summary).await
     }
     .instrument(span)
     .await;
@@ -73,7 +73,7 @@ pub async fn notify(
     if access::enabled() {
         resp.extensions_mut().insert(summary);
     } else {
-        summary.log(&request_id, resp.status().as_u16(), started.elapsed());
+        summary.log(request_id, resp.status().as_u16(), started.elapsed());
     }
     resp
 }
@@ -118,7 +118,7 @@ fn reserve(state: &AppState, bytes: usize) -> Result<OwnedSemaphorePermit, ApiEr
 async fn read_body(
     state: &AppState,
     declared: Option<usize>,
-    body: Body,
+    body: Incoming,
 ) -> Result<bytes::Bytes, ApiError> {
     let limit = state.limits.max_body_size;
     let read = async {

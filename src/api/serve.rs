@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -42,8 +41,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
+use super::Site;
 use crate::config::HttpConfig;
 use crate::telemetry::metrics::Metrics;
 
@@ -127,7 +126,7 @@ impl Drop for Ticket {
 /// have closed. `cap` is `None` for the metrics listener.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    site: Site,
     tls: Option<TlsAcceptor>,
     http: Arc<HttpConfig>,
     cap: Option<Arc<ConnectionCap>>,
@@ -162,12 +161,12 @@ pub async fn serve(
         };
         // Answers go out at once, not after the peer's delayed ACK (Nagle).
         let _ = stream.set_nodelay(true);
-        let (router, http, stop, builder) =
-            (router.clone(), http.clone(), stop.clone(), builder.clone());
+        let (site, http, stop, builder) =
+            (site.clone(), http.clone(), stop.clone(), builder.clone());
         match tls.clone() {
             None => {
                 connections.spawn(async move {
-                    serve_connection(stream, peer, router, &builder, &http, stop).await;
+                    serve_connection(stream, peer, site, &builder, &http, stop).await;
                     drop(ticket);
                 });
             }
@@ -176,7 +175,7 @@ pub async fn serve(
                     let handshake = acceptor.accept(stream);
                     match tokio::time::timeout(http.header_read_timeout, handshake).await {
                         Ok(Ok(tls)) => {
-                            serve_connection(tls, peer, router, &builder, &http, stop).await
+                            serve_connection(tls, peer, site, &builder, &http, stop).await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -296,7 +295,7 @@ impl Drop for Busy {
 async fn serve_connection<I>(
     io: I,
     peer: std::net::SocketAddr,
-    router: Router,
+    site: Site,
     builder: &auto::Builder<TokioExecutor>,
     http: &HttpConfig,
     mut stop: watch::Receiver<bool>,
@@ -306,15 +305,13 @@ async fn serve_connection<I>(
     let activity = Arc::new(Activity::new());
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            // For the access log's client address.
-            req.extensions_mut().insert(super::PeerAddr(peer));
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let busy = Busy::start(&activity);
-            let router = router.clone();
+            let site = site.clone();
             async move {
-                let resp = router.oneshot(req).await;
+                let resp = site.handle(req, peer).await;
                 drop(busy);
-                resp
+                Ok::<_, std::convert::Infallible>(resp)
             }
         })
     };

@@ -125,9 +125,25 @@ pub(super) fn read(
     max_devices: usize,
     maps: Maps,
 ) -> Result<Option<Root<'_>>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let root = Any(RootReader(Options { max_devices, maps })).deserialize(&mut de)?;
-    de.end()?;
+    let reader = Any(RootReader(Options { max_devices, maps }));
+    // A body that is UTF-8 throughout (every honest one) is read as text:
+    // checked once here, instead of each string on its own as serde_json
+    // does for bytes (30-odd strings a notification). Any other body takes
+    // the bytes path, whose error is the one a `Value` parse gives.
+    let root = match std::str::from_utf8(body) {
+        Ok(text) => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let root = reader.deserialize(&mut de)?;
+            de.end()?;
+            root
+        }
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let root = reader.deserialize(&mut de)?;
+            de.end()?;
+            root
+        }
+    };
     Ok(match root {
         Seen::Is(root) => Some(root),
         Seen::Null | Seen::Other => None,

@@ -1,0 +1,188 @@
+//! What a listener does with each request: the API's requests get a request
+//! id, a Matrix 500 if their handler panics, and an access line; a `POST` to
+//! the notify path goes straight to its handler, everything else through
+//! the router.
+//!
+//! Why not axum middleware and the router for `/notify` too: each
+//! `from_fn` layer clones and boxes the service below it and boxes its own
+//! future, and every poll of the request walks down all of them (a request
+//! is polled three or four times); with the router's matching and the
+//! handler's extractors (a copy of the headers) that was about 14,000
+//! instructions a notification, more than parsing its body
+//! (`docs/performance.md`). The notify route is matched here exactly as the
+//! router matched it: the raw path, `POST` only.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use futures::FutureExt;
+use hyper::body::Incoming;
+use tower::ServiceExt;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::telemetry::access;
+
+/// The notify paths (the second as some homeservers were configured).
+pub const NOTIFY_PATHS: [&str; 2] = ["/_matrix/push/v1/notify", "/_matrix/push/v1/notify/"];
+
+/// What one listener serves.
+#[derive(Clone)]
+pub struct Site {
+    router: Router,
+    /// The API's state: requests get ids, panic answers and access lines.
+    api: Option<Arc<AppState>>,
+}
+
+impl Site {
+    /// The Push Gateway API (`/notify`, health, readiness).
+    pub fn api(state: Arc<AppState>) -> Site {
+        Site {
+            router: super::router(state.clone()),
+            api: Some(state),
+        }
+    }
+
+    /// A router served as it is (the metrics listener): no request ids, no access lines.
+    pub fn plain(router: Router) -> Site {
+        Site { router, api: None }
+    }
+
+    /// The answer to `req`, which came from `peer`.
+    pub async fn handle(&self, req: http::Request<Incoming>, peer: SocketAddr) -> Response {
+        match &self.api {
+            Some(state) => api(state, &self.router, req, peer).await,
+            None => route(&self.router, req).await,
+        }
+    }
+}
+
+async fn route(router: &Router, req: http::Request<Incoming>) -> Response {
+    match router.clone().oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
+}
+
+/// An API request: its id, its handler (a panic answered 500 `M_UNKNOWN`), its access line.
+async fn api(
+    state: &Arc<AppState>,
+    router: &Router,
+    req: http::Request<Incoming>,
+    peer: SocketAddr,
+) -> Response {
+    let notify =
+        req.method() == Method::POST && NOTIFY_PATHS.iter().any(|p| *p == req.uri().path());
+    let line = access::enabled().then(|| Started::new(&req, peer));
+    let id = request_id(req.headers());
+    let handled = async {
+        if notify {
+            super::notify::notify(state, &id, req).await
+        } else {
+            route(router, req).await
+        }
+    };
+    let mut resp = match AssertUnwindSafe(handled).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(panic) => panic_response(panic),
+    };
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    if let Some(line) = line {
+        let summary = resp.extensions_mut().remove::<access::NotifySummary>();
+        line.log(&resp, &id, summary.as_ref());
+    }
+    resp
+}
+
+/// What the access line needs from the request, taken before it is handled.
+struct Started {
+    at: Instant,
+    client: Option<std::net::IpAddr>,
+    method: Method,
+    path: Cow<'static, str>,
+}
+
+impl Started {
+    fn new(req: &http::Request<Incoming>, peer: SocketAddr) -> Started {
+        let path = req.uri().path();
+        let path = match NOTIFY_PATHS.iter().find(|p| **p == path) {
+            Some(p) => Cow::Borrowed(*p),
+            None => Cow::Owned(path.to_owned()),
+        };
+        Started {
+            at: Instant::now(),
+            client: access::client_address(
+                Some(peer.ip()),
+                req.headers()
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .map(|v| v.as_bytes()),
+                access::settings().x_forwarded_for,
+            ),
+            method: req.method().clone(),
+            path,
+        }
+    }
+
+    fn log(self, resp: &Response, request_id: &str, notify: Option<&access::NotifySummary>) {
+        access::log(
+            &access::Request {
+                client: self.client,
+                method: &self.method,
+                path: &self.path,
+                status: resp.status().as_u16(),
+                elapsed: self.at.elapsed(),
+                request_id,
+            },
+            notify,
+        );
+    }
+}
+
+/// The request's id: the one the caller set (a proxy, a homeserver), so one
+/// id follows the push through every log line and span, unless it is
+/// strange; else a new one (a per-process prefix and a counter).
+fn request_id(headers: &HeaderMap) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    let given = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b))
+        });
+    if let Some(given) = given {
+        return given.to_owned();
+    }
+    let prefix = PREFIX.get_or_init(|| {
+        format!(
+            "{:06x}",
+            rand_core::RngCore::next_u32(&mut rand_core::OsRng) & 0xff_ffff
+        )
+    });
+    // Not `format!`: this runs for every request.
+    let mut n = itoa::Buffer::new();
+    let n = n.format(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let mut id = String::with_capacity(prefix.len() + 1 + n.len());
+    id.push_str(prefix);
+    id.push('-');
+    id.push_str(n);
+    id
+}
+
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = crate::dispatch::panic_message(err.as_ref());
+    tracing::error!(panic = what, "request handler panicked (a bug)");
+    ApiError::Internal.into_response()
+}

@@ -103,6 +103,16 @@ impl Visit for Fields<'_> {
         }
     }
 
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.start(field).is_none() {
+            return;
+        }
+        self.result = match thousandths(value) {
+            Some(m) => write_thousandths(&mut self.out, m),
+            None => write!(self.out, "{value:?}"),
+        };
+    }
+
     fn record_bool(&mut self, field: &Field, value: bool) {
         if self.start(field).is_some() {
             self.result = self.out.write_str(if value { "true" } else { "false" });
@@ -145,6 +155,41 @@ impl Visit for Fields<'_> {
         let mut escaping = Sanitizing(&mut self.out);
         self.result = write!(escaping, "{value:?}");
     }
+}
+
+/// `value` as a whole number of thousandths (a duration in milliseconds
+/// rounded to the microsecond, as lines carry them), when `Debug` writes it
+/// as that decimal: non-negative, below 10^12 (there an `f64`'s step is far
+/// below a thousandth, so no shorter decimal denotes the same value), and
+/// exactly the `f64` nearest to it.
+fn thousandths(value: f64) -> Option<u64> {
+    if value.is_sign_negative() || !(value < 1e12) {
+        return None;
+    }
+    let m = (value * 1000.0).round();
+    (m / 1000.0 == value).then_some(m as u64)
+}
+
+/// `m` thousandths as `Debug` writes the `f64` (`1.25`, `3.0`, `0.001`),
+/// without its float formatting (a thousand instructions a field).
+fn write_thousandths(out: &mut Writer<'_>, m: u64) -> fmt::Result {
+    let mut int = itoa::Buffer::new();
+    out.write_str(int.format(m / 1000))?;
+    let frac = m % 1000;
+    let digits = [
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ];
+    let keep = match frac {
+        0 => 2,
+        f if f % 100 == 0 => 2,
+        f if f % 10 == 0 => 3,
+        _ => 4,
+    };
+    // ASCII digits: always UTF-8.
+    out.write_str(std::str::from_utf8(&digits[..keep]).unwrap_or(".0"))
 }
 
 /// Whether `Debug` would write `s` between quotes unchanged: printable
@@ -236,6 +281,15 @@ mod tests {
             path = "/_matrix/push/v1/notify",
             status = 200u16,
             duration_ms = 1.25,
+            zero_ms = 0.0,
+            whole = 3.0,
+            small = 0.001,
+            large = 987_654_321.5,
+            tiny = 1e-7,
+            huge = 1e20,
+            sum = 0.1 + 0.2,
+            negative = -0.0,
+            nan = f64::NAN,
             request_id = "abc-1",
             event_id = Some("$e:x"),
             devices = Some(2usize),
@@ -298,7 +352,8 @@ mod tests {
         assert_eq!(
             ours[0],
             "request client=10.0.0.1 method=POST path=\"/_matrix/push/v1/notify\" status=200 \
-             duration_ms=1.25 request_id=\"abc-1\" event_id=\"$e:x\" devices=2 delta=-3 ok=true \
+             duration_ms=1.25 zero_ms=0.0 whole=3.0 small=0.001 large=987654321.5 tiny=1e-7 \
+             huge=1e20 sum=0.30000000000000004 negative=-0.0 nan=NaN request_id=\"abc-1\" event_id=\"$e:x\" devices=2 delta=-3 ok=true \
              type=\"m.room.message\""
         );
         assert_eq!(
@@ -311,5 +366,19 @@ mod tests {
             ours[3],
             "nested error=cannot save error.sources=[disk full]"
         );
+    }
+
+    /// Every thousandth up to 200 s, and some far beyond, as `Debug` writes them.
+    #[test]
+    fn thousandths_are_written_as_debug_writes_them() {
+        let far = (0..2_000u64).map(|i| i * 4_999_999_937 + 17);
+        for m in (0..200_000u64).chain(far) {
+            let value = m as f64 / 1000.0;
+            let mut ours = String::new();
+            let written =
+                thousandths(value).map(|t| write_thousandths(&mut Writer::new(&mut ours), t));
+            assert!(matches!(written, Some(Ok(()))), "{value:?}");
+            assert_eq!(ours, format!("{value:?}"), "{m}");
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod logfile;
 pub mod metrics;
 pub mod otlp;
 pub mod queue;
+mod timestamp;
 
 use std::io::IsTerminal;
 
@@ -77,6 +78,7 @@ fn fmt_layer(
     let layer = match format {
         LogFormat::Text => fmt::layer()
             .fmt_fields(fields::PlainFields)
+            .with_timer(timestamp::Timestamp)
             .with_target(false)
             .with_writer(w)
             .with_ansi(ansi)
@@ -86,6 +88,7 @@ fn fmt_layer(
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
+            .with_timer(timestamp::Timestamp)
             .with_target(false)
             .with_writer(w)
             .boxed(),

@@ -163,7 +163,7 @@ impl Visit for Fields<'_> {
 /// below a thousandth, so no shorter decimal denotes the same value), and
 /// exactly the `f64` nearest to it.
 fn thousandths(value: f64) -> Option<u64> {
-    if value.is_sign_negative() || !(value < 1e12) {
+    if value.is_sign_negative() || !(0.0..1e12).contains(&value) {
         return None;
     }
     let m = (value * 1000.0).round();

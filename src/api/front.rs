@@ -64,7 +64,18 @@ impl Site {
     }
 }
 
-async fn route(router: &Router, req: http::Request<Incoming>) -> Response {
+/// A request's body: hyper's, or any other in tests.
+pub(super) trait RequestBody:
+    hyper::body::Body<Data = bytes::Bytes, Error: Into<axum::BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data = bytes::Bytes, Error: Into<axum::BoxError>> + Send + Unpin + 'static
+{
+}
+
+async fn route<B: RequestBody>(router: &Router, req: http::Request<B>) -> Response {
     match router.clone().oneshot(req).await {
         Ok(resp) => resp,
         Err(never) => match never {},
@@ -72,10 +83,10 @@ async fn route(router: &Router, req: http::Request<Incoming>) -> Response {
 }
 
 /// An API request: its id, its handler (a panic answered 500 `M_UNKNOWN`), its access line.
-async fn api(
+async fn api<B: RequestBody>(
     state: &Arc<AppState>,
     router: &Router,
-    req: http::Request<Incoming>,
+    req: http::Request<B>,
     peer: SocketAddr,
 ) -> Response {
     let notify =
@@ -112,7 +123,7 @@ struct Started {
 }
 
 impl Started {
-    fn new(req: &http::Request<Incoming>, peer: SocketAddr) -> Started {
+    fn new<B>(req: &http::Request<B>, peer: SocketAddr) -> Started {
         let path = req.uri().path();
         let path = match NOTIFY_PATHS.iter().find(|p| **p == path) {
             Some(p) => Cow::Borrowed(*p),
@@ -185,4 +196,103 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let what = crate::dispatch::panic_message(err.as_ref());
     tracing::error!(panic = what, "request handler panicked (a bug)");
     ApiError::Internal.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use http_body_util::{BodyExt, Full};
+
+    fn state() -> Arc<AppState> {
+        let dispatcher = crate::dispatch::Dispatcher::new(
+            crate::routing::Routes::default(),
+            None,
+            crate::config::DispatchConfig::default(),
+            Arc::new(crate::telemetry::metrics::Metrics::new()),
+        );
+        Arc::new(AppState::new(
+            Arc::new(dispatcher),
+            crate::config::Limits::default(),
+            std::time::Duration::from_secs(5),
+        ))
+    }
+
+    fn request(method: Method, path: &str, id: Option<&str>) -> http::Request<Full<bytes::Bytes>> {
+        let mut req = http::Request::builder().method(method).uri(path);
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        req.body(Full::new(bytes::Bytes::from_static(b"{}")))
+            .expect("a request")
+    }
+
+    async fn answer(resp: Response) -> (u16, Option<String>, serde_json::Value) {
+        let status = resp.status().as_u16();
+        let id = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, id, serde_json::from_slice(&body).expect("JSON"))
+    }
+
+    const PEER: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9);
+
+    /// A handler that panics is answered 500 `M_UNKNOWN`, with the request's id.
+    #[tokio::test]
+    async fn a_panic_is_a_matrix_500() {
+        async fn boom() -> &'static str {
+            panic!("a bug")
+        }
+        let router = Router::new().route("/boom", get(boom));
+        let resp = api(
+            &state(),
+            &router,
+            request(Method::GET, "/boom", Some("t-1")),
+            PEER,
+        )
+        .await;
+        let (status, id, body) = answer(resp).await;
+        assert_eq!((status, id.as_deref()), (500, Some("t-1")));
+        assert_eq!(body["errcode"], "M_UNKNOWN");
+    }
+
+    /// `POST` on either notify path reaches the handler (here: a body
+    /// without `notification`); other methods go to the router.
+    #[tokio::test]
+    async fn post_on_the_notify_paths_goes_to_the_handler() {
+        let router = Router::new().fallback(|| async { "routed" });
+        for path in NOTIFY_PATHS {
+            let resp = api(&state(), &router, request(Method::POST, path, None), PEER).await;
+            let (status, id, body) = answer(resp).await;
+            assert_eq!(status, 400, "{path}: {body}");
+            assert_eq!(body["errcode"], "M_BAD_JSON", "{path}");
+            let id = id.expect("a generated request id");
+            let (prefix, n) = id.split_once('-').expect("prefix-counter");
+            assert_eq!(prefix.len(), 6, "{id}");
+            assert!(n.parse::<u64>().is_ok(), "{id}");
+        }
+        let resp = api(
+            &state(),
+            &router,
+            request(Method::GET, NOTIFY_PATHS[0], None),
+            PEER,
+        )
+        .await;
+        assert_eq!(resp.status().as_u16(), 200);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"routed");
+        let resp = api(
+            &state(),
+            &router,
+            request(Method::POST, "/_matrix/push/v1/notifyx", None),
+            PEER,
+        )
+        .await;
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"routed");
+    }
 }

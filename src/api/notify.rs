@@ -24,21 +24,21 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::BytesMut;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::error::ApiError;
+use super::front::RequestBody;
 use super::AppState;
 use crate::notification;
 use crate::telemetry::access::{self, Counts, NotifySummary};
 
 /// Answers a `POST` on the notify path (`front` routes it here).
-pub(super) async fn notify(
+pub(super) async fn notify<B: RequestBody>(
     state: &AppState,
     request_id: &str,
-    req: http::Request<Incoming>,
+    req: http::Request<B>,
 ) -> Response {
     let (head, body) = req.into_parts();
     let headers = &head.headers;
@@ -115,10 +115,10 @@ fn reserve(state: &AppState, bytes: usize) -> Result<OwnedSemaphorePermit, ApiEr
 /// arrives and dropped: the body is held once, in one exact allocation, and
 /// hyper can reuse its read buffer (collecting the pieces first would hold
 /// them and their copy together, and keep hyper's buffers shared).
-async fn read_body(
+async fn read_body<B: RequestBody>(
     state: &AppState,
     declared: Option<usize>,
-    body: Incoming,
+    body: B,
 ) -> Result<bytes::Bytes, ApiError> {
     let limit = state.limits.max_body_size;
     let read = async {

@@ -1,23 +1,31 @@
 //! The APNs client: HTTP/2 to ONE fixed origin over one shared connection,
 //! without reqwest's per-request layers (URL↔URI conversions, redirect and
-//! retry services, header-map merging, the pool checkout). A push clones the
-//! connection's `SendRequest` and opens a stream on it.
+//! retry services, header-map merging, the pool checkout) and without
+//! hyper's client (its dispatch channel to the connection's task, a task
+//! per request, a oneshot back): a push clones the `h2` connection's
+//! `SendRequest`, opens a stream on it and awaits the answer in its own task.
 //!
 //! It trusts what [`crate::net::build_client`] trusts (the platform's roots
 //! through `rustls-platform-verifier`, plus the optional extra CA), offers
 //! ALPN `h2` only, presents the client certificate of certificate auth,
 //! connects within the connect timeout with `TCP_NODELAY`, pings every 30 s
-//! (also while idle), tunnels through the configured proxy (`http` or
-//! `https`) with `CONNECT` (not for hosts in `NO_PROXY`; `Proxy-Authorization`
-//! from the proxy URL's user and password), and counts the connections it opens.
+//! (also while idle; a ping unanswered within 20 s closes the connection),
+//! tunnels through the configured proxy (`http` or `https`) with `CONNECT`
+//! (not for hosts in `NO_PROXY`; `Proxy-Authorization` from the proxy URL's
+//! user and password), and counts the connections it opens. The HTTP/2
+//! settings, and the `user-agent`, `accept` and `content-length` a request
+//! gets when it has none, are those of the hyper client it replaced. What
+//! an answer's body hands out is given back to the connection's receive
+//! window as it is read (an unread body dropped gives back all of it).
 //!
 //! Reconnecting: when the connection has closed (GOAWAY, an error, the peer
-//! gone), the next push opens another; one connect is in flight at a time
-//! and concurrent pushes wait for it (bounded by the push's deadline, which
-//! the caller enforces). A request the server refused without processing it
-//! — `REFUSED_STREAM`, or a graceful GOAWAY that names a last stream before
-//! it, or a connection that closed before the request left — is sent once
-//! more; a request the server may have processed never is (no double push).
+//! gone, a ping unanswered), the next push opens another; one connect is in
+//! flight at a time and concurrent pushes wait for it (bounded by the push's
+//! deadline, which the caller enforces). A request the server refused
+//! without processing it — `REFUSED_STREAM`, or a graceful GOAWAY that names
+//! a last stream before it, or a connection that closed or was going away
+//! before the request left — is sent once more; a request the server may
+//! have processed never is (no double push).
 
 mod dial;
 mod tls;

@@ -260,49 +260,48 @@ async fn after_a_graceful_goaway_the_next_push_opens_a_new_connection() {
     assert_eq!(opened.get(), 2);
 }
 
-#[tokio::test]
-async fn answers_read_and_kept_do_not_dry_up_the_connection_window() {
-    const BODY: usize = 16 * 1024;
-    // More than the connection's receive window: without the capacity of the
-    // read bodies released, the server would overrun it (a connection error).
-    let n = dial::CONNECTION_WINDOW as usize / BODY + 8;
-    let (fake, origin) = Fake::start(&vec![Act::Body(BODY); n]).await;
+/// Answers of 16 KiB bodies, more of them than the connection's receive
+/// window holds: the server overruns the window (a connection error) unless
+/// the client gives back what it received.
+const BODY: usize = 16 * 1024;
+const BODIES: usize = dial::CONNECTION_WINDOW as usize / BODY + 8;
+
+/// Pushes to a fake that answers each with a 400 and a [`BODY`], on one
+/// connection; `read` does what it does with each answer, and what it gives
+/// back is kept until the end.
+async fn answers_with_bodies(mut read: impl AsyncFnMut(usize, Response) -> Option<Response>) {
+    let (fake, origin) = Fake::start(&[Act::Body(BODY); BODIES]).await;
     let opened = counter();
     let c = client(&origin, None, &opened);
-    let mut kept = Vec::with_capacity(n);
-    for i in 0..n {
+    let mut kept = Vec::new();
+    for i in 0..BODIES {
         let answer = tokio::time::timeout(Duration::from_secs(5), c.send(push(&origin)))
             .await
-            .expect("bounded");
-        let mut answer = answer.unwrap_or_else(|e| panic!("push {i}: {e:?}"));
-        assert_eq!(Inbound::status(&answer), 400);
+            .expect("bounded")
+            .unwrap_or_else(|e| panic!("push {i}: {e:?}"));
+        assert_eq!(Inbound::status(&answer), 400, "push {i}");
+        kept.extend(read(i, answer).await);
+    }
+    assert_eq!(fake.seen().len(), BODIES);
+    assert_eq!(opened.get(), 1);
+}
+
+#[tokio::test]
+async fn answers_read_and_kept_do_not_dry_up_the_connection_window() {
+    answers_with_bodies(async |i, mut answer| {
         let mut read = 0;
         while let Some(chunk) = answer.chunk().await {
             read += chunk.len();
         }
         assert_eq!(read, BODY, "push {i}");
-        kept.push(answer);
-    }
-    assert_eq!(fake.seen().len(), n);
-    assert_eq!(opened.get(), 1);
+        Some(answer)
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn an_unread_answer_body_dropped_frees_its_window() {
-    const BODY: usize = 16 * 1024;
-    let n = dial::CONNECTION_WINDOW as usize / BODY + 8;
-    let (fake, origin) = Fake::start(&vec![Act::Body(BODY); n]).await;
-    let opened = counter();
-    let c = client(&origin, None, &opened);
-    for i in 0..n {
-        let answer = tokio::time::timeout(Duration::from_secs(5), c.send(push(&origin)))
-            .await
-            .expect("bounded");
-        let answer = answer.unwrap_or_else(|e| panic!("push {i}: {e:?}"));
-        assert_eq!(Inbound::status(&answer), 400);
-    }
-    assert_eq!(fake.seen().len(), n);
-    assert_eq!(opened.get(), 1);
+    answers_with_bodies(async |_, _dropped| None).await;
 }
 
 /// Pings every 50 ms, answered within 300 ms.

@@ -19,6 +19,9 @@ enum Act {
     Ok,
     /// 200, then GOAWAY naming this stream as the last, and close.
     OkThenGoAway,
+    /// A 400 head whose body never comes, then GOAWAY naming this stream as
+    /// the last; the connection stays open (going away while the stream lives).
+    HeadThenGoAway,
     /// `RST_STREAM(REFUSED_STREAM)`.
     Refuse,
     /// GOAWAY(`NO_ERROR`) whose last stream is before this one, and close.
@@ -110,6 +113,11 @@ impl Fake {
                             out.extend(go_away(stream));
                             let _ = sock.write_all(&out).await;
                             return;
+                        }
+                        Act::HeadThenGoAway => {
+                            let mut out = frame(HEADERS, END_HEADERS, stream, &[0x8c]);
+                            out.extend(go_away(stream));
+                            out
                         }
                         Act::Refuse => frame(RST_STREAM, 0, stream, &REFUSED_STREAM.to_be_bytes()),
                         Act::GoAwayBefore => {
@@ -304,11 +312,11 @@ async fn an_unread_answer_body_dropped_frees_its_window() {
     answers_with_bodies(async |_, _dropped| None).await;
 }
 
-/// Pings every 50 ms, answered within 300 ms.
-fn quick_pings(c: &mut Client) {
+/// Pings every 50 ms, to be answered within `timeout`.
+fn quick_pings(c: &mut Client, timeout: Duration) {
     c.dialer.keep_alive = dial::KeepAlive {
         interval: Duration::from_millis(50),
-        timeout: Duration::from_millis(300),
+        timeout,
     };
 }
 
@@ -317,7 +325,8 @@ async fn an_idle_connection_is_pinged_and_kept_while_it_answers() {
     let (fake, origin) = Fake::start(&[]).await;
     let opened = counter();
     let mut c = client(&origin, None, &opened);
-    quick_pings(&mut c);
+    // Room for a loaded machine: only a ping's absence is under test here.
+    quick_pings(&mut c, Duration::from_secs(2));
     assert_eq!(status(&c, &origin).await.ok(), Some(200));
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(fake.pings.load(Ordering::SeqCst) >= 3);
@@ -332,7 +341,7 @@ async fn a_connection_that_leaves_a_ping_unanswered_is_replaced() {
     fake.deaf.store(true, Ordering::SeqCst);
     let opened = counter();
     let mut c = client(&origin, None, &opened);
-    quick_pings(&mut c);
+    quick_pings(&mut c, Duration::from_millis(300));
     assert_eq!(status(&c, &origin).await.ok(), Some(200));
     // One interval, the timeout, and room for a loaded machine.
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -464,6 +473,22 @@ async fn a_request_carries_its_head_with_agent_accept_and_length_and_its_body() 
             ),
         ]
     );
+}
+
+#[tokio::test]
+async fn a_push_on_a_connection_going_away_is_sent_on_a_new_one() {
+    let (fake, origin) = Fake::start(&[Act::HeadThenGoAway]).await;
+    let opened = counter();
+    let c = client(&origin, None, &opened);
+    let first = tokio::time::timeout(Duration::from_secs(5), c.send(push(&origin)))
+        .await
+        .expect("bounded")
+        .expect("an answer");
+    assert_eq!(Inbound::status(&first), 400);
+    // The old connection is not closed (its stream lives on) but takes no new stream.
+    assert_eq!(status(&c, &origin).await.ok(), Some(200));
+    assert_eq!(fake.seen(), [(0, 1), (1, 1)]);
+    assert_eq!(opened.get(), 2);
 }
 
 #[tokio::test]

@@ -196,11 +196,15 @@ fn push(origin: &url::Url) -> http::Request<Bytes> {
     r
 }
 
-async fn status(c: &Client, origin: &url::Url) -> Result<u16, Error> {
-    let answer = tokio::time::timeout(Duration::from_secs(5), c.send(push(origin)))
+/// The answer to one push, within 5 s.
+async fn answer(c: &Client, origin: &url::Url) -> Result<Response, Error> {
+    tokio::time::timeout(Duration::from_secs(5), c.send(push(origin)))
         .await
-        .expect("bounded");
-    answer.map(|a| a.status().as_u16())
+        .expect("bounded")
+}
+
+async fn status(c: &Client, origin: &url::Url) -> Result<u16, Error> {
+    answer(c, origin).await.map(|a| a.status().as_u16())
 }
 
 #[tokio::test]
@@ -283,9 +287,8 @@ async fn answers_with_bodies(mut read: impl AsyncFnMut(usize, Response) -> Optio
     let c = client(&origin, None, &opened);
     let mut kept = Vec::new();
     for i in 0..BODIES {
-        let answer = tokio::time::timeout(Duration::from_secs(5), c.send(push(&origin)))
+        let answer = answer(&c, &origin)
             .await
-            .expect("bounded")
             .unwrap_or_else(|e| panic!("push {i}: {e:?}"));
         assert_eq!(Inbound::status(&answer), 400, "push {i}");
         kept.extend(read(i, answer).await);
@@ -480,10 +483,7 @@ async fn a_push_on_a_connection_going_away_is_sent_on_a_new_one() {
     let (fake, origin) = Fake::start(&[Act::HeadThenGoAway]).await;
     let opened = counter();
     let c = client(&origin, None, &opened);
-    let first = tokio::time::timeout(Duration::from_secs(5), c.send(push(&origin)))
-        .await
-        .expect("bounded")
-        .expect("an answer");
+    let first = answer(&c, &origin).await.expect("an answer");
     assert_eq!(Inbound::status(&first), 400);
     // The old connection is not closed (its stream lives on) but takes no new stream.
     assert_eq!(status(&c, &origin).await.ok(), Some(200));

@@ -110,13 +110,13 @@ pub(super) fn http2_builder() -> Builder {
 impl Dialer {
     /// A new connection, its task spawned; counted once it is up.
     pub async fn dial(&self) -> Result<Live, ConnectError> {
-        let sender = tokio::time::timeout(self.connect_timeout, self.open())
+        let live = tokio::time::timeout(self.connect_timeout, self.open())
             .await
             .map_err(|_| ConnectError::Timeout)??;
         if let Some(c) = &self.connections {
             c.inc();
         }
-        Ok(sender)
+        Ok(live)
     }
 
     async fn open(&self) -> Result<Live, ConnectError> {

@@ -1,15 +1,17 @@
 //! Opening one HTTP/2 connection to the origin: DNS, TCP (`TCP_NODELAY`),
 //! the proxy's `CONNECT` tunnel when one is configured, TLS, the HTTP/2
-//! handshake — all within the connect timeout — and the connection's task.
+//! handshake — all within the connect timeout — and the connection's task,
+//! which drives the `h2` connection and pings the server.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use h2::client::{Builder, Connection, SendRequest};
+use h2::{Ping, PingPong};
 use http::HeaderValue;
-use http_body_util::Full;
-use hyper::client::conn::http2::{Builder, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::IntCounter;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -17,7 +19,20 @@ use tokio::net::TcpStream;
 
 use super::ConnectError;
 
-pub(super) type Sender = SendRequest<Full<Bytes>>;
+pub(super) type Sender = SendRequest<Bytes>;
+
+/// An open connection: the handle that opens streams on it, and whether its
+/// task has ended (closed by either side, or found dead by a ping).
+pub(super) struct Live {
+    pub sender: Sender,
+    pub closed: Arc<AtomicBool>,
+}
+
+impl Live {
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
 
 /// A `host:port` to reach by name.
 #[derive(Debug, Clone)]
@@ -48,32 +63,63 @@ pub(super) struct Dialer {
     pub tunnel: Option<Tunnel>,
     pub connect_timeout: Duration,
     pub connections: Option<IntCounter>,
-    pub http2: Builder<TokioExecutor>,
+    pub http2: Builder,
+    pub keep_alive: KeepAlive,
 }
 
-/// The HTTP/2 settings of the connection: a ping every 30 s, also while
-/// idle, so that a dead path is found before a push waits on it.
-pub(super) fn http2_builder() -> Builder<TokioExecutor> {
-    let mut b = Builder::new(TokioExecutor::new());
-    b.timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
+/// The connection's pings: one every `interval`, also while idle, so that a
+/// dead path is found before a push waits on it; a ping unanswered within
+/// `timeout` closes the connection.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeepAlive {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for KeepAlive {
+    /// Every 30 s; 20 s for the answer (what hyper's client waited).
+    fn default() -> KeepAlive {
+        KeepAlive {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// How much of the answers' bodies the server may send before we release some.
+pub(super) const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+
+/// The HTTP/2 settings of the connection: those hyper's client used (we
+/// spoke through it before), so that APNs sees the same connection: 2 MiB
+/// stream and 5 MiB connection receive windows, 16 KiB frames, a 16 KiB
+/// header list, 1 MiB of send buffer per stream, at most 100 streams before
+/// the server's SETTINGS, no server push.
+pub(super) fn http2_builder() -> Builder {
+    let mut b = Builder::new();
+    b.initial_max_send_streams(100)
+        .initial_window_size(2 * 1024 * 1024)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_header_list_size(16 * 1024)
+        .max_send_buffer_size(1024 * 1024)
+        .max_local_error_reset_streams(Some(1024))
+        .enable_push(false)
+        .max_frame_size(16 * 1024);
     b
 }
 
 impl Dialer {
     /// A new connection, its task spawned; counted once it is up.
-    pub async fn dial(&self) -> Result<Sender, ConnectError> {
-        let sender = tokio::time::timeout(self.connect_timeout, self.open())
+    pub async fn dial(&self) -> Result<Live, ConnectError> {
+        let live = tokio::time::timeout(self.connect_timeout, self.open())
             .await
             .map_err(|_| ConnectError::Timeout)??;
         if let Some(c) = &self.connections {
             c.inc();
         }
-        Ok(sender)
+        Ok(live)
     }
 
-    async fn open(&self) -> Result<Sender, ConnectError> {
+    async fn open(&self) -> Result<Live, ConnectError> {
         let Some(t) = &self.tunnel else {
             return self.secure(tcp(&self.origin).await?).await;
         };
@@ -95,7 +141,7 @@ impl Dialer {
     }
 
     /// TLS to the origin over `io` (unless the origin is `http`), then HTTP/2.
-    async fn secure<T>(&self, io: T) -> Result<Sender, ConnectError>
+    async fn secure<T>(&self, io: T) -> Result<Live, ConnectError>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -111,21 +157,59 @@ impl Dialer {
         }
     }
 
-    async fn handshake<T>(&self, io: T) -> Result<Sender, ConnectError>
+    async fn handshake<T>(&self, io: T) -> Result<Live, ConnectError>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (sender, conn) = self
             .http2
-            .handshake(TokioIo::new(io))
+            .handshake::<T, Bytes>(io)
             .await
             .map_err(ConnectError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "APNs connection closed");
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(drive(conn, self.keep_alive, closed.clone()));
+        Ok(Live { sender, closed })
+    }
+}
+
+/// The connection's task: runs it until it ends or a ping goes unanswered,
+/// then marks it closed (dropping it fails the streams still on it).
+/// It ends by itself once the client and every stream are gone.
+async fn drive<T>(mut conn: Connection<T, Bytes>, keep_alive: KeepAlive, closed: Arc<AtomicBool>)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    match conn.ping_pong() {
+        Some(pings) => {
+            tokio::select! {
+                ended = &mut conn => log_end(ended),
+                () = ping(pings, keep_alive) => {
+                    tracing::debug!("APNs connection closed: a ping went unanswered");
+                }
             }
-        });
-        Ok(sender)
+        }
+        None => log_end(conn.await),
+    }
+    closed.store(true, Ordering::Release);
+}
+
+fn log_end(ended: Result<(), h2::Error>) {
+    match ended {
+        Ok(()) => tracing::debug!("APNs connection closed"),
+        Err(e) => tracing::debug!(error = %e, "APNs connection closed"),
+    }
+}
+
+/// Pings every `interval`; returns when a ping is not answered in time.
+async fn ping(mut pings: PingPong, k: KeepAlive) {
+    loop {
+        tokio::time::sleep(k.interval).await;
+        match tokio::time::timeout(k.timeout, pings.ping(Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            // The connection is ending: its own future reports why.
+            Ok(Err(_)) => std::future::pending::<()>().await,
+            Err(_) => return,
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! last stream, or close a connection mid-request, exactly when told.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,12 +19,17 @@ enum Act {
     Ok,
     /// 200, then GOAWAY naming this stream as the last, and close.
     OkThenGoAway,
+    /// A 400 head whose body never comes, then GOAWAY naming this stream as
+    /// the last; the connection stays open (going away while the stream lives).
+    HeadThenGoAway,
     /// `RST_STREAM(REFUSED_STREAM)`.
     Refuse,
     /// GOAWAY(`NO_ERROR`) whose last stream is before this one, and close.
     GoAwayBefore,
     /// Close the connection without an answer (the request may have been processed).
     Close,
+    /// 400 with a body of this many bytes (at most one frame), ignoring flow control.
+    Body(usize),
 }
 
 #[derive(Default)]
@@ -33,6 +38,10 @@ struct Fake {
     /// (connection, stream) of each request, in arrival order.
     seen: Mutex<Vec<(usize, u32)>>,
     connections: AtomicUsize,
+    /// PINGs received.
+    pings: AtomicUsize,
+    /// Leave PINGs unanswered.
+    deaf: AtomicBool,
 }
 
 impl Fake {
@@ -80,7 +89,13 @@ impl Fake {
             }
             let reply = match kind {
                 SETTINGS if flags & ACK == 0 => frame(SETTINGS, ACK, 0, &[]),
-                PING if flags & ACK == 0 => frame(PING, ACK, 0, &payload),
+                PING if flags & ACK == 0 => {
+                    self.pings.fetch_add(1, Ordering::SeqCst);
+                    if self.deaf.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    frame(PING, ACK, 0, &payload)
+                }
                 HEADERS | DATA if flags & END_STREAM != 0 => {
                     if let Ok(mut s) = self.seen.lock() {
                         s.push((connection, stream));
@@ -99,12 +114,23 @@ impl Fake {
                             let _ = sock.write_all(&out).await;
                             return;
                         }
+                        Act::HeadThenGoAway => {
+                            let mut out = frame(HEADERS, END_HEADERS, stream, &[0x8c]);
+                            out.extend(go_away(stream));
+                            out
+                        }
                         Act::Refuse => frame(RST_STREAM, 0, stream, &REFUSED_STREAM.to_be_bytes()),
                         Act::GoAwayBefore => {
                             let _ = sock.write_all(&go_away(stream.saturating_sub(2))).await;
                             return;
                         }
                         Act::Close => return,
+                        Act::Body(len) => {
+                            // `:status: 400` (HPACK static table entry 12).
+                            let mut out = frame(HEADERS, END_HEADERS, stream, &[0x8c]);
+                            out.extend(frame(DATA, END_STREAM, stream, &vec![b'x'; len]));
+                            out
+                        }
                     }
                 }
                 _ => continue,
@@ -170,11 +196,15 @@ fn push(origin: &url::Url) -> http::Request<Bytes> {
     r
 }
 
-async fn status(c: &Client, origin: &url::Url) -> Result<u16, Error> {
-    let answer = tokio::time::timeout(Duration::from_secs(5), c.send(push(origin)))
+/// The answer to one push, within 5 s.
+async fn answer(c: &Client, origin: &url::Url) -> Result<Response, Error> {
+    tokio::time::timeout(Duration::from_secs(5), c.send(push(origin)))
         .await
-        .expect("bounded");
-    answer.map(|a| a.status().as_u16())
+        .expect("bounded")
+}
+
+async fn status(c: &Client, origin: &url::Url) -> Result<u16, Error> {
+    answer(c, origin).await.map(|a| a.status().as_u16())
 }
 
 #[tokio::test]
@@ -237,6 +267,225 @@ async fn after_a_graceful_goaway_the_next_push_opens_a_new_connection() {
     assert_eq!(status(&c, &origin).await.ok(), Some(200));
     // Let the client read the GOAWAY and the close.
     tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(status(&c, &origin).await.ok(), Some(200));
+    assert_eq!(fake.seen(), [(0, 1), (1, 1)]);
+    assert_eq!(opened.get(), 2);
+}
+
+/// Answers of 16 KiB bodies, more of them than the connection's receive
+/// window holds: the server overruns the window (a connection error) unless
+/// the client gives back what it received.
+const BODY: usize = 16 * 1024;
+const BODIES: usize = dial::CONNECTION_WINDOW as usize / BODY + 8;
+
+/// Pushes to a fake that answers each with a 400 and a [`BODY`], on one
+/// connection; `read` does what it does with each answer, and what it gives
+/// back is kept until the end.
+async fn answers_with_bodies(mut read: impl AsyncFnMut(usize, Response) -> Option<Response>) {
+    let (fake, origin) = Fake::start(&[Act::Body(BODY); BODIES]).await;
+    let opened = counter();
+    let c = client(&origin, None, &opened);
+    let mut kept = Vec::new();
+    for i in 0..BODIES {
+        let answer = answer(&c, &origin)
+            .await
+            .unwrap_or_else(|e| panic!("push {i}: {e:?}"));
+        assert_eq!(Inbound::status(&answer), 400, "push {i}");
+        kept.extend(read(i, answer).await);
+    }
+    assert_eq!(fake.seen().len(), BODIES);
+    assert_eq!(opened.get(), 1);
+}
+
+#[tokio::test]
+async fn answers_read_and_kept_do_not_dry_up_the_connection_window() {
+    answers_with_bodies(async |i, mut answer| {
+        let mut read = 0;
+        while let Some(chunk) = answer.chunk().await {
+            read += chunk.len();
+        }
+        assert_eq!(read, BODY, "push {i}");
+        Some(answer)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unread_answer_body_dropped_frees_its_window() {
+    answers_with_bodies(async |_, _dropped| None).await;
+}
+
+/// Pings every 50 ms, to be answered within `timeout`.
+fn quick_pings(c: &mut Client, timeout: Duration) {
+    c.dialer.keep_alive = dial::KeepAlive {
+        interval: Duration::from_millis(50),
+        timeout,
+    };
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_pinged_and_kept_while_it_answers() {
+    let (fake, origin) = Fake::start(&[]).await;
+    let opened = counter();
+    let mut c = client(&origin, None, &opened);
+    // Room for a loaded machine: only a ping's absence is under test here.
+    quick_pings(&mut c, Duration::from_secs(2));
+    assert_eq!(status(&c, &origin).await.ok(), Some(200));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(fake.pings.load(Ordering::SeqCst) >= 3);
+    assert_eq!(status(&c, &origin).await.ok(), Some(200));
+    assert_eq!(fake.seen(), [(0, 1), (0, 3)]);
+    assert_eq!(opened.get(), 1);
+}
+
+#[tokio::test]
+async fn a_connection_that_leaves_a_ping_unanswered_is_replaced() {
+    let (fake, origin) = Fake::start(&[]).await;
+    fake.deaf.store(true, Ordering::SeqCst);
+    let opened = counter();
+    let mut c = client(&origin, None, &opened);
+    quick_pings(&mut c, Duration::from_millis(300));
+    assert_eq!(status(&c, &origin).await.ok(), Some(200));
+    // One interval, the timeout, and room for a loaded machine.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        fake.pings.load(Ordering::SeqCst),
+        1,
+        "no ping after the unanswered one"
+    );
+    assert_eq!(status(&c, &origin).await.ok(), Some(200));
+    assert_eq!(fake.seen(), [(0, 1), (1, 1)]);
+    assert_eq!(opened.get(), 2);
+}
+
+/// An HTTP/2 server (the `h2` crate's) that records each request's head and
+/// body and answers 200.
+async fn recording_server() -> (url::Url, Arc<Mutex<Vec<(http::request::Parts, Bytes)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        let Ok((sock, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(mut conn) = h2::server::handshake(sock).await else {
+            return;
+        };
+        while let Some(Ok((request, mut respond))) = conn.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let (parts, mut body) = request.into_parts();
+                let mut all = Vec::new();
+                while let Some(Ok(data)) = body.data().await {
+                    let _ = body.flow_control().release_capacity(data.len());
+                    all.extend_from_slice(&data);
+                }
+                if let Ok(mut r) = record.lock() {
+                    r.push((parts, Bytes::from(all)));
+                }
+                let _ = respond.send_response(http::Response::new(()), true);
+            });
+        }
+    });
+    let url = url::Url::parse(&format!("http://{addr}")).expect("url");
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_request_carries_its_head_with_agent_accept_and_length_and_its_body() {
+    let (origin, seen) = recording_server().await;
+    let c = client(&origin, None, &counter());
+    let mut with_agent = push(&origin);
+    with_agent
+        .headers_mut()
+        .insert(USER_AGENT, HeaderValue::from_static("mine"));
+    with_agent
+        .headers_mut()
+        .insert("apns-priority", HeaderValue::from_static("10"));
+    let mut empty = push(&origin);
+    *empty.body_mut() = Bytes::new();
+    let mut get = push(&origin);
+    *get.method_mut() = http::Method::GET;
+    *get.body_mut() = Bytes::new();
+    for r in [push(&origin), with_agent, empty, get] {
+        let a = tokio::time::timeout(Duration::from_secs(5), c.send(r))
+            .await
+            .expect("bounded");
+        assert_eq!(a.map(|a| a.status().as_u16()).ok(), Some(200));
+    }
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let heads: Vec<_> = seen
+        .iter()
+        .map(|(p, body)| {
+            let headers: Vec<_> = p
+                .headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+                .collect();
+            (
+                p.method.to_string(),
+                p.uri.to_string(),
+                headers,
+                body.clone(),
+            )
+        })
+        .collect();
+    let uri = format!("{origin}3/device/abcd");
+    let agent = format!("user-agent: pushgate/{}", env!("CARGO_PKG_VERSION"));
+    let payload = Bytes::from_static(b"{\"aps\":{}}");
+    assert_eq!(
+        heads,
+        [
+            (
+                "POST".to_owned(),
+                uri.clone(),
+                vec![
+                    agent.clone(),
+                    "accept: */*".into(),
+                    "content-length: 10".into()
+                ],
+                payload.clone()
+            ),
+            (
+                "POST".to_owned(),
+                uri.clone(),
+                vec![
+                    "user-agent: mine".into(),
+                    "apns-priority: 10".into(),
+                    "accept: */*".into(),
+                    "content-length: 10".into()
+                ],
+                payload
+            ),
+            (
+                "POST".to_owned(),
+                uri.clone(),
+                vec![
+                    agent.clone(),
+                    "accept: */*".into(),
+                    "content-length: 0".into()
+                ],
+                Bytes::new()
+            ),
+            (
+                "GET".to_owned(),
+                uri,
+                vec![agent, "accept: */*".into()],
+                Bytes::new()
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_push_on_a_connection_going_away_is_sent_on_a_new_one() {
+    let (fake, origin) = Fake::start(&[Act::HeadThenGoAway]).await;
+    let opened = counter();
+    let c = client(&origin, None, &opened);
+    let first = answer(&c, &origin).await.expect("an answer");
+    assert_eq!(Inbound::status(&first), 400);
+    // The old connection is not closed (its stream lives on) but takes no new stream.
     assert_eq!(status(&c, &origin).await.ok(), Some(200));
     assert_eq!(fake.seen(), [(0, 1), (1, 1)]);
     assert_eq!(opened.get(), 2);

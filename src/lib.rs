@@ -4,7 +4,7 @@
 //! A request flows one way: `api` → `notification` → `routing` → `dispatch` → `pushkin` → `net`.
 //!
 //! - [`config`]: Sygnal-compatible YAML → typed, validated [`config::Config`].
-//! - [`api`]: axum router, `/notify` handler, Matrix JSON errors, `/health`, `/ready`, the metrics listener, inbound TLS, and the serving loop (connection caps, header/body/idle timers, HTTP/2 stream cap).
+//! - [`api`]: request ids, access lines and panic answers around every request (`front`), axum router, `/notify` handler, Matrix JSON errors, `/health`, `/ready`, the metrics listener, inbound TLS, and the serving loop (connection caps, header/body/idle timers, HTTP/2 stream cap).
 //! - [`notification`]: the spec's request model and its validation.
 //! - [`routing`]: `app_id` → pushkin (exact first, then globs, then a UnifiedPush default app; ambiguous = rejected).
 //! - [`dispatch`]: concurrent fan-out to all devices, the per-request summary.

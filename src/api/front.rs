@@ -27,6 +27,7 @@ use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use super::error::ApiError;
+use super::notify::RequestBody;
 use super::AppState;
 use crate::telemetry::access;
 
@@ -62,17 +63,6 @@ impl Site {
             None => route(&self.router, req).await,
         }
     }
-}
-
-/// A request's body: hyper's, or any other in tests.
-pub(super) trait RequestBody:
-    hyper::body::Body<Data = bytes::Bytes, Error: Into<axum::BoxError>> + Send + Unpin + 'static
-{
-}
-
-impl<B> RequestBody for B where
-    B: hyper::body::Body<Data = bytes::Bytes, Error: Into<axum::BoxError>> + Send + Unpin + 'static
-{
 }
 
 async fn route<B: RequestBody>(router: &Router, req: http::Request<B>) -> Response {
@@ -206,7 +196,8 @@ mod tests {
 
     fn state() -> Arc<AppState> {
         let dispatcher = crate::dispatch::Dispatcher::new(
-            crate::routing::Routes::default(),
+            // No apps: what the tests send never reaches a push.
+            Default::default(),
             None,
             crate::config::DispatchConfig::default(),
             Arc::new(crate::telemetry::metrics::Metrics::new()),

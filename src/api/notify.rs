@@ -29,10 +29,20 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::error::ApiError;
-use super::front::RequestBody;
 use super::AppState;
 use crate::notification;
 use crate::telemetry::access::{self, Counts, NotifySummary};
+
+/// A request's body: hyper's, or any other in tests.
+pub(super) trait RequestBody:
+    hyper::body::Body<Data = bytes::Bytes, Error: Into<axum::BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data = bytes::Bytes, Error: Into<axum::BoxError>> + Send + Unpin + 'static
+{
+}
 
 /// Answers a `POST` on the notify path (`front` routes it here).
 pub(super) async fn notify<B: RequestBody>(

@@ -19,8 +19,8 @@ use crate::config::{AppKind, Config, HttpConfig};
 use crate::dispatch::{outbox, Dispatcher};
 use crate::pushkin::{apns, fcm, unifiedpush, webpush, Pushkin, Settings};
 use crate::routing::{Route, Routes};
-use crate::store;
 use crate::telemetry::metrics::{Metrics, Service};
+use crate::{net, store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -179,6 +179,7 @@ impl Gateway {
             config.limits.max_connections_per_ip,
             dispatcher.metrics().clone(),
         );
+        check_fd_limit(config.limits.max_connections);
         let mut listeners = Vec::new();
         for ip in &config.http.bind_addresses {
             let addr = SocketAddr::new(*ip, config.http.port);
@@ -319,5 +320,31 @@ impl Gateway {
             let _ = task.await;
         }
         Ok(())
+    }
+}
+
+/// Descriptors kept free beyond `limits.max_connections`: the listeners, the
+/// store, the log files and the connections to the push services.
+const FD_HEADROOM: u64 = 256;
+
+/// Raises the open-file limit (see `net::fd_limit`) and warns when it is
+/// still below what `limits.max_connections` needs.
+fn check_fd_limit(max_connections: usize) {
+    let limit = net::fd_limit::raise();
+    if let Some(from) = limit.raised_from {
+        tracing::info!(from, to = %limit.soft_text(), "open-file limit raised to the hard limit");
+    }
+    if let Some(error) = &limit.error {
+        tracing::warn!(%error, "cannot raise the open-file limit");
+    }
+    let needed = max_connections as u64 + FD_HEADROOM;
+    if !net::fd_limit::enough(&limit, needed) {
+        tracing::warn!(
+            limit = %limit.soft_text(),
+            needed,
+            "the open-file limit is below limits.max_connections + {FD_HEADROOM}: \
+             past it connections wait unanswered in the kernel's backlog; \
+             raise the limit (LimitNOFILE, ulimit -n) or lower limits.max_connections"
+        );
     }
 }

@@ -61,6 +61,13 @@ fn body_of_size(
 
 fn client() -> reqwest::Client {
     pushgate::net::install_crypto_provider();
+    // This process opens up to 1,024 connections at once too; at a soft limit
+    // of 1,024 descriptors some would fail to connect.
+    let limit = pushgate::net::fd_limit::raise();
+    assert!(
+        pushgate::net::fd_limit::enough(&limit, 1024 + 256),
+        "the open-file limit is too low for this test: {limit:?}"
+    );
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60))

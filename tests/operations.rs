@@ -328,6 +328,71 @@ async fn serve_runs_in_the_environment_it_was_given() {
     assert!(String::from_utf8_lossy(&cmdline).contains(&config.display().to_string()));
 }
 
+/// The "Max open files" soft and hard limits of a process, as `/proc` writes them.
+fn fd_limits(pid: &str) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_owned(), fields[4].to_owned())
+}
+
+/// Started with a soft open-file limit of 512 (as many machines start a
+/// process with 1,024), the gateway raises it to the hard limit and says so:
+/// else `accept` fails with `EMFILE` below `limits.max_connections`.
+#[tokio::test]
+async fn serve_raises_its_open_file_limit_to_the_hard_limit() {
+    let (_, hard) = fd_limits("self");
+    assert_ne!(
+        hard, "512",
+        "the hard limit must be above 512 for this test"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = process::write_config(dir.path(), "gw", "store: none\n");
+    let gateway = Gateway::start_with_fd_limits(&config, "512", &hard);
+    assert_eq!(fd_limits(&gateway.pid().to_string()), (hard.clone(), hard));
+    let log = gateway.log.lock().expect("log");
+    let raised = log
+        .iter()
+        .find(|l| l["message"] == "open-file limit raised to the hard limit")
+        .unwrap_or_else(|| panic!("no line on the limit in {log:?}"));
+    assert_eq!(raised["from"], 512);
+    assert_eq!(raised["level"], "INFO");
+    assert!(
+        !log.iter().any(|l| l["level"] == "WARN"),
+        "no warning when the limit is enough: {log:?}"
+    );
+}
+
+/// With a hard limit of 1,024 the default `limits.max_connections` (4,096)
+/// cannot be reached: the gateway warns, naming the key and what to raise.
+#[tokio::test]
+async fn serve_warns_when_the_open_file_limit_is_below_the_connection_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = process::write_config(dir.path(), "gw", "store: none\n");
+    let gateway = Gateway::start_with_fd_limits(&config, "1024", "1024");
+    let log = gateway.log.lock().expect("log");
+    let warning = log
+        .iter()
+        .find(|l| l["level"] == "WARN")
+        .unwrap_or_else(|| panic!("no warning in {log:?}"));
+    assert_eq!(
+        warning["message"],
+        "the open-file limit is below limits.max_connections + 256: past it connections wait \
+         unanswered in the kernel's backlog; raise the limit (LimitNOFILE, ulimit -n) or lower \
+         limits.max_connections"
+    );
+    assert_eq!(
+        (&warning["limit"], &warning["needed"]),
+        (&json!("1024"), &json!(4352))
+    );
+    assert!(!log
+        .iter()
+        .any(|l| l["message"] == "open-file limit raised to the hard limit"));
+}
+
 /// A `/notify` writes one INFO line: the access line, carrying the request's
 /// summary; with the access log off, the summary line (`notify`) instead.
 #[tokio::test]

@@ -12,6 +12,7 @@
 //! Its total time per request is the push's deadline ([`ClientOptions`]).
 
 mod count;
+pub mod fd_limit;
 pub mod guard;
 pub mod h2;
 pub mod transport;

@@ -37,10 +37,31 @@ impl Gateway {
 
     /// [`Gateway::start`] with these environment variables added.
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Gateway {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .envs(env.iter().copied())
             .arg("--config")
-            .arg(config)
+            .arg(config);
+        Gateway::spawn(command)
+    }
+
+    /// [`Gateway::start`] with its open-file limits set to `soft` and `hard`
+    /// (by the shell that then `exec`s it, so the pid is the gateway's).
+    pub fn start_with_fd_limits(config: &Path, soft: &str, hard: &str) -> Gateway {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            // The soft limit first too: the hard one cannot go below it.
+            .arg("ulimit -S -n \"$0\" 2>/dev/null; ulimit -H -n \"$1\" && ulimit -S -n \"$0\" && exec \"$2\" --config \"$3\"")
+            .arg(soft)
+            .arg(hard)
+            .arg(BIN)
+            .arg(config);
+        Gateway::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Gateway {
+        let mut child = command
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

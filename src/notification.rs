@@ -515,24 +515,47 @@ fn kind_of(raw: &RawValue) -> Kind {
 }
 
 /// `prefix.key`, for an error's path.
-fn path(prefix: &str, key: &str) -> String {
+fn path<P: fmt::Display + ?Sized>(prefix: &P, key: &str) -> String {
     format!("{prefix}.{key}")
 }
 
-fn string(v: Scalar<'_>, prefix: &str, key: &str) -> Result<Option<String>, ParseError> {
+/// The path of device `i`, written only for an error's message.
+struct DevicePath(usize);
+
+impl fmt::Display for DevicePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "notification.devices[{}]", self.0)
+    }
+}
+
+/// A string field, still borrowed from the body where it can be: what is
+/// only checked (`id` beside `event_id`) is never copied.
+fn string<'a, P: fmt::Display + ?Sized>(
+    v: Scalar<'a>,
+    prefix: &P,
+    key: &str,
+) -> Result<Option<Cow<'a, str>>, ParseError> {
     match v {
         Scalar::Null => Ok(None),
-        Scalar::Str(s) => Ok(Some(s.into_owned())),
+        Scalar::Str(s) => Ok(Some(s)),
         _ => Err(bad(path(prefix, key), "must be a string")),
     }
 }
 
 /// A string where `""` means absent (Synapse's badge-only pushes send `"id": ""`).
-fn non_empty(v: Scalar<'_>, prefix: &str, key: &str) -> Result<Option<String>, ParseError> {
+fn non_empty<'a>(
+    v: Scalar<'a>,
+    prefix: &str,
+    key: &str,
+) -> Result<Option<Cow<'a, str>>, ParseError> {
     Ok(string(v, prefix, key)?.filter(|s| !s.is_empty()))
 }
 
-fn uint(v: Scalar<'_>, prefix: &str, key: &str) -> Result<Option<u64>, ParseError> {
+fn uint<P: fmt::Display + ?Sized>(
+    v: Scalar<'_>,
+    prefix: &P,
+    key: &str,
+) -> Result<Option<u64>, ParseError> {
     match v {
         Scalar::Null => Ok(None),
         Scalar::UInt(n) => Ok(Some(n)),
@@ -541,8 +564,8 @@ fn uint(v: Scalar<'_>, prefix: &str, key: &str) -> Result<Option<u64>, ParseErro
 }
 
 /// Refuses the value at `prefix.key` when it is longer than `max` bytes.
-fn at_most_bytes(
-    prefix: &str,
+fn at_most_bytes<P: fmt::Display + ?Sized>(
+    prefix: &P,
     key: &str,
     value: Option<&str>,
     max: usize,
@@ -621,38 +644,38 @@ fn check_notification(
             ),
         ));
     }
+    let mut checked = Vec::with_capacity(devices.read.len());
+    for (i, d) in devices.read.into_iter().enumerate() {
+        checked.push(check_device(i, d)?);
+    }
     Ok(Notification {
-        event_id: event_id.or(id).map(EventId::from),
-        room_id,
-        kind,
+        event_id: event_id.or(id).map(|e| EventId::from(e.into_owned())),
+        room_id: room_id.map(Cow::into_owned),
+        kind: kind.map(Cow::into_owned),
         sender_empty: sender.as_deref().is_some_and(str::is_empty),
-        sender: sender.filter(|s| !s.is_empty()),
-        sender_display_name,
-        room_name,
-        room_alias,
-        membership,
+        sender: sender.filter(|s| !s.is_empty()).map(Cow::into_owned),
+        sender_display_name: sender_display_name.map(Cow::into_owned),
+        room_name: room_name.map(Cow::into_owned),
+        room_alias: room_alias.map(Cow::into_owned),
+        membership: membership.map(Cow::into_owned),
         user_is_target,
         prio,
         content,
         counts,
-        devices: devices
-            .read
-            .into_iter()
-            .enumerate()
-            .map(|(i, d)| check_device(i, d))
-            .collect::<Result<_, _>>()?,
+        devices: checked,
     })
 }
 
 fn check_device(i: usize, d: Seen<pass::DeviceFields<'_>>) -> Result<Device, ParseError> {
-    let prefix = format!("notification.devices[{i}]");
+    // Formatted only for an error.
+    let prefix = DevicePath(i);
     let d = match d {
         Seen::Is(d) => d,
-        Seen::Null | Seen::Other => return Err(bad(prefix, "must be an object")),
+        Seen::Null | Seen::Other => return Err(bad(prefix.to_string(), "must be an object")),
     };
     let required = |v: Scalar<'_>, key: &str| -> Result<String, ParseError> {
         match string(v, &prefix, key)? {
-            Some(s) if !s.is_empty() => Ok(s),
+            Some(s) if !s.is_empty() => Ok(s.into_owned()),
             Some(_) => Err(bad(path(&prefix, key), "must not be empty")),
             None => Err(bad(path(&prefix, key), "required, but missing")),
         }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures::FutureExt;
@@ -85,24 +85,26 @@ async fn api<B: RequestBody>(
     let id = request_id(req.headers());
     let handled = async {
         if notify {
-            super::notify::notify(state, &id, req).await
+            super::notify::notify(state, &id, req, line.is_some()).await
         } else {
-            route(router, req).await
+            (route(router, req).await, None)
         }
     };
-    let mut resp = match AssertUnwindSafe(handled).catch_unwind().await {
-        Ok(resp) => resp,
-        Err(panic) => panic_response(panic),
+    let (mut resp, summary) = match AssertUnwindSafe(handled).catch_unwind().await {
+        Ok(answered) => answered,
+        Err(panic) => (panic_response(panic), None),
     };
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
     if let Some(line) = line {
-        let summary = resp.extensions_mut().remove::<access::NotifySummary>();
         line.log(&resp, &id, summary.as_ref());
+    }
+    // The id's own buffer becomes the header's (only allowed characters are in it).
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(id)) {
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
     }
     resp
 }
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What the access line needs from the request, taken before it is handled.
 struct Started {
@@ -156,7 +158,7 @@ fn request_id(headers: &HeaderMap) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static PREFIX: OnceLock<String> = OnceLock::new();
     let given = headers
-        .get("x-request-id")
+        .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             (1..=64).contains(&v.len())

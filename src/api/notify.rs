@@ -19,19 +19,18 @@
 
 use std::time::Instant;
 
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::ids::PushKey;
 use crate::notification;
-use crate::telemetry::access::{self, Counts, NotifySummary};
+use crate::telemetry::access::{Counts, NotifySummary};
 
 /// A request's body: hyper's, or any other in tests.
 pub(super) trait RequestBody:
@@ -44,12 +43,15 @@ impl<B> RequestBody for B where
 {
 }
 
-/// Answers a `POST` on the notify path (`front` routes it here).
+/// Answers a `POST` on the notify path (`front` routes it here). With
+/// `access_line` (the caller writes an access line), the summary is handed
+/// back for that line; else it is logged here, as a line of its own.
 pub(super) async fn notify<B: RequestBody>(
     state: &AppState,
     request_id: &str,
     req: http::Request<B>,
-) -> Response {
+    access_line: bool,
+) -> (Response, Option<NotifySummary>) {
     let (head, body) = req.into_parts();
     let headers = &head.headers;
     let started = Instant::now();
@@ -71,7 +73,7 @@ pub(super) async fn notify<B: RequestBody>(
     }
     .instrument(span)
     .await;
-    let mut resp = match result {
+    let resp = match result {
         Ok(resp) => resp,
         Err(e) => {
             summary.error = Some(e.to_string());
@@ -80,12 +82,11 @@ pub(super) async fn notify<B: RequestBody>(
     };
     metrics.notify_answered(resp.status().as_u16(), started);
     // One INFO line per request: the access line's, or else its own.
-    if access::enabled() {
-        resp.extensions_mut().insert(summary);
-    } else {
-        summary.log(request_id, resp.status().as_u16(), started.elapsed());
+    if access_line {
+        return (resp, Some(summary));
     }
-    resp
+    summary.log(request_id, resp.status().as_u16(), started.elapsed());
+    (resp, None)
 }
 
 /// The body's declared length; over `limits.max_body_size` it is refused before anything is read.
@@ -199,13 +200,81 @@ async fn handle(
             rejected: answer.rejected,
         });
     }
-    Ok(Json(json!({ "rejected": answer.rejected })).into_response())
+    Ok(rejected_answer(&answer.rejected))
+}
+
+/// `{"rejected":[...]}`, written straight to its bytes (the bytes a
+/// `serde_json::Value` of it serialises to, without building one), as
+/// `application/json`.
+fn rejected_answer(rejected: &[PushKey]) -> Response {
+    const EMPTY: &[u8] = b"{\"rejected\":[]}";
+    let body = if rejected.is_empty() {
+        Bytes::from_static(EMPTY)
+    } else {
+        // Room for the keys, their quotes and commas; escapes may grow it.
+        let keys: usize = rejected.iter().map(|k| k.len() + 3).sum();
+        let mut buf = Vec::with_capacity(EMPTY.len() + keys);
+        buf.extend_from_slice(b"{\"rejected\":");
+        if serde_json::to_writer(&mut buf, rejected).is_err() {
+            // Strings into a Vec: serde_json does not fail here.
+            return ApiError::Internal.into_response();
+        }
+        buf.push(b'}');
+        Bytes::from(buf)
+    };
+    let mut resp = Response::new(axum::body::Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// The devices' app ids, sorted, without repeats, comma-separated.
 fn app_ids(devices: &[notification::Device]) -> String {
+    // One app (almost every request): its id, without a list to sort and join.
+    if let Some((first, rest)) = devices.split_first() {
+        if rest.iter().all(|d| d.app_id == first.app_id) {
+            return first.app_id.as_str().to_owned();
+        }
+    }
     let mut ids: Vec<&str> = devices.iter().map(|d| d.app_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
     ids.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[test]
+    fn app_ids_are_sorted_without_repeats() {
+        let body = br#"{"notification":{"devices":[{"app_id":"b","pushkey":"1"},
+            {"app_id":"a","pushkey":"2"},{"app_id":"b","pushkey":"3"}]}}"#;
+        let n = notification::parse(body, 10).expect("valid");
+        assert_eq!(app_ids(&n.devices), "a,b");
+        assert_eq!(app_ids(&n.devices[..1]), "b");
+        assert_eq!(app_ids(&n.devices[2..]), "b");
+        assert_eq!(app_ids(&[]), "");
+    }
+
+    /// The bytes a `serde_json::Value` of the answer serialises to.
+    #[tokio::test]
+    async fn the_rejected_answer_is_the_json_of_its_value() {
+        for keys in [vec![], vec!["k1"], vec!["a\"b\\c/é\u{1}", "second"]] {
+            let keys: Vec<PushKey> = keys.into_iter().map(PushKey::from).collect();
+            let resp = rejected_answer(&keys);
+            assert_eq!(resp.status(), 200);
+            assert_eq!(
+                resp.headers().get(header::CONTENT_TYPE),
+                Some(&HeaderValue::from_static("application/json"))
+            );
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            let expected = serde_json::json!({ "rejected": keys }).to_string();
+            assert_eq!(std::str::from_utf8(&body), Ok(expected.as_str()));
+        }
+    }
 }

@@ -179,8 +179,16 @@ impl Apns {
     /// Step 1: the device token, the payload within Apple's limit, and the
     /// headers that depend on the notification.
     fn build_push(&self, n: &Notification, d: &Device) -> Result<Push, Outcome> {
-        let token = match device_token(d.pushkey.expose(), self.convert_to_hex) {
-            Ok(t) => t,
+        // The URI is made first: it reads the token, which may be unusable.
+        let uri = match with_device_token(d.pushkey.expose(), self.convert_to_hex, |token| {
+            device_url(&self.base, token)
+        }) {
+            Ok(Ok(uri)) => uri,
+            Ok(Err(e)) => {
+                return Err(Outcome::failed(Cause::Local(format!(
+                    "bad request URI: {e}"
+                ))))
+            }
             Err(why) => return Err(Outcome::unusable(Unusable::MalformedToken(why))),
         };
         let voip = self.push_type.as_ref().is_some_and(|t| t == "voip");
@@ -202,8 +210,6 @@ impl Apns {
             }
         };
         let background = self.push_type.as_ref().is_some_and(|t| t == "background");
-        let uri = device_url(&self.base, &token)
-            .map_err(|e| Outcome::failed(Cause::Local(format!("bad request URI: {e}"))))?;
         let collapse_id = match (self.collapse_id_from_room, &n.room_id) {
             (true, Some(room)) => match HeaderValue::from_str(&collapse_id(room)) {
                 Ok(v) => Some(v),
@@ -361,13 +367,14 @@ impl Base {
 
 /// Where a push for `token` goes: the endpoint with `/3/device/<token>`
 /// after its path (only the path is parsed, not the whole URL).
-fn device_url(base: &Base, token: &str) -> Result<http::Uri, http::Error> {
+fn device_url(base: &Base, token: Token<'_>) -> Result<http::Uri, http::Error> {
     const DEVICE: &str = "/3/device/";
     let mut path =
         String::with_capacity(base.path.len() + DEVICE.len() + token.len() + base.query.len());
-    for part in [base.path.as_str(), DEVICE, token, base.query.as_str()] {
-        path.push_str(part);
-    }
+    path.push_str(&base.path);
+    path.push_str(DEVICE);
+    token.push_to(&mut path);
+    path.push_str(&base.query);
     http::Uri::builder()
         .scheme(base.scheme.clone())
         .authority(base.authority.clone())
@@ -384,40 +391,106 @@ fn collapse_id(room_id: &str) -> String {
     }
 }
 
-/// The device token for the URL path: the base64 pushkey as hex (Sygnal's
-/// `convert_device_token_to_hex`), or the pushkey as given, which must be hex.
-pub fn device_token(pushkey: &str, convert_to_hex: bool) -> Result<String, &'static str> {
+/// Base64 as pushkeys come: the standard alphabet, with or without padding.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// Decoded tokens up to this size are decoded on the stack (a pushkey of
+/// at most 512 characters decodes to at most 384 bytes).
+const STACK_TOKEN: usize = 384;
+
+/// A device token as the URL path carries it, before it is written there.
+#[derive(Clone, Copy)]
+enum Token<'a> {
+    /// A hex pushkey, written lowercase.
+    Hex(&'a str),
+    /// A decoded base64 pushkey, written as lowercase hex.
+    Bytes(&'a [u8]),
+}
+
+impl Token<'_> {
+    /// Its length in the path.
+    fn len(self) -> usize {
+        match self {
+            Token::Hex(h) => h.len(),
+            Token::Bytes(b) => b.len() * 2,
+        }
+    }
+
+    fn push_to(self, out: &mut String) {
+        match self {
+            Token::Hex(h) => {
+                let start = out.len();
+                out.push_str(h);
+                out[start..].make_ascii_lowercase();
+            }
+            Token::Bytes(b) => push_lower_hex(out, b),
+        }
+    }
+}
+
+/// `f` of the device token of `pushkey`: the base64 pushkey's bytes (Sygnal's
+/// `convert_device_token_to_hex`), or the pushkey as given, which must be
+/// hex; the error says why the pushkey is no token. Without allocating
+/// (unless the token is longer than a pushkey may be): the check of every
+/// device before it is sent runs this too.
+fn with_device_token<R>(
+    pushkey: &str,
+    convert_to_hex: bool,
+    f: impl FnOnce(Token<'_>) -> R,
+) -> Result<R, &'static str> {
+    const NOT_BASE64: &str = "pushkey is not valid base64 (convert_device_token_to_hex is on)";
     if convert_to_hex {
-        let engine = base64::engine::general_purpose::GeneralPurpose::new(
-            &base64::alphabet::STANDARD,
-            base64::engine::GeneralPurposeConfig::new()
-                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-        );
-        let bytes = engine
-            .decode(pushkey.trim())
-            .map_err(|_| "pushkey is not valid base64 (convert_device_token_to_hex is on)")?;
+        let text = pushkey.trim();
+        let mut stack = [0u8; STACK_TOKEN];
+        let heap;
+        let bytes: &[u8] = if base64::decoded_len_estimate(text.len()) <= STACK_TOKEN {
+            let n = BASE64
+                .decode_slice(text, &mut stack)
+                .map_err(|_| NOT_BASE64)?;
+            &stack[..n]
+        } else {
+            heap = BASE64.decode(text).map_err(|_| NOT_BASE64)?;
+            &heap
+        };
         if bytes.is_empty() {
             return Err("pushkey decodes to nothing");
         }
-        Ok(lower_hex(&bytes))
+        Ok(f(Token::Bytes(bytes)))
     } else if !pushkey.is_empty() && pushkey.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(pushkey.to_ascii_lowercase())
+        Ok(f(Token::Hex(pushkey)))
     } else {
         Err("pushkey is not a hex device token (convert_device_token_to_hex is off)")
     }
 }
 
+/// The device token for the URL path, as text.
+#[cfg(test)]
+fn device_token(pushkey: &str, convert_to_hex: bool) -> Result<String, &'static str> {
+    with_device_token(pushkey, convert_to_hex, |t| {
+        let mut out = String::with_capacity(t.len());
+        t.push_to(&mut out);
+        out
+    })
+}
+
 /// `bytes` as lowercase hex, two digits each (a `format!` per byte cost
-/// about 150 instructions and an allocation; a token has 32 bytes and is
-/// converted twice per push).
+/// about 150 instructions and an allocation).
 fn lower_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
+    push_lower_hex(&mut out, bytes);
+    out
+}
+
+fn push_lower_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         out.push(char::from(DIGITS[usize::from(b >> 4)]));
         out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
-    out
 }
 
 impl Pushkin for Apns {
@@ -426,7 +499,7 @@ impl Pushkin for Apns {
     }
 
     fn unusable(&self, d: &Device) -> Option<Unusable> {
-        if let Err(why) = device_token(d.pushkey.expose(), self.convert_to_hex) {
+        if let Err(why) = with_device_token(d.pushkey.expose(), self.convert_to_hex, |_| ()) {
             return Some(Unusable::MalformedToken(why));
         }
         Unusable::default_payload_of(d)
@@ -533,12 +606,34 @@ fK8=
         assert!(device_token("../../x", false).is_err());
     }
 
+    /// Tokens too long for the stack buffer decode as the others do.
+    #[test]
+    fn tokens_of_every_length_decode_alike() {
+        for n in [
+            1,
+            32,
+            100,
+            STACK_TOKEN - 1,
+            STACK_TOKEN,
+            STACK_TOKEN + 1,
+            1000,
+        ] {
+            let bytes: Vec<u8> = (0..n).map(|i| (i * 7) as u8).collect();
+            let pushkey = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            assert_eq!(device_token(&pushkey, true), Ok(lower_hex(&bytes)), "{n}");
+            let unpadded = pushkey.trim_end_matches('=');
+            assert_eq!(device_token(unpadded, true), Ok(lower_hex(&bytes)), "{n}");
+        }
+        assert!(device_token(&"!".repeat(600), true).is_err());
+        assert_eq!(device_token("", true), Err("pushkey decodes to nothing"));
+    }
+
     #[test]
     fn device_urls_keep_the_endpoint_and_its_path() {
         let url = |base: &str| {
             let base = Base::new(&url::Url::parse(base).map_err(|e| e.to_string())?)?;
             Ok::<_, String>(
-                device_url(&base, "abcd")
+                device_url(&base, Token::Hex("abcd"))
                     .map_err(|e| e.to_string())?
                     .to_string(),
             )

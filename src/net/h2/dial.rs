@@ -247,8 +247,8 @@ async fn gathered<F: Future + Unpin>(mut conn: F) -> F::Output {
             return out;
         }
         // Until `conn` (or anything else of this task) wakes it.
-        Turn { waited: false, requeue: false }.await;
-        Turn { waited: false, requeue: true }.await;
+        Turn::new(false).await;
+        Turn::new(true).await;
     }
 }
 
@@ -258,6 +258,15 @@ async fn gathered<F: Future + Unpin>(mut conn: F) -> F::Output {
 struct Turn {
     waited: bool,
     requeue: bool,
+}
+
+impl Turn {
+    fn new(requeue: bool) -> Turn {
+        Turn {
+            waited: false,
+            requeue,
+        }
+    }
 }
 
 impl Future for Turn {

@@ -143,6 +143,7 @@ pub fn build_routes(config: &Config, metrics: &Metrics) -> Result<Routes, StartE
             key: app.id.clone(),
             pushkin,
             inflight: Arc::new(Semaphore::new(app.inflight_request_limit)),
+            outcomes: metrics.app_outcomes(&app.id),
         };
         match &app.kind {
             AppKind::UnifiedPush(u) if u.default_app => routes.add_default(route),

@@ -28,7 +28,7 @@
 //! - `sendtest` → `gateway`, `pushkin`, `notification`, `telemetry`, `config`, `ids`
 //! - `api` → `dispatch`, `notification`, `telemetry`, `config`, `net`, `ids`
 //! - `dispatch` → `routing`, `pushkin`, `store`, `notification`, `telemetry`, `config`, `ids`
-//! - `routing` → `pushkin`, `glob`, `ids`
+//! - `routing` → `pushkin`, `telemetry`, `glob`, `ids`
 //! - `pushkin` → `net`, `notification`, `telemetry`, `config`, `glob`, `keys`, `ids`
 //! - `telemetry` → `store`, `config`, `net`, `ids`
 //! - `store` → `config`

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::glob::{glob_match, is_glob};
 use crate::ids::AppId;
 use crate::pushkin::Pushkin;
+use crate::telemetry::metrics::AppOutcomes;
 
 /// A configured app as the dispatcher sees it.
 pub struct Route {
@@ -21,6 +22,8 @@ pub struct Route {
     pub pushkin: Arc<dyn Pushkin>,
     /// Limits dispatches in flight for this app (`inflight_request_limit`).
     pub inflight: Arc<tokio::sync::Semaphore>,
+    /// The app's outcome counters.
+    pub outcomes: AppOutcomes,
 }
 
 #[derive(Default)]

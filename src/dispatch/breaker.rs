@@ -16,7 +16,7 @@
 //! rest are counted without being told apart, so memory stays bounded.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,17 +37,42 @@ pub struct Breakers {
     apps: Mutex<HashMap<String, AppBreaker>>,
 }
 
+/// The tokens of a slice, by their keyed hash (already SipHash under a
+/// per-process key, so hashing it again for the set would only cost time).
+type Tokens = HashSet<u64, BuildHasherDefault<TokenHash>>;
+
+/// The hasher of [`Tokens`]: the token's keyed hash is its own hash.
+#[derive(Default)]
+struct TokenHash(u64);
+
+impl Hasher for TokenHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64`s are hashed; fold anything else in rather than drop it.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 #[derive(Default)]
 struct Slice {
     start: Millis,
-    seen: HashSet<u64>,
+    seen: Tokens,
     seen_overflow: usize,
-    dead: HashSet<u64>,
+    dead: Tokens,
     dead_overflow: usize,
 }
 
 impl Slice {
-    fn add(set: &mut HashSet<u64>, overflow: &mut usize, token: u64) {
+    fn add(set: &mut Tokens, overflow: &mut usize, token: u64) {
         if set.len() < SLICE_CAP {
             set.insert(token);
         } else if !set.contains(&token) {
@@ -129,12 +154,10 @@ impl Breakers {
             Ok(a) => a,
             Err(poisoned) => poisoned.into_inner(),
         };
-        // Looked up before inserting: the app's name is allocated once, not per push.
-        if !apps.contains_key(app) {
-            apps.insert(app.to_owned(), Default::default());
-        }
-        let Some(b) = apps.get_mut(app) else {
-            return outcome;
+        // One lookup per push; the app's name is allocated once, at its first.
+        let b = match apps.get_mut(app) {
+            Some(b) => b,
+            None => apps.entry(app.to_owned()).or_default(),
         };
         b.expire(now, window);
         let slice = b.slice(now, window / Millis::from(SLICES));

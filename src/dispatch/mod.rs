@@ -370,13 +370,19 @@ impl Dispatcher {
             &self.metrics,
         );
         let fate = Fate::Pushed(outcome);
-        self.log_and_count(&route.key, request_id, &who, &fate);
+        route.outcomes.count(fate.metric_label());
+        self.count_failure_and_log(&route.key, request_id, &who, &fate);
         fate
     }
 
     /// Every outcome is counted and logged once; `app` is the config key.
     fn log_and_count(&self, app: &str, request_id: &str, d: &Device, fate: &Fate) {
         self.metrics.outcome(app, fate.metric_label());
+        self.count_failure_and_log(app, request_id, d, fate);
+    }
+
+    /// [`Dispatcher::log_and_count`] after the outcome was counted.
+    fn count_failure_and_log(&self, app: &str, request_id: &str, d: &Device, fate: &Fate) {
         if let Fate::Pushed(Outcome::Failed(cause)) = fate {
             self.metrics.failure(app, cause.failure_code());
         }
@@ -508,6 +514,7 @@ mod tests {
             key: "up".into(),
             pushkin: crate::pushkin::unifiedpush::build(up, &settings).expect("pushkin"),
             inflight: Arc::new(tokio::sync::Semaphore::new(10)),
+            outcomes: metrics.app_outcomes("up"),
         });
         let d = Arc::new(Dispatcher::new(
             routes,

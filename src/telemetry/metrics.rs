@@ -7,6 +7,7 @@
 //! a client-supplied app id, which would let a homeserver grow the series
 //! without bound.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use prometheus::{
@@ -73,7 +74,12 @@ pub struct Metrics {
     per_pushkin_type: IntCounterVec,
     status_codes: IntCounterVec,
     notify_time: HistogramVec,
-    requests_in_flight: IntGaugeVec,
+    /// The `200` series of `status_codes` and `notify_time`, resolved at the
+    /// first `200` (not before: the series appears with its first count) so
+    /// that the common answer costs no label lookup.
+    notify_ok: OnceLock<(IntCounter, Histogram)>,
+    /// `requests_in_flight` for `/notify`, resolved once.
+    notify_in_flight: IntGauge,
     inflight_limit_drop: IntCounterVec,
     apns: ServiceFamilies,
     gcm: ServiceFamilies,
@@ -182,6 +188,11 @@ impl Metrics {
         let b = Builder {
             registry: Registry::new(),
         };
+        let requests_in_flight = b.gauge_vec(
+            "sygnal_requests_in_flight",
+            "Number of HTTP requests in flight",
+            &["resource"],
+        );
         let m = Metrics {
             notifications_received: b.counter(
                 "sygnal_notifications_received_total",
@@ -212,11 +223,8 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
-            requests_in_flight: b.gauge_vec(
-                "sygnal_requests_in_flight",
-                "Number of HTTP requests in flight",
-                &["resource"],
-            ),
+            notify_ok: OnceLock::new(),
+            notify_in_flight: requests_in_flight.with_label_values(&[NOTIFY_RESOURCE]),
             inflight_limit_drop: b.counter_vec(
                 "sygnal_inflight_request_limit_drop_total",
                 "Number of notifications dropped because the number of inflight requests \
@@ -357,7 +365,6 @@ impl Metrics {
         for limit in ["max_connections", "max_connections_per_ip"] {
             m.inbound_refused.with_label_values(&[limit]);
         }
-        m.requests_in_flight.with_label_values(&[NOTIFY_RESOURCE]);
         for limit in ["global", "app", "outbox"] {
             m.overload.with_label_values(&[limit]);
         }
@@ -388,22 +395,30 @@ impl Metrics {
 
     /// A `/notify` request arrived; the guard counts it in flight until dropped.
     pub fn notify_started(&self) -> InFlight {
-        let g = self
-            .requests_in_flight
-            .with_label_values(&[NOTIFY_RESOURCE]);
+        let g = self.notify_in_flight.clone();
         g.inc();
         InFlight(g)
     }
 
     /// A `/notify` request was answered with `code` after `started`.
     pub fn notify_answered(&self, code: u16, started: Instant) {
+        let elapsed = started.elapsed().as_secs_f64();
+        if code == 200 {
+            let (count, time) = self.notify_ok.get_or_init(|| {
+                (
+                    self.status_codes.with_label_values(&["200"]),
+                    self.notify_time.with_label_values(&["200"]),
+                )
+            });
+            count.inc();
+            time.observe(elapsed);
+            return;
+        }
         // Not `to_string`: this runs for every request.
         let mut code_text = itoa::Buffer::new();
         let code = code_text.format(code);
         self.status_codes.with_label_values(&[code]).inc();
-        self.notify_time
-            .with_label_values(&[code])
-            .observe(started.elapsed().as_secs_f64());
+        self.notify_time.with_label_values(&[code]).observe(elapsed);
     }
 
     /// A valid notification with `devices` devices was received.
@@ -420,6 +435,16 @@ impl Metrics {
     /// The final outcome of one device attempt.
     pub fn outcome(&self, app: &str, outcome: &str) {
         self.outcomes.with_label_values(&[app, outcome]).inc();
+    }
+
+    /// The `pushgate_outcomes_total` series of `app`, resolved once for its
+    /// route (they exist from the app's configuration on: see [`Metrics::upstream`]).
+    pub fn app_outcomes(&self, app: &str) -> AppOutcomes {
+        AppOutcomes {
+            series: OUTCOMES.map(|o| self.outcomes.with_label_values(&[app, o])),
+            family: self.outcomes.clone(),
+            app: app.to_owned(),
+        }
     }
 
     /// A push failed for good; `reason` is one of a small fixed set of codes.
@@ -508,6 +533,7 @@ impl Metrics {
             request_time: f.request_time.clone(),
             active: f.active.clone(),
             status_codes: f.status_codes.clone(),
+            status_ok: OnceLock::new(),
             token_refreshes: self.token_refreshes.clone(),
             connections: self.connections.with_label_values(&[app]),
             slot_wait: (service == Service::Gcm)
@@ -550,6 +576,26 @@ impl Metrics {
     }
 }
 
+/// One app's series of `pushgate_outcomes_total`, so that counting an
+/// outcome costs no label lookup.
+#[derive(Clone)]
+pub struct AppOutcomes {
+    /// In the order of [`OUTCOMES`].
+    series: [IntCounter; OUTCOMES.len()],
+    family: IntCounterVec,
+    app: String,
+}
+
+impl AppOutcomes {
+    /// The final outcome of one device attempt of this app.
+    pub fn count(&self, outcome: &str) {
+        match OUTCOMES.iter().position(|o| *o == outcome) {
+            Some(i) => self.series[i].inc(),
+            None => self.family.with_label_values(&[&self.app, outcome]).inc(),
+        }
+    }
+}
+
 /// Counts a `/notify` request in flight while alive.
 pub struct InFlight(IntGauge);
 
@@ -567,6 +613,8 @@ pub struct Upstream {
     request_time: Histogram,
     active: IntGauge,
     status_codes: IntCounterVec,
+    /// The app's `200` series of `status_codes`, resolved at its first count.
+    status_ok: OnceLock<IntCounter>,
     token_refreshes: IntCounterVec,
     connections: IntCounter,
     /// FCM only (Sygnal has these for GCM alone): time waiting for a
@@ -648,6 +696,13 @@ impl UpstreamCall<'_> {
     /// The push service answered with `status`.
     pub fn answered(&self, status: u16) {
         self.span.record("http.status_code", status);
+        if status == 200 {
+            self.m
+                .status_ok
+                .get_or_init(|| self.m.status_codes.with_label_values(&[&self.m.app, "200"]))
+                .inc();
+            return;
+        }
         self.m
             .status_codes
             .with_label_values(&[&self.m.app, itoa::Buffer::new().format(status)])

@@ -53,10 +53,11 @@ impl Backend for sqlx::Sqlite {
     const LOG_NAME: &'static str = "sqlite";
     const SKIP_LOCKED: &'static str = "";
     const EXPIRE_CLAIMS: &'static str = "DELETE FROM claims WHERE rowid IN \
-         (SELECT r FROM (SELECT rowid AS r, until_ms FROM claims ORDER BY rowid LIMIT $2) \
+         (SELECT r FROM (SELECT rowid AS r, until_ms FROM claims ORDER BY rowid \
+          LIMIT CAST($2 AS BIGINT)) \
           WHERE until_ms < $1)";
-    const PURGE_CLAIMS: &'static str =
-        "DELETE FROM claims WHERE rowid IN (SELECT rowid FROM claims WHERE until_ms < $1 LIMIT $2)";
+    const PURGE_CLAIMS: &'static str = "DELETE FROM claims WHERE rowid IN \
+         (SELECT rowid FROM claims WHERE until_ms < $1 LIMIT CAST($2 AS BIGINT))";
     const TABLE_EXISTS: &'static str =
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
     const OLD_MIGRATOR_LOCK: Option<&'static str> = None;

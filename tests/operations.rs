@@ -667,3 +667,178 @@ async fn a_file_handler_logs_to_its_file_and_reopens_it_after_sighup() {
     assert!(!new.contains("before-rotation"));
     drop(gw);
 }
+
+/// The access lines of a text log as the gateway writes them (straight to the
+/// log's queue, not through `tracing`: `telemetry::line`), in their place:
+/// the main log's stream, or the access log's own file when it has one.
+#[tokio::test]
+async fn a_text_log_carries_the_access_lines_where_they_belong() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let access_file = dir.path().join("access.log");
+    for separate in [false, true] {
+        let config = process::write_config(dir.path(), "text", "store: none\n");
+        let access = if separate {
+            format!("  access:\n    file: '{}'\n", access_file.display())
+        } else {
+            String::new()
+        };
+        let text = std::fs::read_to_string(&config)
+            .expect("config")
+            .replace("  format: json\n", &format!("  format: text\n{access}"));
+        std::fs::write(&config, text).expect("config");
+        let mut child = Command::new(process::BIN)
+            .arg("--config")
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("pushgate starts");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let addr = loop {
+            let line = lines.next().expect("a ready line").expect("read");
+            if let Some((_, rest)) = line.split_once(" ready ") {
+                let listen = rest.split(' ').find_map(|f| f.strip_prefix("listen="));
+                break listen.expect("listen=").to_owned();
+            }
+        };
+        let stderr = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().expect("lines").push(line);
+            }
+        });
+
+        assert_eq!(
+            get(&addr, "/health", "text-1", &[]).await,
+            200,
+            "health answers"
+        );
+        let refused = client()
+            .post(format!("http://{addr}/_matrix/push/v1/notify"))
+            .header("x-request-id", "text-2")
+            .body("{}")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(refused.status().as_u16(), 400);
+
+        let written = || -> Vec<String> {
+            if separate {
+                std::fs::read_to_string(&access_file)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect()
+            } else {
+                stderr.lock().expect("lines").clone()
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !written()
+            .iter()
+            .any(|l| l.contains("request_id=\"text-2\""))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "access lines written: {:?}",
+                written()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let access: Vec<String> = written()
+            .into_iter()
+            .filter(|l| l.contains(" INFO request "))
+            .collect();
+        assert_eq!(access.len(), 2, "{access:#?}");
+        // Each line: `<RFC 3339 time, microseconds, UTC>  INFO request <fields>`.
+        let fields: Vec<String> = access
+            .iter()
+            .map(|l| {
+                let (time, rest) = l.split_once(' ').expect("a time");
+                assert_eq!(time.len(), 27, "{l}");
+                assert!(time.ends_with('Z') && time.as_bytes()[10] == b'T', "{l}");
+                // The duration varies: checked as a number, then left out.
+                let (head, tail) = rest.split_once(" duration_ms=").expect("duration_ms");
+                let (ms, tail) = tail.split_once(' ').expect("after duration_ms");
+                assert!(ms.parse::<f64>().is_ok_and(|ms| ms >= 0.0), "{l}");
+                format!("{head} {tail}")
+            })
+            .collect();
+        assert_eq!(
+            fields[0],
+            " INFO request client=127.0.0.1 method=GET path=\"/health\" status=200 request_id=\"text-1\""
+        );
+        assert!(
+            fields[1].starts_with(
+                " INFO request client=127.0.0.1 method=POST path=\"/_matrix/push/v1/notify\" \
+                 status=400 request_id=\"text-2\" error=\""
+            ),
+            "{}",
+            fields[1]
+        );
+        if separate {
+            let main = stderr.lock().expect("lines").clone();
+            assert!(
+                !main.iter().any(|l| l.contains(" INFO request ")),
+                "no access line in the main log: {main:#?}"
+            );
+        }
+    }
+}
+
+/// `log.access.file` takes the access lines out of the main log and into
+/// their own file, JSON too (they were written nowhere: the access log's
+/// filter answered no to `tracing::enabled!`, which asks with a hint).
+#[tokio::test]
+async fn json_access_lines_go_to_the_access_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let access_file = dir.path().join("access.json");
+    let config = process::write_config(dir.path(), "json-access", "store: none\n");
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "  format: json\n",
+        &format!(
+            "  format: json\n  access:\n    file: '{}'\n",
+            access_file.display()
+        ),
+    );
+    std::fs::write(&config, text).expect("config");
+    let gw = Gateway::start(&config);
+    assert_eq!(get(&gw.addr, "/health", "json-1", &[]).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let text = std::fs::read_to_string(&access_file).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("json-1")) {
+            break serde_json::from_str::<Value>(l).expect("a JSON line");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access line in the file: {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        [
+            &line["message"],
+            &line["path"],
+            &line["status"],
+            &line["level"]
+        ],
+        [
+            &json!("request"),
+            &json!("/health"),
+            &json!(200),
+            &json!("INFO")
+        ]
+    );
+    let main = gw.log.lock().expect("log").clone();
+    assert!(
+        !main.iter().any(|l| l["message"] == "request"),
+        "no access line in the main log"
+    );
+}

@@ -106,8 +106,18 @@ pub struct Request<'a> {
     pub request_id: &'a str,
 }
 
-/// Writes the access line of `r`, with the `/notify` summary when there is one.
+/// A duration in milliseconds, rounded to the microsecond, as lines carry it.
+pub(super) fn duration_ms(elapsed: Duration) -> f64 {
+    (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+/// Writes the access line of `r`, with the `/notify` summary when there is
+/// one: straight to its log when it is a text log ([`super::line`]), else
+/// through `tracing`.
 pub fn log(r: &Request<'_>, notify: Option<&NotifySummary>) {
+    if super::line::write(r, notify) {
+        return;
+    }
     let c = notify.and_then(|n| n.counts.as_ref());
     tracing::info!(
         target: TARGET,
@@ -115,7 +125,7 @@ pub fn log(r: &Request<'_>, notify: Option<&NotifySummary>) {
         method = %r.method,
         path = r.path,
         status = r.status,
-        duration_ms = (r.elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        duration_ms = duration_ms(r.elapsed),
         request_id = r.request_id,
         event_id = notify.and_then(|n| n.event_id.as_ref()).map(EventId::as_str),
         app_ids = notify.and_then(|n| n.app_ids.as_deref()),

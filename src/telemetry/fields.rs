@@ -80,14 +80,8 @@ impl Visit for Fields<'_> {
         }
         if field.name() == "message" {
             self.message(value);
-        } else if needs_no_escape(value) {
-            self.result = self
-                .out
-                .write_char('"')
-                .and_then(|()| self.out.write_str(value))
-                .and_then(|()| self.out.write_char('"'));
         } else {
-            self.result = write!(self.out, "{value:?}");
+            self.result = write_str_value(&mut self.out, value);
         }
     }
 
@@ -104,13 +98,9 @@ impl Visit for Fields<'_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if self.start(field).is_none() {
-            return;
+        if self.start(field).is_some() {
+            self.result = write_f64_value(&mut self.out, value);
         }
-        self.result = match thousandths(value) {
-            Some(m) => write_thousandths(&mut self.out, m),
-            None => write!(self.out, "{value:?}"),
-        };
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -157,6 +147,25 @@ impl Visit for Fields<'_> {
     }
 }
 
+/// A string field's value as `Debug` writes it: between quotes, escaped.
+pub(super) fn write_str_value(out: &mut impl Write, value: &str) -> fmt::Result {
+    if needs_no_escape(value) {
+        out.write_char('"')?;
+        out.write_str(value)?;
+        out.write_char('"')
+    } else {
+        write!(out, "{value:?}")
+    }
+}
+
+/// A float field's value as `Debug` writes it (`1.25`, `3.0`, `NaN`).
+pub(super) fn write_f64_value(out: &mut impl Write, value: f64) -> fmt::Result {
+    match thousandths(value) {
+        Some(m) => write_thousandths(out, m),
+        None => write!(out, "{value:?}"),
+    }
+}
+
 /// `value` as a whole number of thousandths (a duration in milliseconds
 /// rounded to the microsecond, as lines carry them), when `Debug` writes it
 /// as that decimal: non-negative, below 10^12 (there an `f64`'s step is far
@@ -172,7 +181,7 @@ fn thousandths(value: f64) -> Option<u64> {
 
 /// `m` thousandths as `Debug` writes the `f64` (`1.25`, `3.0`, `0.001`),
 /// without its float formatting (a thousand instructions a field).
-fn write_thousandths(out: &mut Writer<'_>, m: u64) -> fmt::Result {
+fn write_thousandths(out: &mut impl Write, m: u64) -> fmt::Result {
     let mut int = itoa::Buffer::new();
     out.write_str(int.format(m / 1000))?;
     let frac = m % 1000;

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod fields;
+mod line;
 pub mod logfile;
 pub mod metrics;
 pub mod otlp;
@@ -13,9 +14,9 @@ mod timestamp;
 
 use std::io::IsTerminal;
 
-use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_subscriber::filter::{filter_fn, FilterFn, LevelFilter};
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::Filter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -27,10 +28,10 @@ use crate::config::{LogConfig, LogFormat, LogOutput, TracingConfig};
 /// terminal (colours on). A file that cannot be opened (it was checked at
 /// load, so this is rare) falls back to standard error, with the reason
 /// returned for logging once the subscriber is up.
-fn writer(out: &LogOutput) -> (BoxMakeWriter, WorkerGuard, bool, Option<String>) {
+fn writer(out: &LogOutput) -> (NonBlocking, WorkerGuard, bool, Option<String>) {
     let stderr = || {
         let (w, g) = queue::spawn(std::io::stderr(), "log-stderr");
-        (BoxMakeWriter::new(w), g, std::io::stderr().is_terminal())
+        (w, g, std::io::stderr().is_terminal())
     };
     match out {
         LogOutput::Stderr => {
@@ -39,17 +40,12 @@ fn writer(out: &LogOutput) -> (BoxMakeWriter, WorkerGuard, bool, Option<String>)
         }
         LogOutput::Stdout => {
             let (w, g) = queue::spawn(std::io::stdout(), "log-stdout");
-            (
-                BoxMakeWriter::new(w),
-                g,
-                std::io::stdout().is_terminal(),
-                None,
-            )
+            (w, g, std::io::stdout().is_terminal(), None)
         }
         LogOutput::File(path) => match logfile::LogFile::open(path) {
             Ok(f) => {
                 let (w, g) = queue::spawn(logfile::LineWriter::new(f), "log-file");
-                (BoxMakeWriter::new(w), g, false, None)
+                (w, g, false, None)
             }
             Err(e) => {
                 let (w, g, ansi) = stderr();
@@ -63,26 +59,38 @@ fn writer(out: &LogOutput) -> (BoxMakeWriter, WorkerGuard, bool, Option<String>)
     }
 }
 
-/// A formatting layer for `out`, and its writer's guard.
-fn fmt_layer(
-    format: LogFormat,
-    out: &LogOutput,
-) -> (
-    Box<dyn Layer<Registry> + Send + Sync>,
-    WorkerGuard,
-    Option<String>,
-) {
-    let (w, guard, ansi, problem) = writer(out);
+/// A log's formatting layer and its writer's guard; the writer's queue when
+/// the layer writes text without colours (access lines may be written to it
+/// directly, [`line`]).
+struct Output {
+    layer: Box<dyn Layer<Registry> + Send + Sync>,
+    guard: WorkerGuard,
+    plain_text: Option<NonBlocking>,
+    problem: Option<String>,
+}
+
+/// The text log's formatting layer, writing to `w`.
+fn text_layer<W>(w: W, ansi: bool) -> Box<dyn Layer<Registry> + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     // Request ids are fields of every line already; span context would repeat
     // them (and spans never reach this layer, see `init`).
+    fmt::layer()
+        .fmt_fields(fields::PlainFields)
+        .with_timer(timestamp::Timestamp)
+        .with_target(false)
+        .with_writer(w)
+        .with_ansi(ansi)
+        .boxed()
+}
+
+/// A formatting layer for `out`.
+fn fmt_layer(format: LogFormat, out: &LogOutput) -> Output {
+    let (w, guard, ansi, problem) = writer(out);
+    let plain_text = (format == LogFormat::Text && !ansi).then(|| w.clone());
     let layer = match format {
-        LogFormat::Text => fmt::layer()
-            .fmt_fields(fields::PlainFields)
-            .with_timer(timestamp::Timestamp)
-            .with_target(false)
-            .with_writer(w)
-            .with_ansi(ansi)
-            .boxed(),
+        LogFormat::Text => text_layer(w, ansi),
         LogFormat::Json => fmt::layer()
             .json()
             .flatten_event(true)
@@ -93,7 +101,12 @@ fn fmt_layer(
             .with_writer(w)
             .boxed(),
     };
-    (layer, guard, problem)
+    Output {
+        layer,
+        guard,
+        plain_text,
+        problem,
+    }
 }
 
 /// `RUST_LOG` when set, else `level`, else INFO.
@@ -128,9 +141,17 @@ pub struct LogGuard {
 /// export. `RUST_LOG`, when set, overrides `log.level`.
 pub fn init(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> LogGuard {
     access::configure(cfg);
-    let (layers, guard, problems) = layers(cfg, tracing_cfg);
+    let (layers, guard, problems, direct) = layers(cfg, tracing_cfg);
     // try_init: tests may install their own subscriber first.
-    let _ = tracing_subscriber::registry().with(layers).try_init();
+    if tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .is_ok()
+    {
+        if let Some(queue) = direct {
+            line::direct_to(queue);
+        }
+    }
     for p in problems {
         tracing::error!("{p}");
     }
@@ -139,8 +160,13 @@ pub fn init(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> LogGuard {
 
 type Layers = Vec<Box<dyn Layer<Registry> + Send + Sync>>;
 
-/// The layers [`init`] installs, their guard, and what went wrong building them.
-fn layers(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> (Layers, LogGuard, Vec<String>) {
+/// The layers [`init`] installs, their guard, what went wrong building them,
+/// and the queue access lines may be written to directly ([`line`]): that
+/// of their log when it is text without colours and no exporter is on.
+fn layers(
+    cfg: &LogConfig,
+    tracing_cfg: &TracingConfig,
+) -> (Layers, LogGuard, Vec<String>, Option<NonBlocking>) {
     let filter = || log_filter(&cfg.level);
     // Log lines (text or JSON) show no span context: the lines that matter
     // carry their request id and app as fields. Spans are then nothing to the
@@ -155,11 +181,13 @@ fn layers(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> (Layers, LogGuard, Ve
     let separate_access = cfg.access_output.is_some();
     let mut layers: Layers = Vec::new();
     let mut writers = Vec::new();
-    let (main, guard, problem) = fmt_layer(cfg.format, &cfg.output);
-    writers.push(guard);
-    let mut problems: Vec<String> = problem.into_iter().collect();
+    let main = fmt_layer(cfg.format, &cfg.output);
+    writers.push(main.guard);
+    let mut problems: Vec<String> = main.problem.into_iter().collect();
+    let mut direct = main.plain_text;
     layers.push(
-        main.with_filter(filter())
+        main.layer
+            .with_filter(filter())
             .with_filter(hinted(
                 filter_fn(move |m| {
                     let elsewhere = separate_access && m.target() == access::TARGET;
@@ -170,14 +198,19 @@ fn layers(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> (Layers, LogGuard, Ve
             .boxed(),
     );
     if let Some(out) = &cfg.access_output {
-        let (layer, guard, problem) = fmt_layer(cfg.format, out);
-        writers.push(guard);
-        problems.extend(problem);
+        let access = fmt_layer(cfg.format, out);
+        writers.push(access.guard);
+        problems.extend(access.problem);
+        direct = access.plain_text;
         layers.push(
-            layer
+            access
+                .layer
                 .with_filter(filter())
                 .with_filter(hinted(
-                    filter_fn(|m| m.is_event() && m.target() == access::TARGET),
+                    // Not `is_event`: `access::enabled` asks with a hint
+                    // (`tracing::enabled!`), which is no event, and a "no"
+                    // from here made every access line go unwritten.
+                    filter_fn(|m| !m.is_span() && m.target() == access::TARGET),
                     hint,
                 ))
                 .boxed(),
@@ -189,6 +222,8 @@ fn layers(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> (Layers, LogGuard, Ve
             Ok((layer, g)) => {
                 layers.push(layer.with_filter(filter()).boxed());
                 otlp_guard = Some(g);
+                // The exporter sees events in spans: access lines stay events.
+                direct = None;
             }
             Err(e) => problems.push(format!("{e}; spans are not exported")),
         }
@@ -197,7 +232,7 @@ fn layers(cfg: &LogConfig, tracing_cfg: &TracingConfig) -> (Layers, LogGuard, Ve
         _otlp: otlp_guard,
         _writers: writers,
     };
-    (layers, guard, problems)
+    (layers, guard, problems, direct)
 }
 
 /// Reopens the log files (at `SIGHUP`, after logrotate moved them).
@@ -240,7 +275,7 @@ mod tests {
                 assert_eq!(hint, Some(expected));
             }
             for access in [None, Some(LogOutput::Stderr)] {
-                let (layers, _guard, problems) = layers(
+                let (layers, _guard, problems, _) = layers(
                     &log_config(level, access.clone()),
                     &TracingConfig::default(),
                 );

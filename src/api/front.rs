@@ -29,7 +29,7 @@ use tower::ServiceExt;
 use super::error::ApiError;
 use super::notify::RequestBody;
 use super::AppState;
-use crate::telemetry::access;
+use crate::telemetry::{self, access};
 
 /// The notify paths (the second as some homeservers were configured).
 pub const NOTIFY_PATHS: [&str; 2] = ["/_matrix/push/v1/notify", "/_matrix/push/v1/notify/"];
@@ -137,7 +137,7 @@ impl Started {
     }
 
     fn log(self, resp: &Response, request_id: &str, notify: Option<&access::NotifySummary>) {
-        access::log(
+        telemetry::log_access(
             &access::Request {
                 client: self.client,
                 method: &self.method,

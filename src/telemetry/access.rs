@@ -112,12 +112,9 @@ pub(super) fn duration_ms(elapsed: Duration) -> f64 {
 }
 
 /// Writes the access line of `r`, with the `/notify` summary when there is
-/// one: straight to its log when it is a text log ([`super::line`]), else
-/// through `tracing`.
+/// one, through `tracing` ([`super::log_access`] writes it straight to a text
+/// log instead).
 pub fn log(r: &Request<'_>, notify: Option<&NotifySummary>) {
-    if super::line::write(r, notify) {
-        return;
-    }
     let c = notify.and_then(|n| n.counts.as_ref());
     tracing::info!(
         target: TARGET,

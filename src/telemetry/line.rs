@@ -112,37 +112,14 @@ fn number(out: &mut String, name: &str, value: usize) {
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use tracing_subscriber::fmt::MakeWriter;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
     use crate::ids::EventId;
     use crate::telemetry::access::Counts;
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            if let Ok(mut v) = self.0.lock() {
-                v.extend_from_slice(b);
-            }
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Buf {
-        type Writer = Buf;
-        fn make_writer(&'a self) -> Buf {
-            self.clone()
-        }
-    }
+    use crate::telemetry::capture::Buf;
 
     /// The line `tracing` writes for `r` through the gateway's text fmt
     /// layer (as `telemetry::init` builds it, colours off).
@@ -151,8 +128,7 @@ mod tests {
         let layer = super::super::text_layer(buf.clone(), false);
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, || super::super::access::log(r, notify));
-        let bytes = buf.0.lock().map(|v| v.clone()).unwrap_or_default();
-        String::from_utf8(bytes).expect("utf-8")
+        buf.text()
     }
 
     fn here(r: &Request<'_>, notify: Option<&NotifySummary>) -> String {
@@ -248,7 +224,7 @@ mod tests {
     }
 
     #[test]
-    fn without_a_direct_queue_the_line_goes_through_tracing() {
+    fn without_a_direct_queue_the_line_is_not_written_here() {
         // Tests never call `telemetry::init`: nothing set the queue.
         let r = Request {
             client: None,

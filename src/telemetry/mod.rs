@@ -4,6 +4,8 @@
 //! ([`metrics`]). Pushkeys are redacted by their own type (`ids::PushKey`).
 
 pub mod access;
+#[cfg(test)]
+mod capture;
 pub mod fields;
 mod line;
 pub mod logfile;
@@ -233,6 +235,15 @@ fn layers(
         _writers: writers,
     };
     (layers, guard, problems, direct)
+}
+
+/// Writes the access line of `r` (with the `/notify` summary when there is
+/// one): straight to its log's queue when that is a text log without colours
+/// ([`line`]), else through `tracing` ([`access::log`]); the same text.
+pub fn log_access(r: &access::Request<'_>, notify: Option<&access::NotifySummary>) {
+    if !line::write(r, notify) {
+        access::log(r, notify);
+    }
 }
 
 /// Reopens the log files (at `SIGHUP`, after logrotate moved them).

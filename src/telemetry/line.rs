@@ -33,9 +33,13 @@ pub(super) fn direct_to(queue: NonBlocking) {
     let _ = DIRECT.set(queue);
 }
 
+/// The room a line buffer starts with, and the most it keeps between lines.
+const LINE_ROOM: usize = 512;
+const LINE_KEPT: usize = 4096;
+
 thread_local! {
     /// The line being made, kept between lines (no allocation per line).
-    static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+    static LINE: RefCell<String> = RefCell::new(String::with_capacity(LINE_ROOM));
 }
 
 /// Writes the access line of `r` when access lines are written here; false
@@ -50,8 +54,18 @@ pub(super) fn write(r: &Request<'_>, notify: Option<&NotifySummary>) -> bool {
             // As the fmt layer: a full queue drops the line and counts it.
             let _ = queue.clone().write_all(line.as_bytes());
         }
+        keep_small(line);
     });
     true
+}
+
+/// Lets go of a line buffer grown past [`LINE_KEPT`]: a long path or error
+/// (from the client) must not stay allocated on every worker thread that
+/// once wrote it.
+fn keep_small(line: &mut String) {
+    if line.capacity() > LINE_KEPT {
+        *line = String::with_capacity(LINE_ROOM);
+    }
 }
 
 /// The line as the text fmt layer writes the `request` event of
@@ -65,22 +79,18 @@ fn format(out: &mut String, r: &Request<'_>, notify: Option<&NotifySummary>) -> 
     }
     out.push_str(" method=");
     out.push_str(r.method.as_str());
-    out.push_str(" path=");
-    write_str_value(out, r.path)?;
+    text(out, "path", r.path)?;
     out.push_str(" status=");
     out.push_str(itoa::Buffer::new().format(r.status));
     out.push_str(" duration_ms=");
     write_f64_value(out, duration_ms(r.elapsed))?;
-    out.push_str(" request_id=");
-    write_str_value(out, r.request_id)?;
+    text(out, "request_id", r.request_id)?;
     if let Some(n) = notify {
         if let Some(id) = &n.event_id {
-            out.push_str(" event_id=");
-            write_str_value(out, id.as_str())?;
+            text(out, "event_id", id.as_str())?;
         }
         if let Some(apps) = &n.app_ids {
-            out.push_str(" app_ids=");
-            write_str_value(out, apps)?;
+            text(out, "app_ids", apps)?;
         }
         if let Some(devices) = n.devices {
             number(out, "devices", devices);
@@ -94,14 +104,22 @@ fn format(out: &mut String, r: &Request<'_>, notify: Option<&NotifySummary>) -> 
             number(out, "unqueued", c.unqueued);
         }
         if let Some(error) = &n.error {
-            out.push_str(" error=");
-            write_str_value(out, error)?;
+            text(out, "error", error)?;
         }
     }
     out.push('\n');
     Ok(())
 }
 
+/// ` name="value"`, quoted and escaped as the fmt layer writes a string.
+fn text(out: &mut String, name: &str, value: &str) -> fmt::Result {
+    out.push(' ');
+    out.push_str(name);
+    out.push('=');
+    write_str_value(out, value)
+}
+
+/// ` name=value` for a count.
 fn number(out: &mut String, name: &str, value: usize) {
     out.push(' ');
     out.push_str(name);
@@ -221,6 +239,37 @@ mod tests {
                 "{our_time}"
             );
         }
+    }
+
+    #[test]
+    fn a_long_line_s_buffer_is_not_kept() {
+        let long = "x".repeat(64 * 1024);
+        let r = Request {
+            client: None,
+            method: &http::Method::GET,
+            path: &long,
+            status: 414,
+            elapsed: Duration::ZERO,
+            request_id: "r",
+        };
+        let mut line = String::with_capacity(LINE_ROOM);
+        format(&mut line, &r, None).expect("formatted");
+        assert!(line.capacity() > LINE_KEPT);
+        keep_small(&mut line);
+        assert!(line.capacity() <= LINE_KEPT, "{}", line.capacity());
+        let usual = Request {
+            path: "/health",
+            ..r
+        };
+        let mut short = String::with_capacity(LINE_ROOM);
+        format(&mut short, &usual, None).expect("formatted");
+        let before = (short.capacity(), short.clone());
+        keep_small(&mut short);
+        assert_eq!(
+            (short.capacity(), short),
+            before,
+            "a usual line's buffer is kept"
+        );
     }
 
     #[test]

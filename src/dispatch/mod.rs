@@ -4,6 +4,8 @@
 //! - [`request`]: one `/notify` request — rejection memory, de-duplication
 //!   claims, parallel sends, the answer budget, and the settlement written to
 //!   the store before the answer;
+//! - [`settle_later`]: the settled claims of the requests answered at one
+//!   moment, written together a tick after their answers;
 //! - [`outbox`]: the background worker that retries queued pushes, and the
 //!   housekeeping of expired rows;
 //! - [`capacity`]: the outbox caps (entries and bytes, in all and per app);
@@ -23,6 +25,7 @@ mod dedup;
 mod finish;
 pub mod outbox;
 mod request;
+mod settle_later;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -60,6 +63,8 @@ pub struct Dispatcher {
     /// Work that goes on after a request is answered (following pushes still
     /// in flight), waited for at shutdown so that its results are recorded.
     after_answer: TaskTracker,
+    /// Settled claims waiting a moment for others to be written with.
+    settle_later: settle_later::SettleLater,
     breakers: Breakers,
     capacity: capacity::Capacity,
     clock: clock::Clock,
@@ -160,6 +165,7 @@ impl Dispatcher {
             policy,
             metrics,
             after_answer: TaskTracker::new(),
+            settle_later: Default::default(),
             clock: clock::Clock::system(),
         }
     }

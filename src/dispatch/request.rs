@@ -82,10 +82,6 @@ impl DeviceTask {
     }
 }
 
-/// How long a settlement that does not hold an answer up waits before it
-/// is written: one tick of the runtime's timer (1 ms).
-const SETTLE_GATHER: std::time::Duration = std::time::Duration::from_millis(1);
-
 pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: String) -> Answer {
     let started = Instant::now();
     let store = d.store.clone();
@@ -226,19 +222,12 @@ pub(super) async fn run(d: Arc<Dispatcher>, n: Arc<Notification>, request_id: St
         // need not hold the answer up (a duplicate arriving before it is written
         // waits for the claim to settle). Queued pushes and changes to the
         // rejection memory are written before the answer, so the next request sees them.
-        let request_id = request_id.clone();
-        d.after_answer.spawn(
-            async move {
-                // Gathered: the settlements of the requests answered within
-                // the same tick of the runtime's clock wake together and go
-                // into one commit, instead of one commit per group of
-                // requests ready at once (docs/performance.md).
-                tokio::time::sleep(SETTLE_GATHER).await;
-                if let Err(e) = store.settle(settlement).await {
-                    tracing::error!(request_id, error = %e, "store unavailable: settled claims not recorded");
-                }
-            }
-            .instrument(tracing::Span::current()),
+        d.settle_later.add(
+            &store,
+            &d.after_answer,
+            settlement.now,
+            settlement.settle_claims,
+            settlement.release_claims,
         );
     } else if !settlement.is_empty() {
         match store.settle(settlement).await {

@@ -1,0 +1,127 @@
+//! Settled claims written a moment after the answer, together: the claims of
+//! every request answered within one tick of the runtime's clock go into one
+//! settlement, written by one task.
+//!
+//! Why: a task, a timer and a job on the store's queue for each request cost
+//! more than the rows they write (docs/performance.md, ninth session); the
+//! store's group commit put them in one transaction anyway. Only claims wait
+//! here — a request that queues a push or changes the rejection memory
+//! writes before it answers, so the next request sees it.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
+
+use crate::store::{ClaimKey, Millis, Settlement, Store};
+
+/// How long settled claims wait for others: one tick of the runtime's timer.
+const GATHER: Duration = Duration::from_millis(1);
+
+/// The claims waiting to be written, and whether a task will write them.
+#[derive(Default)]
+pub(super) struct SettleLater {
+    pending: Arc<Mutex<Pending>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// `Some` while a task is to write it (it takes it when it wakes).
+    settlement: Option<Settlement>,
+    /// Requests whose claims it holds, for the log line if it fails.
+    requests: usize,
+}
+
+impl SettleLater {
+    /// Writes these claims within [`GATHER`] (one task for all the requests
+    /// of the moment, tracked by `tracker`, so shutdown waits for it): settled
+    /// (the push is done) at `now`, or released (neither sent nor queued).
+    pub(super) fn add(
+        &self,
+        store: &Arc<dyn Store>,
+        tracker: &TaskTracker,
+        now: Millis,
+        settle: Vec<ClaimKey>,
+        release: Vec<ClaimKey>,
+    ) {
+        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        p.requests += 1;
+        if let Some(s) = &mut p.settlement {
+            s.now = s.now.max(now);
+            s.settle_claims.extend(settle);
+            s.release_claims.extend(release);
+            return;
+        }
+        p.settlement = Some(Settlement {
+            now,
+            settle_claims: settle,
+            release_claims: release,
+            ..Settlement::default()
+        });
+        drop(p);
+        let (pending, store) = (self.pending.clone(), store.clone());
+        tracker.spawn(async move {
+            tokio::time::sleep(GATHER).await;
+            let (settlement, requests) = {
+                let mut p = pending.lock().unwrap_or_else(PoisonError::into_inner);
+                (p.settlement.take(), std::mem::take(&mut p.requests))
+            };
+            let Some(settlement) = settlement else { return };
+            if let Err(e) = store.settle(settlement).await {
+                tracing::error!(requests, error = %e, "store unavailable: settled claims not recorded");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ClaimState;
+
+    fn key(event: &str) -> ClaimKey {
+        ClaimKey {
+            app_id: "app".into(),
+            pushkey: "key".into(),
+            event_id: event.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_claims_of_requests_answered_together_are_written_by_one_task() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = crate::config::StoreConfig::Sqlite {
+            path: dir.path().join("s.db"),
+        };
+        let store = crate::store::open(&config)
+            .await
+            .expect("store")
+            .expect("a SQLite store");
+        let (later, tracker) = (SettleLater::default(), TaskTracker::new());
+        later.add(&store, &tracker, 1_000, vec![key("$a")], vec![]);
+        later.add(&store, &tracker, 1_002, vec![key("$b")], vec![]);
+        later.add(&store, &tracker, 1_001, vec![key("$c")], vec![key("$d")]);
+        assert_eq!(tracker.len(), 1, "one task for the three requests");
+        tracker.close();
+        tracker.wait().await;
+        let keys = [key("$a"), key("$b"), key("$c"), key("$d")];
+        let states = store.claim_states(&keys).await.expect("states");
+        let settled_at = ClaimState::Settled { at: 1_002 };
+        assert_eq!(
+            states,
+            vec![
+                (key("$a"), settled_at),
+                (key("$b"), settled_at),
+                (key("$c"), settled_at),
+            ]
+        );
+        // The next request's claims start a task of their own.
+        let tracker = TaskTracker::new();
+        later.add(&store, &tracker, 2_000, vec![key("$e")], vec![]);
+        assert_eq!(tracker.len(), 1);
+        tracker.close();
+        tracker.wait().await;
+        let states = store.claim_states(&[key("$e")]).await.expect("states");
+        assert_eq!(states, vec![(key("$e"), ClaimState::Settled { at: 2_000 })]);
+    }
+}

@@ -90,7 +90,7 @@ impl Serve for Hot {
             checkpointer,
             waits,
         } = self;
-        let mut st = Statements { conn };
+        let mut st = Statements::new(conn);
         let (claims, mut writes): (Vec<Op>, Vec<Op>) = group
             .ops
             .into_iter()
@@ -323,7 +323,7 @@ fn claim_states(
 
 /// The claim's row in the file: settled, or a lease written by an older version.
 fn stored_claim(st: &mut Statements, k: &ClaimKey) -> rusqlite::Result<Option<ClaimState>> {
-    let mut find = st.get(Sql::FindClaim)?;
+    let find = st.get(Sql::FindClaim)?;
     let mut rows = find.query(params![k.app_id, k.pushkey, k.event_id])?;
     let Some(row) = rows.next()? else {
         return Ok(None);
@@ -420,14 +420,30 @@ impl Sql {
 
 /// The connection's statements, from its cache of prepared statements (a
 /// statement cannot be kept apart from it: it would tie the connection to
-/// one thread, and requests run on several).
+/// one thread, and requests run on several). Each is taken from the cache
+/// once per group and given back when the group is served: a take and a
+/// give-back hash the statement's text, which cost more than many of the
+/// statements themselves.
 struct Statements<'c> {
     conn: &'c Connection,
+    taken: [Option<CachedStatement<'c>>; SQL_COUNT],
 }
 
 impl<'c> Statements<'c> {
-    fn get(&mut self, sql: Sql) -> rusqlite::Result<CachedStatement<'c>> {
-        self.conn.prepare_cached(sql.text())
+    fn new(conn: &'c Connection) -> Self {
+        Statements {
+            conn,
+            taken: std::array::from_fn(|_| None),
+        }
+    }
+
+    fn get(&mut self, sql: Sql) -> rusqlite::Result<&mut CachedStatement<'c>> {
+        let slot = &mut self.taken[sql as usize];
+        let statement = match slot.take() {
+            Some(s) => s,
+            None => self.conn.prepare_cached(sql.text())?,
+        };
+        Ok(slot.insert(statement))
     }
 
     /// Runs a statement that takes no parameters and returns no rows.
@@ -483,7 +499,7 @@ impl<'c> Statements<'c> {
 /// Every device's remembered rejection (in the group's read transaction when
 /// there are several reads, so in one snapshot).
 fn find_rejections(st: &mut Statements, devices: &[DeviceKey]) -> rusqlite::Result<Vec<Rejection>> {
-    let mut find = st.get(Sql::FindRejection)?;
+    let find = st.get(Sql::FindRejection)?;
     let mut out = Vec::new();
     for d in devices {
         let mut rows = find.query(params![d.app_id, d.pushkey])?;

@@ -18,6 +18,10 @@ use crate::store::{ClaimKey, Millis, Settlement, Store};
 /// How long settled claims wait for others: one tick of the runtime's timer.
 const GATHER: Duration = Duration::from_millis(1);
 
+/// Most claims in one merged settlement: it is written in one transaction,
+/// in the task of whichever request serves the store's queue.
+const MOST_KEYS: usize = 1_024;
+
 /// The claims waiting to be written, and whether a task will write them.
 #[derive(Default)]
 pub(super) struct SettleLater {
@@ -44,20 +48,32 @@ impl SettleLater {
         settle: Vec<ClaimKey>,
         release: Vec<ClaimKey>,
     ) {
-        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        p.requests += 1;
-        if let Some(s) = &mut p.settlement {
-            s.now = s.now.max(now);
-            s.settle_claims.extend(settle);
-            s.release_claims.extend(release);
-            return;
-        }
-        p.settlement = Some(Settlement {
+        let next = |settle, release| Settlement {
             now,
             settle_claims: settle,
             release_claims: release,
             ..Settlement::default()
-        });
+        };
+        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = &mut p.settlement {
+            let keys = s.settle_claims.len() + s.release_claims.len();
+            if keys + settle.len() + release.len() <= MOST_KEYS {
+                s.now = s.now.max(now);
+                s.settle_claims.extend(settle);
+                s.release_claims.extend(release);
+                p.requests += 1;
+                return;
+            }
+            // Full: written now, and these claims start the next one, which
+            // the task that was to write the full one takes when it wakes.
+            let full = std::mem::replace(s, next(settle, release));
+            let requests = std::mem::replace(&mut p.requests, 1);
+            drop(p);
+            tracker.spawn(write(store.clone(), full, requests));
+            return;
+        }
+        p.settlement = Some(next(settle, release));
+        p.requests = 1;
         drop(p);
         let (pending, store) = (self.pending.clone(), store.clone());
         tracker.spawn(async move {
@@ -66,11 +82,16 @@ impl SettleLater {
                 let mut p = pending.lock().unwrap_or_else(PoisonError::into_inner);
                 (p.settlement.take(), std::mem::take(&mut p.requests))
             };
-            let Some(settlement) = settlement else { return };
-            if let Err(e) = store.settle(settlement).await {
-                tracing::error!(requests, error = %e, "store unavailable: settled claims not recorded");
+            if let Some(settlement) = settlement {
+                write(store, settlement, requests).await;
             }
         });
+    }
+}
+
+async fn write(store: Arc<dyn Store>, settlement: Settlement, requests: usize) {
+    if let Err(e) = store.settle(settlement).await {
+        tracing::error!(requests, error = %e, "store unavailable: settled claims not recorded");
     }
 }
 
@@ -123,5 +144,37 @@ mod tests {
         tracker.wait().await;
         let states = store.claim_states(&[key("$e")]).await.expect("states");
         assert_eq!(states, vec![(key("$e"), ClaimState::Settled { at: 2_000 })]);
+    }
+
+    #[tokio::test]
+    async fn a_full_settlement_is_written_at_once_and_the_next_one_still_gathers() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = crate::config::StoreConfig::Sqlite {
+            path: dir.path().join("s.db"),
+        };
+        let store = crate::store::open(&config)
+            .await
+            .expect("store")
+            .expect("a SQLite store");
+        let (later, tracker) = (SettleLater::default(), TaskTracker::new());
+        let keys =
+            |from: usize, n: usize| (from..from + n).map(|i| key(&format!("${i}"))).collect();
+        later.add(&store, &tracker, 1, keys(0, MOST_KEYS - 10), vec![]);
+        later.add(&store, &tracker, 2, keys(MOST_KEYS - 10, 10), vec![]);
+        assert_eq!(tracker.len(), 1, "exactly full: still gathering");
+        later.add(&store, &tracker, 3, keys(MOST_KEYS, 1), vec![]);
+        later.add(&store, &tracker, 4, keys(MOST_KEYS + 1, 2), vec![]);
+        assert_eq!(
+            tracker.len(),
+            2,
+            "the gathering task and the full one's write"
+        );
+        tracker.close();
+        tracker.wait().await;
+        let all: Vec<ClaimKey> = keys(0, MOST_KEYS + 3);
+        let states = store.claim_states(&all).await.expect("states");
+        assert_eq!(states.len(), MOST_KEYS + 3, "every claim written");
+        assert_eq!(states[0].1, ClaimState::Settled { at: 2 });
+        assert_eq!(states[MOST_KEYS].1, ClaimState::Settled { at: 4 });
     }
 }

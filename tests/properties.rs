@@ -196,7 +196,8 @@ proptest! {
         let d = device_with(default.filter(Value::is_object));
         match fcm::message::build(&n, &d, &Map::new(), true) {
             Ok(None) => prop_assert!(false, "a message event is always sent"),
-            Ok(Some(m)) => {
+            Ok(Some(bytes)) => {
+                let m: Value = serde_json::from_slice(&bytes).expect("the message is JSON");
                 let data = m["message"]["data"].as_object().expect("data");
                 let mut total = 0;
                 for (k, v) in data {

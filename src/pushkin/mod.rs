@@ -13,6 +13,7 @@ pub mod auth_header;
 pub mod endpoint;
 pub mod exchange;
 pub mod fcm;
+mod json;
 pub mod jwt;
 pub mod outcome;
 pub mod tap;

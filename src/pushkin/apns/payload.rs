@@ -12,7 +12,6 @@ use serde_json::{Map, Value};
 use crate::ids::EventId;
 use crate::notification::{Device, Notification};
 
-mod json;
 mod write;
 
 use write::{Alert, Shape};

@@ -10,6 +10,7 @@
 use serde_json::{Map, Value};
 
 use crate::notification::{Device, Notification, Prio};
+use crate::pushkin::json;
 
 const MAX_VALUE_BYTES: usize = 1024;
 /// FCM's limit for the data payload (keys and values).
@@ -26,15 +27,39 @@ pub enum MessageError {
     TooLarge(usize),
 }
 
-/// Builds `{"message": {...}}` for one device, or `None` when there is
-/// nothing to send: a badge-only update without a count to carry (zero
-/// counts, or `send_badge_counts: false`), as the reference since 0.17.
+/// Builds the JSON text of `{"message": {...}}` for one device, or `None`
+/// when there is nothing to send: a badge-only update without a count to
+/// carry (zero counts, or `send_badge_counts: false`), as the reference
+/// since 0.17. Keys come in serde_json's order (sorted), as they did when
+/// the message was a `Value` tree: without `fcm_options` it is written
+/// straight into its buffer ([`write`]); with them, merged as a tree.
 pub fn build(
     n: &Notification,
     d: &Device,
     fcm_options: &Map<String, Value>,
     send_badge_counts: bool,
-) -> Result<Option<Value>, MessageError> {
+) -> Result<Option<Vec<u8>>, MessageError> {
+    let Some((data, priority)) = parts(n, d, send_badge_counts)? else {
+        return Ok(None);
+    };
+    if fcm_options.is_empty() {
+        return Ok(Some(write(data, priority, d.pushkey.expose())));
+    }
+    let message = tree(data, priority, d.pushkey.expose(), fcm_options);
+    // Into a `Vec` a `Value` always serializes.
+    Ok(Some(serde_json::to_vec(&message).unwrap_or_default()))
+}
+
+/// A message's `data` entries (of a key given twice the later wins) and its
+/// `android.priority`.
+type Parts = (Vec<(String, String)>, &'static str);
+
+/// The message's parts, or `None` when there is nothing to send.
+fn parts(
+    n: &Notification,
+    d: &Device,
+    send_badge_counts: bool,
+) -> Result<Option<Parts>, MessageError> {
     let badge_only = n.event_id.is_none() && n.kind.is_none();
     let has_count = send_badge_counts
         && [n.counts.unread, n.counts.missed_calls]
@@ -49,8 +74,23 @@ pub fn build(
         (Prio::Low, _) => "normal",
         _ => "high",
     };
+    Ok(Some((data, priority)))
+}
+
+/// The message as a tree, `fcm_options` deep-merged under it.
+fn tree(
+    data: Vec<(String, String)>,
+    priority: &str,
+    token: &str,
+    fcm_options: &Map<String, Value>,
+) -> Value {
+    // Later entries win, so notification fields override default_payload keys of the same name.
+    let data: Map<String, Value> = data
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
     let mut ours = Map::new();
-    ours.insert("token".into(), Value::String(d.pushkey.expose().to_owned()));
+    ours.insert("token".into(), Value::String(token.to_owned()));
     ours.insert("data".into(), Value::Object(data));
     ours.insert(
         "android".into(),
@@ -58,7 +98,35 @@ pub fn build(
     );
     let mut message = Value::Object(fcm_options.clone());
     merge(&mut message, Value::Object(ours));
-    Ok(Some(serde_json::json!({ "message": message })))
+    serde_json::json!({ "message": message })
+}
+
+/// The message without `fcm_options`, written as serde_json writes [`tree`]'s:
+/// keys sorted, the last of a repeated `data` key kept.
+fn write(mut data: Vec<(String, String)>, priority: &str, token: &str) -> Vec<u8> {
+    // Stable: of one key, the entry that came last stays last.
+    data.sort_by(|a, b| a.0.cmp(&b.0));
+    let text: usize = data.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+    let mut buf = Vec::with_capacity(text + token.len() + 80);
+    buf.extend_from_slice(br#"{"message":{"android":{"priority":"#);
+    json::string(&mut buf, priority);
+    buf.extend_from_slice(br#"},"data":{"#);
+    let mut first = true;
+    for (i, (k, v)) in data.iter().enumerate() {
+        if data.get(i + 1).is_some_and(|next| next.0 == *k) {
+            continue;
+        }
+        if !std::mem::take(&mut first) {
+            buf.push(b',');
+        }
+        json::string(&mut buf, k);
+        buf.push(b':');
+        json::string(&mut buf, v);
+    }
+    buf.extend_from_slice(br#"},"token":"#);
+    json::string(&mut buf, token);
+    buf.extend_from_slice(b"}}");
+    buf
 }
 
 /// Deep merge: objects merge key by key, anything else in `over` wins.
@@ -78,11 +146,13 @@ fn merge(base: &mut Value, over: Value) {
     }
 }
 
+/// The `data` entries, each value cut and the whole fitted to FCM's limit;
+/// of a key given twice the later entry wins.
 fn data(
     n: &Notification,
     d: &Device,
     send_badge_counts: bool,
-) -> Result<Map<String, Value>, MessageError> {
+) -> Result<Vec<(String, String)>, MessageError> {
     let mut data: Vec<(String, String)> = Vec::new();
     match d.data.get("default_payload") {
         None | Some(Value::Null) => {}
@@ -142,11 +212,7 @@ fn data(
         cut_with_ellipsis(v, MAX_VALUE_BYTES);
     }
     fit(&mut data)?;
-    // Later entries win, so notification fields override default_payload keys of the same name.
-    Ok(data
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect())
+    Ok(data)
 }
 
 fn size(data: &[(String, String)]) -> usize {

@@ -98,7 +98,7 @@ impl Fcm {
     fn build_push(&self, n: &Notification, d: &Device) -> Result<Push, Outcome> {
         match message::build(n, d, &self.fcm_options, self.send_badge_counts) {
             Ok(Some(m)) => Ok(Push {
-                body: bytes::Bytes::from(m.to_string()),
+                body: bytes::Bytes::from(m),
             }),
             // A badge update with no count to carry: nothing to send, so delivered.
             Ok(None) => Err(Outcome::Delivered),

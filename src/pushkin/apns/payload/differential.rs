@@ -280,7 +280,7 @@ fn strings_are_escaped_as_serde_json_escapes_them() {
         for at in 0..17 {
             let s = format!("{}{unit}{}", "a".repeat(at), "b".repeat(16 - at));
             let mut ours = Vec::new();
-            super::json::string(&mut ours, &s);
+            crate::pushkin::json::string(&mut ours, &s);
             assert_eq!(
                 String::from_utf8(ours).expect("UTF-8"),
                 serde_json::to_string(&s).expect("a string serializes"),

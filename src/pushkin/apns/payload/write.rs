@@ -10,8 +10,8 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value};
 
-use super::json::{number, plain, string, value};
 use super::PayloadError;
+use crate::pushkin::json::{number, plain, string, value};
 
 /// What a payload holds, as `super::shape` decided.
 pub(super) enum Shape<'a> {

@@ -15,6 +15,17 @@ fn device(data: Value) -> Device {
     }
 }
 
+/// The message [`build`] writes, read back as JSON.
+fn built(
+    n: &Notification,
+    d: &Device,
+    fcm_options: &Map<String, Value>,
+    send_badge_counts: bool,
+) -> Result<Option<Value>, MessageError> {
+    build(n, d, fcm_options, send_badge_counts)
+        .map(|m| m.map(|bytes| serde_json::from_slice(&bytes).expect("JSON")))
+}
+
 fn full() -> Notification {
     Notification {
         event_id: Some("$e".into()),
@@ -31,7 +42,7 @@ fn full() -> Notification {
 
 #[test]
 fn full_message() {
-    let m = build(&full(), &device(json!({})), &Map::new(), true)
+    let m = built(&full(), &device(json!({})), &Map::new(), true)
         .expect("builds")
         .expect("something to send");
     assert_eq!(
@@ -65,7 +76,7 @@ fn event_id_only_with_default_payload_and_fcm_options() {
         json!({"format": "event_id_only", "default_payload": {"cs": "abc", "aps": {"content-available": 1}, "n": 3, "gone": null}}),
     );
     let options = json!({"android": {"notification": {"click_action": "OPEN"}, "ttl": "60s"}, "apns": {"payload": {"aps": {"content-available": 1}}}});
-    let m = build(&n, &d, options.as_object().expect("obj"), true)
+    let m = built(&n, &d, options.as_object().expect("obj"), true)
         .expect("builds")
         .expect("something to send");
     assert_eq!(
@@ -89,7 +100,7 @@ fn badge_only_is_sent_only_with_a_count() {
         ..Default::default()
     };
     assert_eq!(
-        build(&n, &device(json!({})), &Map::new(), true),
+        built(&n, &device(json!({})), &Map::new(), true),
         Ok(None),
         "zero counts"
     );
@@ -101,11 +112,11 @@ fn badge_only_is_sent_only_with_a_count() {
         ..Default::default()
     };
     assert_eq!(
-        build(&n, &device(json!({})), &Map::new(), false),
+        built(&n, &device(json!({})), &Map::new(), false),
         Ok(None),
         "send_badge_counts: false"
     );
-    let m = build(&n, &device(json!({})), &Map::new(), true)
+    let m = built(&n, &device(json!({})), &Map::new(), true)
         .expect("builds")
         .expect("something to send");
     assert_eq!(
@@ -119,7 +130,7 @@ fn calls_are_high_priority_even_when_low() {
     let mut n = full();
     n.kind = Some("m.call.invite".into());
     n.prio = Prio::Low;
-    let m = build(&n, &device(json!({})), &Map::new(), true)
+    let m = built(&n, &device(json!({})), &Map::new(), true)
         .expect("builds")
         .expect("something to send");
     assert_eq!(m["message"]["android"]["priority"], "high");
@@ -134,7 +145,7 @@ fn long_values_are_cut_at_1024_bytes_with_an_ellipsis() {
         .as_object()
         .cloned()
         .map(Into::into);
-    let m = build(&n, &device(json!({})), &Map::new(), true)
+    let m = built(&n, &device(json!({})), &Map::new(), true)
         .expect("builds")
         .expect("something to send");
     let name = m["message"]["data"]["sender_display_name"]
@@ -161,7 +172,7 @@ fn whole_data_fits_4096_bytes_by_shortening_content() {
     .as_object()
     .cloned()
     .map(Into::into);
-    let m = build(&n, &device(json!({})), &Map::new(), true)
+    let m = built(&n, &device(json!({})), &Map::new(), true)
         .expect("builds")
         .expect("something to send");
     let data = m["message"]["data"].as_object().expect("data");
@@ -199,11 +210,11 @@ fn what_cannot_fit_is_an_error() {
         json!({"default_payload": {"a": "x".repeat(1000), "b": "x".repeat(1000), "c": "x".repeat(1000), "d": "x".repeat(1000), "e": "x".repeat(1000)}}),
     );
     assert!(matches!(
-        build(&full(), &d, &Map::new(), true),
+        built(&full(), &d, &Map::new(), true),
         Err(MessageError::TooLarge(_))
     ));
     assert_eq!(
-        build(
+        built(
             &full(),
             &device(json!({"default_payload": "x"})),
             &Map::new(),
@@ -223,11 +234,95 @@ fn an_empty_sender_is_sent_as_empty() {
         },
         ..Default::default()
     };
-    let m = build(&n, &device(json!({})), &Map::new(), true)
+    let m = built(&n, &device(json!({})), &Map::new(), true)
         .expect("builds")
         .expect("something to send");
     assert_eq!(
         m["message"]["data"],
         json!({"sender": "", "prio": "high", "unread": "1"})
     );
+}
+
+#[test]
+fn the_message_is_written_with_its_keys_in_order() {
+    let d =
+        device(json!({"default_payload": {"zz": "last", "a\"b": "q\u{1}", "event_id": "mine"}}));
+    let m = build(&full(), &d, &Map::new(), true)
+        .expect("builds")
+        .expect("something to send");
+    assert_eq!(
+        String::from_utf8(m).expect("UTF-8"),
+        concat!(
+            r#"{"message":{"android":{"priority":"high"},"data":{"a\"b":"q\u0001","#,
+            r#""content_body":"hello","content_format":"org.matrix.custom.html","#,
+            r#""content_msgtype":"m.text","event_id":"$e","prio":"high","room_id":"!r:x","#,
+            r#""room_name":"Tea","sender":"@alice:x","sender_display_name":"Alice","#,
+            r#""type":"m.room.message","unread":"2","zz":"last"},"token":"fcm-token-1"}}"#
+        )
+    );
+}
+
+/// Without `fcm_options` the message is written straight into bytes; the
+/// tree it was built as before (still used with options) is the oracle:
+/// every combination below must come out byte for byte the same.
+#[test]
+fn the_written_message_is_the_trees_bytes() {
+    let payloads = [
+        json!(null),
+        json!({}),
+        json!({"cs": "abc", "n": 3, "nested": {"x": [1, "two"]}, "gone": null}),
+        // Keys of the notification's own: the notification's value wins.
+        json!({"event_id": "from-payload", "prio": "p", "room_id": "r", "unread": "9"}),
+        json!({"é": "ü", "\u{7f}": "\t\n\r", "\"": "\\", "/": "</script>", "": ""}),
+        json!({"long": "x".repeat(2000)}),
+    ];
+    let mut notifications = vec![full(), Notification::default()];
+    let mut n = full();
+    n.prio = Prio::Low;
+    n.kind = Some("m.call.invite".into());
+    n.room_alias = Some("#tea:x".into());
+    n.membership = Some("invite".into());
+    n.counts = Counts {
+        unread: Some(0),
+        missed_calls: Some(3),
+    };
+    notifications.push(n);
+    let mut n = full();
+    n.sender_empty = true;
+    n.sender = None;
+    n.sender_display_name = Some("A \"quoted\" \u{2028} name\u{0}".into());
+    n.content = json!({"body": "b".repeat(3000), "formatted_body": "漢".repeat(800), "k": 1})
+        .as_object()
+        .cloned()
+        .map(Into::into);
+    notifications.push(n);
+    notifications.push(Notification {
+        counts: Counts {
+            unread: Some(4),
+            missed_calls: None,
+        },
+        ..Default::default()
+    });
+    let mut compared = 0;
+    for n in &notifications {
+        for p in &payloads {
+            for send_badge_counts in [true, false] {
+                let mut d = device(json!({}));
+                if !p.is_null() {
+                    d.data.insert("default_payload".into(), p.clone());
+                }
+                d.pushkey = "tok\"en/ü".into();
+                let ours = build(n, &d, &Map::new(), send_badge_counts);
+                let oracle = parts(n, &d, send_badge_counts).map(|p| {
+                    p.map(|(data, priority)| {
+                        let tree = tree(data, priority, d.pushkey.expose(), &Map::new());
+                        serde_json::to_vec(&tree).expect("JSON")
+                    })
+                });
+                assert_eq!(ours, oracle, "{n:?} {p} {send_badge_counts}");
+                compared += usize::from(matches!(ours, Ok(Some(_))));
+            }
+        }
+    }
+    assert!(compared >= 40, "{compared} messages compared");
 }

@@ -5,17 +5,17 @@
 
 use serde_json::Value;
 
-pub(super) fn number(buf: &mut Vec<u8>, n: u64) {
+pub(crate) fn number(buf: &mut Vec<u8>, n: u64) {
     buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-pub(super) fn value(buf: &mut Vec<u8>, v: &Value) {
+pub(crate) fn value(buf: &mut Vec<u8>, v: &Value) {
     // Into a `Vec` a `Value` always serializes.
     serde_json::to_writer(&mut *buf, v).unwrap_or_default();
 }
 
 /// A string known to need no escaping (our keys, loc-keys) as JSON.
-pub(super) fn plain(buf: &mut Vec<u8>, s: &str) {
+pub(crate) fn plain(buf: &mut Vec<u8>, s: &str) {
     buf.push(b'"');
     buf.extend_from_slice(s.as_bytes());
     buf.push(b'"');
@@ -56,7 +56,7 @@ fn may_need_escape(w: u64) -> bool {
 /// A JSON string, escaped as serde_json escapes: `"`, `\` and the control
 /// characters, the common ones in their short form. Text without any is
 /// passed over eight bytes at a time.
-pub(super) fn string(buf: &mut Vec<u8>, s: &str) {
+pub(crate) fn string(buf: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     buf.push(b'"');
     let bytes = s.as_bytes();

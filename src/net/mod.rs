@@ -1,7 +1,9 @@
-//! The outbound HTTP clients: [`build_client`] (reqwest) for FCM, Web Push
-//! and UnifiedPush, and [`h2`] for APNs (HTTP/2 to one fixed origin, without
-//! reqwest's per-request layers); [`transport`] is what `pushkin::exchange`
-//! needs of either.
+//! The outbound HTTP clients: [`build_client`] (reqwest) for Web Push,
+//! UnifiedPush and FCM's OAuth token requests, [`h2`] for APNs (HTTP/2 to one
+//! fixed origin, without reqwest's per-request layers) and [`h1`] for FCM's
+//! pushes (hyper-util's pool over [`h2`]'s dialing, without reqwest's
+//! per-request layers); [`transport`] is what `pushkin::exchange` needs of
+//! each.
 //!
 //! The reqwest client:
 //! rustls (ring provider) with the system's roots plus an optional extra CA,
@@ -14,6 +16,7 @@
 mod count;
 pub mod fd_limit;
 pub mod guard;
+pub mod h1;
 pub mod h2;
 pub mod transport;
 

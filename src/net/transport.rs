@@ -1,6 +1,6 @@
 //! What `pushkin::exchange` needs of an HTTP client, so that one exchange
-//! drives both of them: reqwest (FCM, Web Push, UnifiedPush) and the APNs
-//! client of [`super::h2`]. A [`Transport`] sends one request and gives back
+//! drives all of them: reqwest (Web Push, UnifiedPush), the APNs client of
+//! [`super::h2`] and the FCM client of [`super::h1`]. A [`Transport`] sends one request and gives back
 //! an [`Inbound`] answer (status, headers, body chunks); its requests show
 //! themselves to the tap ([`Outbound`]) and its errors say how they are
 //! logged and whether DNS failed ([`Failure`]).

@@ -1,6 +1,9 @@
-//! Opening one HTTP/2 connection to the origin: DNS, TCP (`TCP_NODELAY`),
-//! the proxy's `CONNECT` tunnel when one is configured, TLS, the HTTP/2
-//! handshake — all within the connect timeout — and the connection's task,
+//! Opening one connection to the origin. [`Route`] opens the stream: DNS,
+//! TCP (`TCP_NODELAY`), the proxy's `CONNECT` tunnel when one is configured,
+//! and TLS (saying whether ALPN chose `h2`); it is shared with the FCM
+//! client's connector ([`crate::net::h1`]), so that both reach their origin
+//! the same way. [`Dialer`] adds what is the APNs client's own: the HTTP/2
+//! handshake — within the same connect timeout — and the connection's task,
 //! which drives the `h2` connection and pings the server.
 
 use std::future::Future;
@@ -39,17 +42,17 @@ impl Live {
 
 /// A `host:port` to reach by name.
 #[derive(Debug, Clone)]
-pub(super) struct HostPort {
+pub(in crate::net) struct HostPort {
     /// As DNS takes it: an IPv6 literal without its brackets.
     pub host: String,
     pub port: u16,
 }
 
 /// A TLS connector and the name it checks the peer's certificate against.
-pub(super) type Secure = (tokio_rustls::TlsConnector, ServerName<'static>);
+pub(in crate::net) type Secure = (tokio_rustls::TlsConnector, ServerName<'static>);
 
 /// An HTTP proxy that tunnels with `CONNECT`.
-pub(super) struct Tunnel {
+pub(in crate::net) struct Tunnel {
     pub proxy: HostPort,
     /// TLS to the proxy itself (an `https://` proxy URL).
     pub tls: Option<Secure>,
@@ -59,13 +62,72 @@ pub(super) struct Tunnel {
     pub auth: Option<HeaderValue>,
 }
 
-pub(super) struct Dialer {
+/// What a connection runs over: TCP, TLS over TCP, or TLS over the TLS of an
+/// `https` proxy. Boxed, so that one connection type serves every route.
+pub(in crate::net) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// An open stream to the origin.
+pub(in crate::net) struct Stream {
+    pub io: Box<dyn Io>,
+    /// Whether the origin chose `h2` through ALPN (never in clear).
+    pub h2: bool,
+}
+
+/// How to reach the origin, and what a connection costs to open.
+pub(in crate::net) struct Route {
     pub origin: HostPort,
-    /// TLS to the origin; `None` speaks HTTP/2 in clear (tests' `http` origins).
+    /// TLS to the origin; `None` speaks in clear (tests' `http` origins).
     pub tls: Option<Secure>,
     pub tunnel: Option<Tunnel>,
     pub connect_timeout: Duration,
     pub connections: Option<IntCounter>,
+    /// TCP keepalive on the connection opened (to the origin, or to the proxy).
+    pub tcp_keepalive: Option<TcpKeepAlive>,
+}
+
+/// The TCP keepalive probes and user timeout that reqwest's connector set
+/// (the FCM client keeps them; the APNs client pings over HTTP/2 instead):
+/// a peer gone while the connection idles in the pool is found in about a
+/// minute, and a write unacknowledged for `user_timeout` fails the connection.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::net) struct TcpKeepAlive {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub retries: u32,
+    pub user_timeout: Duration,
+}
+
+impl TcpKeepAlive {
+    /// reqwest 0.13's defaults.
+    pub const REQWEST: TcpKeepAlive = TcpKeepAlive {
+        idle: Duration::from_secs(15),
+        interval: Duration::from_secs(15),
+        retries: 3,
+        user_timeout: Duration::from_secs(30),
+    };
+
+    /// Sets them on `s`; like reqwest, a connection whose socket refuses one is used all the same.
+    pub fn apply(&self, s: &TcpStream) {
+        use rustix::net::sockopt;
+        let set = sockopt::set_socket_keepalive(s, true)
+            .and_then(|()| sockopt::set_tcp_keepidle(s, self.idle))
+            .and_then(|()| sockopt::set_tcp_keepintvl(s, self.interval))
+            .and_then(|()| sockopt::set_tcp_keepcnt(s, self.retries));
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let set = set.and_then(|()| {
+            let ms = u32::try_from(self.user_timeout.as_millis()).unwrap_or(u32::MAX);
+            sockopt::set_tcp_user_timeout(s, ms)
+        });
+        if let Err(e) = set {
+            tracing::debug!(error = %e, "cannot set TCP keepalive");
+        }
+    }
+}
+
+pub(super) struct Dialer {
+    pub route: Route,
     pub http2: Builder,
     pub keep_alive: KeepAlive,
 }
@@ -110,23 +172,30 @@ pub(super) fn http2_builder() -> Builder {
     b
 }
 
-impl Dialer {
-    /// A new connection, its task spawned; counted once it is up.
-    pub async fn dial(&self) -> Result<Live, ConnectError> {
-        let live = tokio::time::timeout(self.connect_timeout, self.open())
+impl Route {
+    /// `connect` (an [`open`](Route::open) and what the caller does on the
+    /// stream before it is usable) within the connect timeout; counted once it is up.
+    pub async fn within<T>(
+        &self,
+        connect: impl Future<Output = Result<T, ConnectError>>,
+    ) -> Result<T, ConnectError> {
+        let up = tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| ConnectError::Timeout)??;
         if let Some(c) = &self.connections {
             c.inc();
         }
-        Ok(live)
+        Ok(up)
     }
 
-    async fn open(&self) -> Result<Live, ConnectError> {
+    /// A new stream to the origin, through the tunnel if there is one.
+    pub async fn open(&self) -> Result<Stream, ConnectError> {
         let Some(t) = &self.tunnel else {
-            return self.secure(tcp(&self.origin).await?).await;
+            return self
+                .secure(tcp(&self.origin, self.tcp_keepalive).await?)
+                .await;
         };
-        let mut tcp = tcp(&t.proxy).await?;
+        let mut tcp = tcp(&t.proxy, self.tcp_keepalive).await?;
         match &t.tls {
             None => {
                 t.open(&mut tcp).await?;
@@ -143,21 +212,35 @@ impl Dialer {
         }
     }
 
-    /// TLS to the origin over `io` (unless the origin is `http`), then HTTP/2.
-    async fn secure<T>(&self, io: T) -> Result<Live, ConnectError>
-    where
-        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    /// TLS to the origin over `io`, unless the origin is `http`.
+    async fn secure<T: Io + 'static>(&self, io: T) -> Result<Stream, ConnectError> {
         match &self.tls {
             Some((connector, name)) => {
                 let tls = connector
                     .connect(name.clone(), io)
                     .await
                     .map_err(ConnectError::Tls)?;
-                self.handshake(tls).await
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                Ok(Stream {
+                    io: Box::new(tls),
+                    h2,
+                })
             }
-            None => self.handshake(io).await,
+            None => Ok(Stream {
+                io: Box::new(io),
+                h2: false,
+            }),
         }
+    }
+}
+
+impl Dialer {
+    /// A new connection, its task spawned; counted once it is up.
+    pub async fn dial(&self) -> Result<Live, ConnectError> {
+        // HTTP/2 whatever ALPN said (APNs offers only `h2`; `http` origins
+        // speak it in clear).
+        let connect = async { self.handshake(self.route.open().await?.io).await };
+        self.route.within(connect).await
     }
 
     async fn handshake<T>(&self, io: T) -> Result<Live, ConnectError>
@@ -305,7 +388,7 @@ async fn ping(mut pings: PingPong, k: KeepAlive) {
 }
 
 /// The first address of `to` that accepts a TCP connection.
-async fn tcp(to: &HostPort) -> Result<TcpStream, ConnectError> {
+async fn tcp(to: &HostPort, keepalive: Option<TcpKeepAlive>) -> Result<TcpStream, ConnectError> {
     let addrs = tokio::net::lookup_host((to.host.as_str(), to.port))
         .await
         .map_err(ConnectError::Dns)?;
@@ -314,6 +397,9 @@ async fn tcp(to: &HostPort) -> Result<TcpStream, ConnectError> {
         match TcpStream::connect(addr).await {
             Ok(s) => {
                 s.set_nodelay(true).map_err(ConnectError::Io)?;
+                if let Some(k) = keepalive {
+                    k.apply(&s);
+                }
                 return Ok(s);
             }
             Err(e) => last = Some(e),

@@ -26,8 +26,11 @@
 //! a last stream before it, or a connection that closed or was going away
 //! before the request left — is sent once more; a request the server may
 //! have processed never is (no double push).
+//!
+//! The dialing up to the open stream ([`dial::Route`], built by [`route`])
+//! is shared with the FCM client of [`super::h1`].
 
-mod dial;
+pub(in crate::net) mod dial;
 mod tls;
 
 use std::path::Path;
@@ -43,7 +46,7 @@ use rustls::pki_types::ServerName;
 
 use super::transport::{root_cause, Failure, Inbound, Outbound, Transport};
 use super::NetError;
-use dial::{Dialer, HostPort, Live, Sender, Tunnel};
+use dial::{Dialer, HostPort, Live, Route, Sender, Tunnel};
 pub use tls::{Identity, IdentityError};
 
 /// How to build the client of one APNs app.
@@ -88,6 +91,9 @@ pub enum ConnectError {
     Tls(#[source] std::io::Error),
     #[error("HTTP/2 handshake failed")]
     Handshake(#[source] h2::Error),
+    /// A client of one origin was asked for a connection elsewhere.
+    #[error("not this client's origin")]
+    Elsewhere,
 }
 
 /// The connection in use, and which one it is (a retry must not drop a newer one).
@@ -104,10 +110,10 @@ pub struct Client {
     connecting: tokio::sync::Mutex<()>,
 }
 
-/// What reqwest sent on every request, kept so that APNs sees the same requests.
-static AGENT: HeaderValue =
+/// What reqwest sent on every request, kept so that APNs and FCM see the same requests.
+pub(in crate::net) static AGENT: HeaderValue =
     HeaderValue::from_static(concat!("pushgate/", env!("CARGO_PKG_VERSION")));
-static ANY: HeaderValue = HeaderValue::from_static("*/*");
+pub(in crate::net) static ANY: HeaderValue = HeaderValue::from_static("*/*");
 
 /// An answer whose head has arrived; its body is read with [`Inbound::chunk`].
 pub type Response = http::Response<h2::RecvStream>;
@@ -124,44 +130,21 @@ enum Refusal {
 
 impl Client {
     pub fn new(o: Options<'_>) -> Result<Client, NetError> {
-        let origin = o.origin;
-        let bad = |why: &str| NetError::Origin(format!("{origin}: {why}"));
-        let tls = match origin.scheme() {
-            "https" => true,
-            "http" => false,
-            _ => return Err(bad("not an http(s) URL")),
-        };
-        let port = origin
-            .port_or_known_default()
-            .ok_or_else(|| bad("no port"))?;
-        let (host, name, target) = match origin.host() {
-            Some(url::Host::Domain(d)) => (
-                d.to_owned(),
-                ServerName::try_from(d.to_owned()).map_err(|e| bad(&e.to_string()))?,
-                d.to_owned(),
-            ),
-            Some(url::Host::Ipv4(ip)) => (ip.to_string(), ServerName::from(ip), ip.to_string()),
-            Some(url::Host::Ipv6(ip)) => (ip.to_string(), ServerName::from(ip), format!("[{ip}]")),
-            None => return Err(bad("no host")),
-        };
-        let target = format!("{target}:{port}");
-        let tunnel = match o.proxy {
-            Some(proxy) => tunnel(proxy, origin.scheme(), target, o.extra_ca)?,
-            None => None,
-        };
-        let tls = if tls {
-            let config = tls::client_config(o.extra_ca, o.identity, b"h2")?;
-            Some((tokio_rustls::TlsConnector::from(config), name))
-        } else {
-            None
-        };
+        let route = route(
+            &Reach {
+                origin: o.origin,
+                connect_timeout: o.connect_timeout,
+                proxy: o.proxy,
+                extra_ca: o.extra_ca,
+                connections: o.connections,
+                who: "the APNs client",
+            },
+            o.identity,
+            &[b"h2"],
+        )?;
         Ok(Client {
             dialer: Dialer {
-                origin: HostPort { host, port },
-                tls,
-                tunnel,
-                connect_timeout: o.connect_timeout,
-                connections: o.connections,
+                route,
                 http2: dial::http2_builder(),
                 keep_alive: dial::KeepAlive::default(),
             },
@@ -248,6 +231,67 @@ impl Client {
     }
 }
 
+/// How a client of one origin reaches it.
+pub(in crate::net) struct Reach<'a> {
+    /// `http(s)://host[:port]`; a path is ignored.
+    pub origin: &'a url::Url,
+    pub connect_timeout: Duration,
+    pub proxy: Option<&'a str>,
+    pub extra_ca: Option<&'a Path>,
+    pub connections: Option<IntCounter>,
+    /// Which client, for the error about a proxy it cannot use.
+    pub who: &'static str,
+}
+
+/// The route to `r.origin`: TLS offering `alpn` (and presenting `identity`)
+/// for an `https` origin, through the proxy's tunnel unless `NO_PROXY` names
+/// the origin.
+pub(in crate::net) fn route(
+    r: &Reach<'_>,
+    identity: Option<Identity>,
+    alpn: &[&[u8]],
+) -> Result<Route, NetError> {
+    let origin = r.origin;
+    let bad = |why: &str| NetError::Origin(format!("{origin}: {why}"));
+    let tls = match origin.scheme() {
+        "https" => true,
+        "http" => false,
+        _ => return Err(bad("not an http(s) URL")),
+    };
+    let port = origin
+        .port_or_known_default()
+        .ok_or_else(|| bad("no port"))?;
+    let (host, name, target) = match origin.host() {
+        Some(url::Host::Domain(d)) => (
+            d.to_owned(),
+            ServerName::try_from(d.to_owned()).map_err(|e| bad(&e.to_string()))?,
+            d.to_owned(),
+        ),
+        Some(url::Host::Ipv4(ip)) => (ip.to_string(), ServerName::from(ip), ip.to_string()),
+        Some(url::Host::Ipv6(ip)) => (ip.to_string(), ServerName::from(ip), format!("[{ip}]")),
+        None => return Err(bad("no host")),
+    };
+    let target = format!("{target}:{port}");
+    let tunnel = match r.proxy {
+        Some(proxy) => tunnel(proxy, origin.scheme(), target, r.extra_ca, r.who)?,
+        None => None,
+    };
+    let tls = if tls {
+        let config = tls::client_config(r.extra_ca, identity, alpn)?;
+        Some((tokio_rustls::TlsConnector::from(config), name))
+    } else {
+        None
+    };
+    Ok(Route {
+        origin: HostPort { host, port },
+        tls,
+        tunnel,
+        connect_timeout: r.connect_timeout,
+        connections: r.connections.clone(),
+        tcp_keepalive: None,
+    })
+}
+
 /// The tunnel through `proxy` to `target`, unless `NO_PROXY` names the origin.
 /// An `https` proxy is trusted as the origin is (platform roots and `extra_ca`).
 fn tunnel(
@@ -255,6 +299,7 @@ fn tunnel(
     scheme: &str,
     target: String,
     extra_ca: Option<&Path>,
+    who: &str,
 ) -> Result<Option<Tunnel>, NetError> {
     let no_proxy = std::env::var("NO_PROXY")
         .or_else(|_| std::env::var("no_proxy"))
@@ -286,12 +331,12 @@ fn tunnel(
         Some("https") => {
             let name = ServerName::try_from(host.clone())
                 .map_err(|e| NetError::ProxyUrl(format!("{}: {e}", proxy_for_log(proxy))))?;
-            let config = tls::client_config(extra_ca, None, b"http/1.1")?;
+            let config = tls::client_config(extra_ca, None, &[b"http/1.1"])?;
             (Some((tokio_rustls::TlsConnector::from(config), name)), 443)
         }
         _ => {
             return Err(NetError::ProxyUrl(format!(
-                "{}: the APNs client tunnels through http:// and https:// proxies only",
+                "{}: {who} tunnels through http:// and https:// proxies only",
                 proxy_for_log(proxy)
             )))
         }

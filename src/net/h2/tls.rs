@@ -1,7 +1,8 @@
-//! The TLS side of the APNs client: the roots reqwest trusts (the platform's,
-//! through `rustls-platform-verifier`, plus the optional extra CA), ALPN `h2`
-//! only to APNs (`http/1.1` to an `https` proxy), and the client certificate
-//! of APNs certificate auth.
+//! The TLS side of the APNs client and of the FCM client of [`crate::net::h1`]:
+//! the roots reqwest trusts (the platform's, through `rustls-platform-verifier`,
+//! plus the optional extra CA), the ALPN protocols each offers (`h2` only to
+//! APNs, `h2` and `http/1.1` to FCM, `http/1.1` to an `https` proxy), and the
+//! client certificate of APNs certificate auth.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -60,11 +61,12 @@ pub(crate) fn extra_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, N
     Ok(certs)
 }
 
-/// TLS 1.2 and 1.3 with the process's provider (ring), offering `alpn`.
-pub(super) fn client_config(
+/// TLS 1.2 and 1.3 with the process's provider (ring), offering `alpn` (in
+/// order of preference).
+pub(in crate::net) fn client_config(
     extra_ca: Option<&Path>,
     identity: Option<Identity>,
-    alpn: &[u8],
+    alpn: &[&[u8]],
 ) -> Result<Arc<ClientConfig>, NetError> {
     crate::net::install_crypto_provider();
     let provider = rustls::crypto::CryptoProvider::get_default()
@@ -89,6 +91,6 @@ pub(super) fn client_config(
             .map_err(NetError::Tls)?,
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![alpn.to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }

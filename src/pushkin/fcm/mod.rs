@@ -5,6 +5,10 @@
 //! `max_connections` requests are in flight per app. 429/5xx are retried with
 //! backoff (honouring `Retry-After`) inside the request's budget; a 401
 //! refreshes the token and retries once.
+//!
+//! Pushes go out through [`net::h1::Client`] (hyper-util's pool, HTTP/2 when
+//! FCM chooses it), without reqwest's per-request layers; the OAuth token
+//! requests, a few an hour, keep reqwest.
 
 pub mod error;
 mod judge;
@@ -50,10 +54,11 @@ pub enum FcmError {
 }
 
 pub struct Fcm {
-    client: reqwest::Client,
+    /// The pushes' client.
+    h1_client: net::h1::Client,
     auth: TokenSource,
-    /// The send URL, parsed once.
-    url: url::Url,
+    /// The send URL, parsed once; each push clones it.
+    uri: http::Uri,
     authorization: AuthHeader,
     fcm_options: Map<String, Value>,
     send_badge_counts: bool,
@@ -64,7 +69,8 @@ pub struct Fcm {
 
 impl Fcm {
     pub fn new(cfg: &FcmConfig, s: &Settings<'_>) -> Result<Self, FcmError> {
-        let client = net::build_client(&ClientOptions {
+        // reqwest for the token requests only: a few an hour.
+        let oauth_client = net::build_client(&ClientOptions {
             connect_timeout: s.connect_timeout,
             proxy: s.proxy,
             extra_ca: cfg.ca_file.as_deref(),
@@ -75,16 +81,30 @@ impl Fcm {
         let auth = TokenSource::from_file(
             &cfg.service_account_file,
             cfg.token_uri.as_deref(),
-            client.clone(),
+            oauth_client,
             s.metrics.clone(),
         )?;
         let base = cfg.endpoint.as_deref().unwrap_or(DEFAULT_BASE);
         let url = format!("{base}/v1/projects/{}/messages:send", cfg.project_id);
+        // Through `url` first: the URL sent is the one reqwest sent
+        // (normalised and percent-encoded as `url` does).
         let url = url::Url::parse(&url).map_err(|e| FcmError::Url(format!("{url}: {e}")))?;
+        let uri = url
+            .as_str()
+            .parse::<http::Uri>()
+            .map_err(|e| FcmError::Url(format!("{url}: {e}")))?;
+        let h1_client = net::h1::Client::new(net::h1::Options {
+            origin: &url,
+            connect_timeout: s.connect_timeout,
+            proxy: s.proxy,
+            extra_ca: cfg.ca_file.as_deref(),
+            max_idle_per_host: cfg.max_connections,
+            connections: Some(s.metrics.connections()),
+        })?;
         Ok(Fcm {
-            client,
+            h1_client,
             auth,
-            url,
+            uri,
             authorization: AuthHeader::new("Bearer"),
             fcm_options: cfg.fcm_options.clone(),
             send_badge_counts: cfg.send_badge_counts,
@@ -121,8 +141,8 @@ struct Attempts<'a> {
     push: &'a Push,
 }
 
-impl exchange::Attempts for Attempts<'_> {
-    async fn request(&self) -> Result<Attempt, Outcome> {
+impl exchange::Attempts<net::h1::Client> for Attempts<'_> {
+    async fn request(&self) -> Result<Attempt<http::Request<bytes::Bytes>>, Outcome> {
         let token = match self.fcm.auth.token().await {
             Ok(t) => t,
             // Credentials trouble is ours, not the device's: temporary, so nothing is lost.
@@ -138,14 +158,16 @@ impl exchange::Attempts for Attempts<'_> {
             .authorization
             .value(&token)
             .map_err(|e| Outcome::failed(Cause::Local(format!("bad request: {e}"))))?;
-        let mut request = net::request(http::Method::POST, self.fcm.url.clone(), 2);
-        let h = request.headers_mut();
+        let mut request = http::Request::new(self.push.body.clone());
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self.fcm.uri.clone();
+        let mut h = net::h1::headers(2);
         h.insert(http::header::AUTHORIZATION, authorization);
         h.insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
         );
-        *request.body_mut() = Some(self.push.body.clone().into());
+        *request.headers_mut() = h;
         Ok(Attempt {
             request,
             credential: Some(token),
@@ -186,7 +208,7 @@ impl Pushkin for Fcm {
                 return Prepared::mismatch();
             };
             let x = Exchange {
-                client: &self.client,
+                client: &self.h1_client,
                 metrics: &self.metrics,
                 // At most `max_connections` requests of the app in flight.
                 slot: Some(&self.connections),

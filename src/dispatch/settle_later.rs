@@ -108,8 +108,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_claims_of_requests_answered_together_are_written_by_one_task() {
+    /// A SQLite store in a directory of its own (kept while the test holds it).
+    async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
         let dir = tempfile::tempdir().expect("dir");
         let config = crate::config::StoreConfig::Sqlite {
             path: dir.path().join("s.db"),
@@ -118,6 +118,12 @@ mod tests {
             .await
             .expect("store")
             .expect("a SQLite store");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn the_claims_of_requests_answered_together_are_written_by_one_task() {
+        let (_dir, store) = sqlite_store().await;
         let (later, tracker) = (SettleLater::default(), TaskTracker::new());
         later.add(&store, &tracker, 1_000, vec![key("$a")], vec![]);
         later.add(&store, &tracker, 1_002, vec![key("$b")], vec![]);
@@ -148,14 +154,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_settlement_is_written_at_once_and_the_next_one_still_gathers() {
-        let dir = tempfile::tempdir().expect("dir");
-        let config = crate::config::StoreConfig::Sqlite {
-            path: dir.path().join("s.db"),
-        };
-        let store = crate::store::open(&config)
-            .await
-            .expect("store")
-            .expect("a SQLite store");
+        let (_dir, store) = sqlite_store().await;
         let (later, tracker) = (SettleLater::default(), TaskTracker::new());
         let keys =
             |from: usize, n: usize| (from..from + n).map(|i| key(&format!("${i}"))).collect();

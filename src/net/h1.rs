@@ -12,7 +12,7 @@
 //!
 //! Kept from the reqwest client it replaced, so that FCM sees the same
 //! connections and requests: the connector is the APNs client's dialing
-//! ([`super::h2::dial::Route`]: DNS, `TCP_NODELAY`, the proxy's `CONNECT`
+//! ([`super::route`]: DNS, `TCP_NODELAY`, the proxy's `CONNECT`
 //! tunnel — `http` or `https` proxies, `NO_PROXY`, `Proxy-Authorization` from
 //! the proxy URL —, TLS trusting the platform's roots plus the optional extra
 //! CA, the connect timeout, the connection counter), reqwest's TCP keepalive
@@ -45,8 +45,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::IntCounter;
 
-use super::h2::dial::{Io, Route, TcpKeepAlive};
-use super::h2::{route, ConnectError, Reach, AGENT, ANY};
+use super::route::{route, ConnectError, Io, Reach, Route, TcpKeepAlive, AGENT, ANY};
 use super::transport::{root_cause, Failure, Inbound, Transport};
 use super::NetError;
 

@@ -1,9 +1,10 @@
 //! The outbound HTTP clients: [`build_client`] (reqwest) for Web Push,
 //! UnifiedPush and FCM's OAuth token requests, [`h2`] for APNs (HTTP/2 to one
 //! fixed origin, without reqwest's per-request layers) and [`h1`] for FCM's
-//! pushes (hyper-util's pool over [`h2`]'s dialing, without reqwest's
-//! per-request layers); [`transport`] is what `pushkin::exchange` needs of
-//! each.
+//! pushes (hyper-util's pool, without reqwest's per-request layers); the
+//! last two reach their origin through `route` (DNS, TCP, the proxy's
+//! tunnel, TLS from `tls`); [`transport`] is what `pushkin::exchange` needs
+//! of each.
 //!
 //! The reqwest client:
 //! rustls (ring provider) with the system's roots plus an optional extra CA,
@@ -18,6 +19,8 @@ pub mod fd_limit;
 pub mod guard;
 pub mod h1;
 pub mod h2;
+mod route;
+mod tls;
 pub mod transport;
 
 use std::path::Path;

@@ -27,11 +27,10 @@
 //! before the request left — is sent once more; a request the server may
 //! have processed never is (no double push).
 //!
-//! The dialing up to the open stream ([`dial::Route`], built by [`route`])
-//! is shared with the FCM client of [`super::h1`].
+//! The dialing up to the open stream is [`super::route`]'s, shared with the
+//! FCM client of [`super::h1`].
 
-pub(in crate::net) mod dial;
-mod tls;
+mod dial;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -40,14 +39,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, USER_AGENT};
 use http::Method;
-use hyper_util::client::proxy::matcher::Matcher;
 use prometheus::IntCounter;
-use rustls::pki_types::ServerName;
 
+pub use super::route::ConnectError;
+use super::route::{route, Reach, AGENT, ANY};
+pub use super::tls::{Identity, IdentityError};
 use super::transport::{root_cause, Failure, Inbound, Outbound, Transport};
 use super::NetError;
-use dial::{Dialer, HostPort, Live, Route, Sender, Tunnel};
-pub use tls::{Identity, IdentityError};
+use dial::{Dialer, Live, Sender};
 
 /// How to build the client of one APNs app.
 pub struct Options<'a> {
@@ -74,28 +73,6 @@ pub enum Error {
     Request(#[source] h2::Error),
 }
 
-/// Why a connection could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("dns error")]
-    Dns(#[source] std::io::Error),
-    #[error("no connection within the connect timeout")]
-    Timeout,
-    #[error("tcp connect error")]
-    Io(#[source] std::io::Error),
-    #[error("the proxy {0}")]
-    Proxy(String),
-    #[error("proxy connection failed")]
-    ProxyIo(#[source] std::io::Error),
-    #[error("TLS handshake failed")]
-    Tls(#[source] std::io::Error),
-    #[error("HTTP/2 handshake failed")]
-    Handshake(#[source] h2::Error),
-    /// A client of one origin was asked for a connection elsewhere.
-    #[error("not this client's origin")]
-    Elsewhere,
-}
-
 /// The connection in use, and which one it is (a retry must not drop a newer one).
 #[derive(Default)]
 struct Slot {
@@ -109,11 +86,6 @@ pub struct Client {
     /// Held while a connection is being opened: one connect at a time.
     connecting: tokio::sync::Mutex<()>,
 }
-
-/// What reqwest sent on every request, kept so that APNs and FCM see the same requests.
-pub(in crate::net) static AGENT: HeaderValue =
-    HeaderValue::from_static(concat!("pushgate/", env!("CARGO_PKG_VERSION")));
-pub(in crate::net) static ANY: HeaderValue = HeaderValue::from_static("*/*");
 
 /// An answer whose head has arrived; its body is read with [`Inbound::chunk`].
 pub type Response = http::Response<h2::RecvStream>;
@@ -228,140 +200,6 @@ impl Client {
         if slot.generation == generation {
             slot.live = None;
         }
-    }
-}
-
-/// How a client of one origin reaches it.
-pub(in crate::net) struct Reach<'a> {
-    /// `http(s)://host[:port]`; a path is ignored.
-    pub origin: &'a url::Url,
-    pub connect_timeout: Duration,
-    pub proxy: Option<&'a str>,
-    pub extra_ca: Option<&'a Path>,
-    pub connections: Option<IntCounter>,
-    /// Which client, for the error about a proxy it cannot use.
-    pub who: &'static str,
-}
-
-/// The route to `r.origin`: TLS offering `alpn` (and presenting `identity`)
-/// for an `https` origin, through the proxy's tunnel unless `NO_PROXY` names
-/// the origin.
-pub(in crate::net) fn route(
-    r: &Reach<'_>,
-    identity: Option<Identity>,
-    alpn: &[&[u8]],
-) -> Result<Route, NetError> {
-    let origin = r.origin;
-    let bad = |why: &str| NetError::Origin(format!("{origin}: {why}"));
-    let tls = match origin.scheme() {
-        "https" => true,
-        "http" => false,
-        _ => return Err(bad("not an http(s) URL")),
-    };
-    let port = origin
-        .port_or_known_default()
-        .ok_or_else(|| bad("no port"))?;
-    let (host, name, target) = match origin.host() {
-        Some(url::Host::Domain(d)) => (
-            d.to_owned(),
-            ServerName::try_from(d.to_owned()).map_err(|e| bad(&e.to_string()))?,
-            d.to_owned(),
-        ),
-        Some(url::Host::Ipv4(ip)) => (ip.to_string(), ServerName::from(ip), ip.to_string()),
-        Some(url::Host::Ipv6(ip)) => (ip.to_string(), ServerName::from(ip), format!("[{ip}]")),
-        None => return Err(bad("no host")),
-    };
-    let target = format!("{target}:{port}");
-    let tunnel = match r.proxy {
-        Some(proxy) => tunnel(proxy, origin.scheme(), target, r.extra_ca, r.who)?,
-        None => None,
-    };
-    let tls = if tls {
-        let config = tls::client_config(r.extra_ca, identity, alpn)?;
-        Some((tokio_rustls::TlsConnector::from(config), name))
-    } else {
-        None
-    };
-    Ok(Route {
-        origin: HostPort { host, port },
-        tls,
-        tunnel,
-        connect_timeout: r.connect_timeout,
-        connections: r.connections.clone(),
-        tcp_keepalive: None,
-    })
-}
-
-/// The tunnel through `proxy` to `target`, unless `NO_PROXY` names the origin.
-/// An `https` proxy is trusted as the origin is (platform roots and `extra_ca`).
-fn tunnel(
-    proxy: &str,
-    scheme: &str,
-    target: String,
-    extra_ca: Option<&Path>,
-    who: &str,
-) -> Result<Option<Tunnel>, NetError> {
-    let no_proxy = std::env::var("NO_PROXY")
-        .or_else(|_| std::env::var("no_proxy"))
-        .unwrap_or_default();
-    let dst: http::Uri = format!("{scheme}://{target}/")
-        .parse()
-        .map_err(|e| NetError::Origin(format!("{target}: {e}")))?;
-    let through = |no: &str| {
-        Matcher::builder()
-            .all(proxy.to_owned())
-            .no(no.to_owned())
-            .build()
-            .intercept(&dst)
-    };
-    let Some(intercept) = through(&no_proxy) else {
-        return match through("") {
-            // The proxy is not for this origin.
-            Some(_) => Ok(None),
-            None => Err(NetError::ProxyUrl(proxy_for_log(proxy))),
-        };
-    };
-    let uri = intercept.uri();
-    let host = uri
-        .host()
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
-        .ok_or_else(|| NetError::ProxyUrl(proxy_for_log(proxy)))?;
-    let (tls, port) = match uri.scheme_str() {
-        Some("http") => (None, 80),
-        Some("https") => {
-            let name = ServerName::try_from(host.clone())
-                .map_err(|e| NetError::ProxyUrl(format!("{}: {e}", proxy_for_log(proxy))))?;
-            let config = tls::client_config(extra_ca, None, &[b"http/1.1"])?;
-            (Some((tokio_rustls::TlsConnector::from(config), name)), 443)
-        }
-        _ => {
-            return Err(NetError::ProxyUrl(format!(
-                "{}: {who} tunnels through http:// and https:// proxies only",
-                proxy_for_log(proxy)
-            )))
-        }
-    };
-    Ok(Some(Tunnel {
-        proxy: HostPort {
-            host,
-            port: uri.port_u16().unwrap_or(port),
-        },
-        tls,
-        target,
-        auth: intercept.basic_auth().cloned(),
-    }))
-}
-
-/// The proxy URL without its password.
-fn proxy_for_log(proxy: &str) -> String {
-    match url::Url::parse(proxy) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => "(not a URL)".into(),
     }
 }
 

@@ -154,18 +154,6 @@ impl ClientOptions<'static> {
     }
 }
 
-/// The headers the client adds to every request: `accept` and `user-agent`.
-const CLIENT_HEADERS: usize = 2;
-
-/// A request whose header map has room for `headers` of the caller's and the
-/// client's own: reqwest adds its defaults to the map it is given, and a map
-/// that has to grow for them is rehashed, once per push.
-pub fn request(method: reqwest::Method, url: url::Url, headers: usize) -> reqwest::Request {
-    let mut request = reqwest::Request::new(method, url);
-    *request.headers_mut() = reqwest::header::HeaderMap::with_capacity(headers + CLIENT_HEADERS);
-    request
-}
-
 /// Whether a request error was caused by the address guard refusing the destination.
 pub fn refused_by_guard(err: &reqwest::Error) -> Option<&Refused> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -253,7 +241,7 @@ mod tests {
         let client = build_client(&ClientOptions::for_tests()).expect("client");
         let url = url::Url::parse(&format!("http://{addr}/push")).expect("url");
         let resp = client
-            .execute(request(reqwest::Method::POST, url, 0))
+            .execute(reqwest::Request::new(reqwest::Method::POST, url))
             .await
             .expect("an answer");
         assert_eq!(resp.status(), reqwest::StatusCode::TEMPORARY_REDIRECT);
@@ -263,15 +251,5 @@ mod tests {
         );
         assert_eq!(resp.url().path(), "/push");
         assert_eq!(requests.load(Ordering::SeqCst), 1, "not followed");
-    }
-
-    #[test]
-    fn a_request_has_room_for_its_headers_and_the_client_s() {
-        let url = url::Url::parse("https://push.example/3/device/x").expect("url");
-        let r = request(reqwest::Method::POST, url, 8);
-        assert!(r.headers().is_empty());
-        assert!(r.headers().capacity() >= 8 + CLIENT_HEADERS);
-        assert_eq!(r.method(), reqwest::Method::POST);
-        assert_eq!(r.url().as_str(), "https://push.example/3/device/x");
     }
 }

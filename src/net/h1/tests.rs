@@ -195,10 +195,9 @@ async fn a_push_is_the_bytes_reqwest_sent() {
     let (origin, seen) = raw_server().await;
     let before =
         crate::net::build_client(&crate::net::ClientOptions::for_tests()).expect("reqwest");
-    let mut r = crate::net::request(
+    let mut r = reqwest::Request::new(
         http::Method::POST,
         url::Url::parse(&send_url(&origin)).expect("url"),
-        2,
     );
     r.headers_mut()
         .insert(AUTHORIZATION, HeaderValue::from_static("Bearer tok"));
